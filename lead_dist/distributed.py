@@ -1,0 +1,147 @@
+"""Rank helpers and the gradient-carrying gather the cross-rank candidate set needs. Imports nothing of ours.
+
+Gradient scaling of `gather_with_grad` (open_clip's convention), worked out:
+rank r of N holds B queries and its own candidates x_r; after the gather every rank scores its queries against
+all N ranks' candidates and takes L_r = mean over its B queries. DDP (and DeepSpeed) then AVERAGE parameter
+gradients: g = (1/N) sum_r dL_r/dtheta. The loss of one process on the whole N*B batch is
+L = (1/(N*B)) sum over all queries = (1/N) sum_r L_r, so dL/dtheta = (1/N) sum_r dL_r/dtheta as well, PROVIDED
+rank r's candidates x_r receive the gradient of every rank's loss, sum_r' dL_r'/dx_r. So the backward of the gather
+hands each rank its slice of the SUM over ranks of the incoming gradients (not the mean, and not only its own
+rank's gradient). With that, N ranks x B queries == 1 rank x N*B queries, loss and gradients, to rounding. Two
+conditions: every rank has the same number of queries B (otherwise the per-rank means weigh queries unequally),
+and any other statistic averaged over queries (LEAD's layer gaps) is averaged over all ranks too
+(`all_reduce_mean`). If the per-rank loss is a SUM over queries instead, the same gather gives N times the
+single-process gradient after DDP's averaging.
+
+The backward uses all_reduce then slices (gloo has no reduce_scatter); every rank must run the backward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["all_reduce_mean", "gather_padded", "gather_with_grad", "is_main", "rank", "world_size"]
+
+# Shapes are exchanged as a fixed-length vector so ranks with different tensor ranks still meet in one collective.
+_MAX_DIMS = 8
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's global rank; 0 when torch.distributed is not initialised."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Number of processes; 1 when torch.distributed is not initialised."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the one that writes files and logs."""
+    return rank() == 0
+
+
+def all_reduce_mean(x: Tensor | float) -> Tensor | float:
+    """Mean of `x` over ranks, returned as a new value without gradient (for metrics and loss statistics).
+
+    A float comes back as a float; a tensor as a tensor of the same shape on the same device.
+    """
+    if isinstance(x, Tensor):
+        if not _active():
+            return x.detach().clone()
+        out = x.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out / dist.get_world_size()
+    if not _active():
+        return float(x)
+    return float(all_reduce_mean(torch.tensor(float(x), dtype=torch.float64)))
+
+
+def _all_shapes(t: Tensor) -> list[tuple[int, ...]]:
+    if t.dim() > _MAX_DIMS:
+        raise ValueError(f"distributed gather supports tensors of at most {_MAX_DIMS} dims, got {t.dim()}")
+    local = torch.full((_MAX_DIMS + 1,), -1, dtype=torch.int64, device=t.device)
+    local[0] = t.dim()
+    local[1 : t.dim() + 1] = torch.tensor(t.shape, dtype=torch.int64)
+    gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, local)
+    return [tuple(int(d) for d in g[1 : int(g[0]) + 1]) for g in gathered]
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0 (sizes may differ by rank); backward = own slice of the summed gradient."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor, sizes: list[int]) -> Tensor:  # type: ignore[override]
+        me = dist.get_rank()
+        ctx.offset = sum(sizes[:me])
+        ctx.size = sizes[me]
+        longest = max(sizes)
+        # all_gather needs equal shapes: pad dim 0 to the longest, cut each part back after.
+        padded = t
+        if t.shape[0] < longest:
+            padded = torch.cat([t, t.new_zeros((longest - t.shape[0], *t.shape[1:]))], dim=0)
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded.contiguous())
+        return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)], dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        summed = grad.contiguous().clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed[ctx.offset : ctx.offset + ctx.size], None
+
+
+def _gather(t: Tensor, shapes: list[tuple[int, ...]]) -> Tensor:
+    trailing = {shape[1:] for shape in shapes}
+    if len(trailing) != 1:
+        raise ValueError(
+            f"gather_with_grad needs the same shape on every rank except dim 0; got per-rank shapes {shapes} "
+            "(use gather_padded to pad a ragged dim)"
+        )
+    sizes = [shape[0] for shape in shapes]
+    if t.dtype == torch.bool:  # gloo cannot all_gather bool; masks travel as uint8
+        return _GatherWithGrad.apply(t.to(torch.uint8), sizes).bool()
+    return _GatherWithGrad.apply(t, sizes)
+
+
+def gather_with_grad(t: Tensor) -> Tensor:
+    """Concatenate `t` from all ranks along dim 0 (rank order), keeping the graph (see the module docstring).
+
+    Dim 0 may differ by rank; the other dims must match. Without torch.distributed or with one rank, returns `t`.
+    """
+    if not _active():
+        return t
+    return _gather(t, _all_shapes(t))
+
+
+def gather_padded(t: Tensor, dim: int, pad_value: float | int | bool = 0) -> Tensor:
+    """Like gather_with_grad, after padding dimension `dim` (>= 1) with `pad_value` to its longest size over ranks.
+
+    For ColBERT token states [B, T, D] and masks [B, T] whose token length T differs by rank: gather both with the
+    same `dim=1` (states padded with 0, masks with 0 = "token does not count"). Gradients of padding are dropped.
+    """
+    if t.dim() == 0:
+        raise ValueError("gather_padded needs a tensor with at least 2 dims, got a scalar")
+    dim = dim % t.dim()
+    if dim == 0:
+        raise ValueError("gather_padded: dim 0 is the gathered dim and may already differ by rank; pass dim >= 1")
+    if not _active():
+        return t
+    shapes = _all_shapes(t)
+    if len({len(shape) for shape in shapes}) != 1:
+        raise ValueError(f"gather_padded needs tensors of the same number of dims on every rank; got {shapes}")
+    longest = max(shape[dim] for shape in shapes)
+    missing = longest - t.shape[dim]
+    if missing:
+        pad_shape = list(t.shape)
+        pad_shape[dim] = missing
+        t = torch.cat([t, t.new_full(pad_shape, pad_value)], dim=dim)
+    padded_shapes = [tuple(longest if i == dim else n for i, n in enumerate(shape)) for shape in shapes]
+    return _gather(t, padded_shapes)

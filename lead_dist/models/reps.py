@@ -1,0 +1,27 @@
+"""The representation a dual encoder or ColBERT model hands to its score function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class Reps:
+    """What `forward` returns for DE and CB models (see docs/INTERFACES.md).
+
+    final:  DE [B, D] (L2-normalised when the similarity is cosine); CB [B, T, D'] projected if configured and
+            L2-normalised.
+    layers: DE [K, B, D]; CB [K, B, T, D] raw token states; K = number of requested layers, may be 0.
+    mask:   CB [B, T] with 1 where a token counts in the score; None for DE.
+    scale:  the factor `score` multiplies similarities by (DE cosine models use e.g. 20; 1.0 otherwise). It travels
+            with the representation so `score` stays a parameter-free static function; when rebuilding Reps after a
+            gather keep it (`dataclasses.replace(reps, final=..., layers=...)`): `score` refuses query and passage
+            Reps whose scales differ.
+    """
+
+    final: Tensor
+    layers: Tensor
+    mask: Tensor | None = None
+    scale: float = 1.0

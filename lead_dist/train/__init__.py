@@ -1,0 +1,1 @@
+"""The training loop (accelerate + DeepSpeed), its objective, checkpoints, logging and export."""

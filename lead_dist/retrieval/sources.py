@@ -1,0 +1,185 @@
+"""Readers for what evaluation and mining consume: corpus, queries, qrels (BEIR and MS MARCO layouts).
+
+Bad input is counted, not dropped silently: empty texts are kept (they still occupy an id the qrels may name) and
+counted in `InputReport`; malformed lines raise with the file and line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass
+class InputReport:
+    """Counts of questionable input, written next to the metrics so nobody has to guess what was skipped."""
+
+    empty_passages: int = 0
+    empty_queries: int = 0
+    qrels_docs_absent_from_corpus: int = 0
+    queries_without_judgments: int = 0
+    judged_queries_absent_from_queries: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def note(self, kind: str, item: str, limit: int = 5) -> None:
+        """Keep the first few offending ids of each kind so a report points at real examples."""
+        bucket = self.examples.setdefault(kind, [])
+        if len(bucket) < limit:
+            bucket.append(item)
+
+    def as_dict(self) -> dict:
+        return {
+            "empty_passages": self.empty_passages,
+            "empty_queries": self.empty_queries,
+            "qrels_docs_absent_from_corpus": self.qrels_docs_absent_from_corpus,
+            "queries_without_judgments": self.queries_without_judgments,
+            "judged_queries_absent_from_queries": self.judged_queries_absent_from_queries,
+            "examples": self.examples,
+        }
+
+
+def _corpus_file(path: Path) -> Path:
+    if path.is_dir():
+        for name in ("corpus.jsonl", "collection.tsv", "manifest.json"):
+            if (path / name).exists():
+                return path / name
+        raise FileNotFoundError(
+            f"{path}: expected corpus.jsonl (BEIR), collection.tsv (MS MARCO) or a `lead-dist prepare` folder"
+        )
+    return path
+
+
+def iter_corpus(path: str | Path) -> Iterator[dict[str, str]]:
+    """Corpus records {"id", "title", "text"} in corpus order from BEIR corpus.jsonl, MS MARCO collection.tsv, or
+    the corpus shards of a folder written by `lead-dist prepare`."""
+    file = _corpus_file(Path(path))
+    if file.name == "manifest.json":
+        from lead_dist.data import read_corpus_shards
+
+        yield from read_corpus_shards(file.parent)
+        return
+    with open(file, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            if file.suffix == ".jsonl":
+                try:
+                    row = json.loads(line)
+                    yield {"id": str(row["_id"]), "title": row.get("title") or "", "text": row.get("text") or ""}
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise ValueError(f"{file}:{line_no}: expected a JSON object with '_id' and 'text' ({err})") from err
+            else:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 2:
+                    raise ValueError(f"{file}:{line_no}: expected 'pid<TAB>text', got {line[:80]!r}")
+                yield {"id": parts[0], "title": parts[2] if len(parts) > 2 else "", "text": parts[1]}
+
+
+def count_corpus(path: str | Path) -> int:
+    """Number of records, by counting non-blank lines (cheap next to encoding them) or from a prepared manifest."""
+    file = _corpus_file(Path(path))
+    if file.name == "manifest.json":
+        from lead_dist.data import read_manifest
+
+        return sum(entry["count"] for entry in read_manifest(file.parent)["shards"]["corpus"])
+    with open(file, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def read_queries(path: str | Path) -> dict[str, str]:
+    """Queries {id: text} from BEIR queries.jsonl (a folder or the file) or an MS MARCO `qid<TAB>text` tsv."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "queries.jsonl"
+    queries: dict[str, str] = {}
+    with open(file, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            if file.suffix == ".jsonl":
+                try:
+                    row = json.loads(line)
+                    queries[str(row["_id"])] = row.get("text") or ""
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise ValueError(f"{file}:{line_no}: expected a JSON object with '_id' and 'text' ({err})") from err
+            else:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != 2:
+                    raise ValueError(f"{file}:{line_no}: expected 'qid<TAB>text', got {line[:80]!r}")
+                queries[parts[0]] = parts[1]
+    return queries
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """Qrels {qid: {docid: grade}} from a BEIR tsv (query-id, corpus-id, score; header) or TREC (qid 0 docid rel)."""
+    file = Path(path)
+    qrels: Qrels = {}
+    with open(file, encoding="utf-8") as handle:
+        for line_no, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) == 1:  # TREC qrels are whitespace separated
+                row = row[0].split()
+            if line_no == 1 and row[0] == "query-id":
+                continue
+            if len(row) == 3:
+                qid, docid, grade = row
+            elif len(row) == 4:
+                qid, _iteration, docid, grade = row
+            else:
+                raise ValueError(f"{file}:{line_no}: expected 'qid docid grade' or 'qid 0 docid grade', got {row}")
+            try:
+                qrels.setdefault(qid, {})[docid] = int(grade)
+            except ValueError as err:
+                raise ValueError(f"{file}:{line_no}: relevance grade must be an integer, got {grade!r}") from err
+    return qrels
+
+
+@dataclass
+class BeirSplit:
+    corpus_path: Path
+    queries: dict[str, str]
+    qrels: Qrels
+
+
+def load_beir_split(data_dir: str | Path, split: str) -> BeirSplit:
+    """The queries that have judgments in `split`, their qrels, and where the corpus lies (streamed, not loaded)."""
+    root = Path(data_dir)
+    qrels_file = root / "qrels" / f"{split}.tsv"
+    if not qrels_file.exists():
+        raise FileNotFoundError(f"{qrels_file}: no qrels for split {split!r} (expected qrels/<split>.tsv)")
+    return BeirSplit(corpus_path=_corpus_file(root), queries=read_queries(root), qrels=read_qrels(qrels_file))
+
+
+def check_inputs(
+    queries: dict[str, str], qrels: Qrels, corpus_ids: set[str] | None, report: InputReport | None = None
+) -> tuple[dict[str, str], InputReport]:
+    """Keep the queries that have judgments; count everything questionable about queries and qrels.
+
+    Returns the judged queries to search and the report. Passages' empty texts are counted by the encoder.
+    """
+    report = report or InputReport()
+    judged: dict[str, str] = {}
+    for qid, text in queries.items():
+        if qid in qrels:
+            judged[qid] = text
+            if not text.strip():
+                report.empty_queries += 1
+                report.note("empty_queries", qid)
+    for qid, docs in qrels.items():
+        if qid not in queries:
+            report.judged_queries_absent_from_queries += 1
+            report.note("judged_queries_absent_from_queries", qid)
+        if corpus_ids is not None:
+            for docid in docs:
+                if docid not in corpus_ids:
+                    report.qrels_docs_absent_from_corpus += 1
+                    report.note("qrels_docs_absent_from_corpus", f"{qid}:{docid}")
+    # A query file shared by several splits has many queries without judgments in this split: counted, not searched.
+    report.queries_without_judgments = sum(1 for qid in queries if qid not in qrels)
+    return judged, report

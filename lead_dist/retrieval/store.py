@@ -1,0 +1,179 @@
+"""Corpus embeddings on disk, one folder per encode: written in shards, resumable, tied to the model that wrote them.
+
+Layout of an embeddings folder:
+    manifest.json            fingerprint, dim, passage count, shard plan, encode settings (written first)
+    shard-00000.npy          float32 [n, dim] vectors of passages [k*shard_size, ...) in corpus order
+    shard-00000.ids.json     their passage ids
+    shard-00000.done.json    written last: the shard is complete (count, empty texts, seconds, passages/s)
+Every file is written under a temporary name and renamed, so a killed encode leaves no half shard behind, and a
+rerun skips shards whose done file exists. The shard plan is fixed by the first run (kept in the manifest), so a
+resume with another number of ranks still finds the same shards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from lead_dist.retrieval.dist import barrier, contiguous_share
+from lead_dist.retrieval.encode import Throughput, encode_passages
+from lead_dist.retrieval.sources import count_corpus, iter_corpus
+from lead_dist.retrieval.text_encoder import TextEncoder
+
+MANIFEST = "manifest.json"
+MAX_SHARD_SIZE = 100_000
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj: object) -> None:
+    _atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not an embeddings folder (run `lead-dist encode` first)")
+    return json.loads(path.read_text())
+
+
+def shards_of_rank(num_shards: int, rank: int, world: int) -> range:
+    """Each rank owns a contiguous block of shards (so a contiguous share of the corpus)."""
+    return contiguous_share(num_shards, rank, world)
+
+
+def encode_to_folder(
+    encoder: TextEncoder,
+    corpus: str | Path,
+    out_dir: str | Path,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    max_length: int = 256,
+    batch_size: int = 64,
+    dtype: str = "fp32",
+    shard_size: int | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """Encode this rank's shards of `corpus` into `out_dir`, skipping finished ones. Returns a summary of this rank."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"max_length": max_length, "dtype": dtype, "corpus": str(Path(corpus).resolve())}
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():
+        manifest = read_manifest(out)
+        if manifest["fingerprint"] != encoder.fingerprint:
+            raise ValueError(
+                f"{manifest_path}: this folder holds embeddings of another model (fingerprint "
+                f"{manifest['fingerprint']}, this model {encoder.fingerprint}); use a new --out folder"
+            )
+        if shard_size is not None and shard_size != manifest["shard_size"]:
+            raise ValueError(
+                f"{manifest_path}: shard_size is {manifest['shard_size']} but this run asks for {shard_size}; "
+                "leave --shard-size out to resume, or use a new --out folder"
+            )
+        for key, value in settings.items():
+            if manifest["settings"].get(key) != value:
+                raise ValueError(
+                    f"{manifest_path}: settings.{key} is {manifest['settings'].get(key)!r} but this run asks for "
+                    f"{value!r}; resume with the same settings or use a new --out folder"
+                )
+    else:
+        total = count_corpus(corpus)
+        size = shard_size or min(MAX_SHARD_SIZE, max(1, math.ceil(total / world)))
+        manifest = {
+            "format": 1,
+            "fingerprint": encoder.fingerprint,
+            "dim": encoder.dim,
+            "num_passages": total,
+            "shard_size": size,
+            "num_shards": max(1, math.ceil(total / size)),
+            "settings": settings,
+        }
+        # every rank computes the same plan; identical content, each written atomically, so the race is harmless
+        _atomic_write_json(manifest_path, manifest)
+    size, total = manifest["shard_size"], manifest["num_passages"]
+    mine = shards_of_rank(manifest["num_shards"], rank, world)
+    todo = [k for k in mine if not (out / f"{shard_name(k)}.done.json").exists()]
+    summary = {"rank": rank, "shards": list(mine), "skipped": len(mine) - len(todo), "encoded": 0, "seconds": 0.0}
+    if todo:
+        first, last = todo[0] * size, min(total, (todo[-1] + 1) * size)
+        records = iter(itertools.islice(iter_corpus(corpus), first, last))
+        position = first
+        for k in range(todo[0], todo[-1] + 1):
+            shard_start, shard_end = k * size, min(total, (k + 1) * size)
+            batch = list(itertools.islice(records, shard_end - position))
+            position = shard_end
+            if k not in todo:
+                continue
+            if len(batch) != shard_end - shard_start:
+                raise ValueError(f"{corpus}: expected {total} passages (manifest), the file ended early")
+            started = time.perf_counter()
+            meter = Throughput(len(batch), f"encode rank {rank} {shard_name(k)}", enabled=show_progress)
+            vectors = encode_passages(
+                encoder, batch, max_length=max_length, batch_size=batch_size, dtype=dtype, progress=meter
+            )
+            seconds = time.perf_counter() - started
+            _atomic_save_npy(out / f"{shard_name(k)}.npy", vectors)
+            _atomic_write_json(out / f"{shard_name(k)}.ids.json", [r["id"] for r in batch])
+            empty = sum(1 for r in batch if not (r["title"].strip() or r["text"].strip()))
+            _atomic_write_json(
+                out / f"{shard_name(k)}.done.json",
+                {
+                    "count": len(batch),
+                    "empty_passages": empty,
+                    "seconds": seconds,
+                    "passages_per_s": len(batch) / max(seconds, 1e-9),
+                    "fingerprint": encoder.fingerprint,
+                },
+            )
+            summary["encoded"] += len(batch)
+            summary["seconds"] += seconds
+    barrier()
+    return summary
+
+
+def iter_shards(folder: str | Path, shard_indices: range | None = None) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """(vectors, ids) of each shard; refuses an unfinished encode, naming the missing shards."""
+    out = Path(folder)
+    manifest = read_manifest(out)
+    indices = shard_indices if shard_indices is not None else range(manifest["num_shards"])
+    missing = [k for k in range(manifest["num_shards"]) if not (out / f"{shard_name(k)}.done.json").exists()]
+    if missing:
+        raise RuntimeError(
+            f"{out}: encode unfinished, shards {missing[:10]} missing; rerun `lead-dist encode` to resume"
+        )
+    for k in indices:
+        vectors = np.load(out / f"{shard_name(k)}.npy")
+        ids = json.loads((out / f"{shard_name(k)}.ids.json").read_text())
+        if vectors.shape != (len(ids), manifest["dim"]):
+            raise ValueError(
+                f"{out / shard_name(k)}: {vectors.shape} vectors for {len(ids)} ids, dim {manifest['dim']}"
+            )
+        yield vectors, ids
+
+
+def empty_passages(folder: str | Path) -> int:
+    out = Path(folder)
+    return sum(json.loads(p.read_text())["empty_passages"] for p in sorted(out.glob("shard-*.done.json")))

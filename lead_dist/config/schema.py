@@ -1,0 +1,143 @@
+"""The run configuration's typed sections, their defaults and the allowed values (see the package docstring)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+STAGES = ("warmup", "distill")
+MODES = ("lead", "response", "contrastive")
+KINDS = ("de", "cb", "ce")
+POOLINGS = ("cls", "mean")
+SIMILARITIES = ("dot", "cos")
+CANDIDATES = ("global", "group")
+STRATEGIES = ("random", "last", "skip", "fixed")
+PRECISIONS = ("no", "bf16", "fp16")
+
+# Keys a model section accepts only in one role; the rest are shared by student, teacher and model.
+STUDENT_ONLY_KEYS = ("from_teacher_layers",)
+TEACHER_ONLY_KEYS = ("trained",)
+
+
+# DeepSpeed zero_optimization keys the trainer fills from the model's hidden size when they say "auto".
+AUTO_ZERO_KEYS = ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key and the fix in the message."""
+
+
+@dataclass
+class DataConfig:
+    train: str | None = None
+    num_negatives: int = 3
+    query_max_length: int = 32
+    passage_max_length: int = 128
+    num_workers: int = 0
+    dev: str | None = None
+    dev_split: str = "dev"
+    dev_max_queries: int = 200
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None
+    from_teacher_layers: int | None = None
+    config: dict[str, Any] | None = None
+    tokenizer: str | None = None
+    kind: str = "de"
+    pooling: str | None = None
+    similarity: str | None = None
+    scale: float | None = None
+    projection_dim: int | None = None
+    query_augmentation: bool | None = None
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    grad_clip: float = 2.0
+    deepspeed: str | None = None
+    trained: bool = True
+    candidates: str | None = None
+
+    def model_options(self) -> dict[str, Any]:
+        """Keyword options for `lead_dist.models` loaders: only those set, so a folder's stored options (its
+        lead_dist.json or sentence-transformers pooling) hold unless the config overrides them."""
+        names = {"de": ("pooling", "similarity", "scale"), "cb": ("projection_dim", "query_augmentation"), "ce": ()}
+        return {name: getattr(self, name) for name in names[self.kind] if getattr(self, name) is not None}
+
+
+@dataclass
+class CoefConfig:
+    student: float = 1.0
+    teacher: float = 1.0
+    response: float = 1.0
+    layers: float = 1.0
+
+
+@dataclass
+class LeadConfig:
+    k: int = 5
+    strategy: str = "random"
+    fixed: list[list[int]] | None = None
+    resample_every: int = 10
+    temperature: float = 1.0
+    layer_temperature: float = 10.0
+    reweight: bool = True
+    detach_targets: bool = False
+    coef: CoefConfig = field(default_factory=CoefConfig)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    max_steps: int = 1000
+    warmup_ratio: float = 0.1
+    grad_accum: int = 1
+    mixed_precision: str = "no"
+    log_every: int = 10
+    eval_every: int = 0
+    save_every: int = 100
+    keep_last: int = 3
+    max_nonfinite_in_row: int = 5
+    rank_timeout_s: float = 300.0
+    num_epochs: int | None = None
+
+
+@dataclass
+class Config:
+    seed: int = 888
+    stage: str = "distill"
+    mode: str | None = None
+    output_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    student: ModelConfig | None = None
+    teacher: ModelConfig | None = None
+    model: ModelConfig | None = None
+    lead: LeadConfig = field(default_factory=LeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def candidates(self) -> str:
+        """The candidate set every distribution of this run uses (the teacher's, or the warm-up model's)."""
+        section = self.model if self.stage == "warmup" else self.teacher
+        return section.candidates if section is not None and section.candidates else "global"
+
+    @property
+    def trained_models(self) -> tuple[str, ...]:
+        """Names of the sections whose model gets an optimizer in this run."""
+        if self.stage == "warmup":
+            return ("model",)
+        if self.teacher is not None and self.teacher.trained and self.mode != "contrastive":
+            return ("student", "teacher")
+        return ("student",)
+
+
+def closest_hint(name: str, valid: typing.Iterable[str]) -> str:
+    """ "; did you mean 'x'?" for the closest valid name, else the list of valid names."""
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(sorted(valid))}"

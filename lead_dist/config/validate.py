@@ -1,0 +1,278 @@
+"""Every check across keys, run before any work: stages and modes, model sources, DeepSpeed JSONs, LEAD layers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lead_dist.config.schema import (
+    AUTO_ZERO_KEYS,
+    CANDIDATES,
+    KINDS,
+    MODES,
+    POOLINGS,
+    PRECISIONS,
+    SIMILARITIES,
+    STAGES,
+    STRATEGIES,
+    Config,
+    ConfigError,
+    ModelConfig,
+    closest_hint,
+)
+
+
+def _one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}{closest_hint(str(value), choices)}")
+
+
+def _positive(key: str, value: float | int, *, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{key}: must be {'>= 0' if zero_ok else '> 0'}, got {value}")
+
+
+def _validate_model(name: str, m: ModelConfig) -> None:
+    _one_of(f"{name}.kind", m.kind, KINDS)
+    if m.pooling is not None:
+        _one_of(f"{name}.pooling", m.pooling, POOLINGS)
+    if m.similarity is not None:
+        _one_of(f"{name}.similarity", m.similarity, SIMILARITIES)
+    own = {"de": ("pooling", "similarity", "scale"), "cb": ("projection_dim", "query_augmentation"), "ce": ()}
+    for option in ("pooling", "similarity", "scale", "projection_dim", "query_augmentation"):
+        if getattr(m, option) is not None and option not in own[m.kind]:
+            raise ConfigError(f"{name}.{option}: not an option of a {m.kind!r} model; remove it")
+    if m.candidates is None:  # a cross encoder can only score its own group; bi-encoders default to the global batch
+        m.candidates = "group" if m.kind == "ce" else "global"
+    _one_of(f"{name}.candidates", m.candidates, CANDIDATES)
+    sources = [k for k in ("path", "from_teacher_layers", "config") if getattr(m, k) is not None]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"{name}: set exactly one of {name}.path, {name}.config"
+            + (f", {name}.from_teacher_layers" if name == "student" else "")
+            + f" (got {', '.join(sources) or 'none'})"
+        )
+    if m.config is not None and m.tokenizer is None:
+        raise ConfigError(f"{name}.tokenizer: a model built from {name}.config needs a tokenizer folder")
+    if m.from_teacher_layers is not None and m.from_teacher_layers < 1:
+        raise ConfigError(f"{name}.from_teacher_layers: must be >= 1, got {m.from_teacher_layers}")
+    _positive(f"{name}.lr", m.lr)
+    _positive(f"{name}.weight_decay", m.weight_decay, zero_ok=True)
+    _positive(f"{name}.grad_clip", m.grad_clip, zero_ok=True)
+    if m.scale is not None:
+        _positive(f"{name}.scale", m.scale)
+    if m.projection_dim is not None:
+        _positive(f"{name}.projection_dim", m.projection_dim)
+    if m.deepspeed is not None and not Path(m.deepspeed).is_file():
+        raise ConfigError(f"{name}.deepspeed: DeepSpeed JSON {m.deepspeed} does not exist")
+
+
+def deepspeed_json(m: ModelConfig | None) -> dict[str, Any] | None:
+    """The parsed DeepSpeed JSON of a model section, or None when the section has none."""
+    if m is None or m.deepspeed is None:
+        return None
+    try:
+        return json.loads(Path(m.deepspeed).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"deepspeed JSON {m.deepspeed}: not valid JSON: {exc}") from exc
+
+
+def zero_stage(m: ModelConfig | None) -> int | None:
+    """ZeRO stage of a model section's DeepSpeed JSON (None: not under DeepSpeed)."""
+    ds = deepspeed_json(m)
+    if ds is None:
+        return None
+    return int(ds.get("zero_optimization", {}).get("stage", 0))
+
+
+def _validate_deepspeed(name: str, m: ModelConfig, config: Config) -> None:
+    ds = deepspeed_json(m)
+    if ds is None:
+        return
+    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+        value = ds.get(key, "auto")
+        expected = {
+            "train_micro_batch_size_per_gpu": config.train.batch_size,
+            "gradient_accumulation_steps": config.train.grad_accum,
+            "gradient_clipping": m.grad_clip,
+        }[key]
+        if value != "auto" and value != expected:
+            raise ConfigError(
+                f'{m.deepspeed}: {key}={value} disagrees with the run config ({expected}); set it to "auto" '
+                "so the YAML config is the one source of truth"
+            )
+    for precision in ("bf16", "fp16"):
+        enabled = ds.get(precision, {}).get("enabled", False)
+        if enabled is True and config.train.mixed_precision != precision:
+            raise ConfigError(
+                f"{m.deepspeed}: {precision}.enabled=true but train.mixed_precision={config.train.mixed_precision!r}; "
+                f'set {precision}.enabled to "auto" or train.mixed_precision={precision}'
+            )
+    unknown_auto = [k for k, v in ds.get("zero_optimization", {}).items() if v == "auto" and k not in AUTO_ZERO_KEYS]
+    if unknown_auto:
+        raise ConfigError(
+            f'{m.deepspeed}: zero_optimization.{unknown_auto[0]} is "auto", which lead_dist cannot fill; give a number'
+        )
+    if "optimizer" in ds or "scheduler" in ds:
+        raise ConfigError(
+            f"{m.deepspeed}: remove the optimizer/scheduler sections; lead_dist builds AdamW and the linear "
+            f"warm-up schedule from {name}.lr, {name}.weight_decay and train.warmup_ratio"
+        )
+
+
+def validate(config: Config) -> None:
+    """Every check that needs no model loaded. Raises ConfigError naming the key and the fix."""
+    _one_of("stage", config.stage, STAGES)
+    if config.stage == "warmup":
+        if config.mode is not None:
+            raise ConfigError("mode: applies to stage distill only; remove it (warm-up is always contrastive)")
+        if config.model is None:
+            raise ConfigError("model: stage warmup trains one model; add a model section (path/config, kind, ...)")
+        for section in ("student", "teacher"):
+            if getattr(config, section) is not None:
+                raise ConfigError(f"{section}: not used by stage warmup; put the one model under 'model'")
+        _validate_model("model", config.model)
+        models = {"model": config.model}
+    else:
+        if config.mode is None:
+            config.mode = "lead"
+        _one_of("mode", config.mode, MODES)
+        if config.model is not None:
+            raise ConfigError("model: used by stage warmup only; for distill use 'student' and 'teacher'")
+        if config.student is None:
+            raise ConfigError("student: stage distill needs a student section")
+        if config.teacher is None and config.mode != "contrastive":
+            raise ConfigError(f"teacher: mode {config.mode} distils from a teacher; add a teacher section")
+        if config.student.kind != "de":
+            raise ConfigError(
+                f"student.kind: the student is a dual encoder; set student.kind=de (got {config.student.kind!r})"
+            )
+        if config.student.from_teacher_layers is not None and config.teacher is None:
+            raise ConfigError("student.from_teacher_layers: needs a teacher section to copy the layers from")
+        models = {"student": config.student}
+        if config.teacher is not None:
+            if config.teacher.from_teacher_layers is not None:  # unreachable through YAML; kept for direct use
+                raise ConfigError("teacher.from_teacher_layers: only the student can be cut from the teacher")
+            _validate_model("teacher", config.teacher)
+            models["teacher"] = config.teacher
+        _validate_model("student", config.student)
+    for name, m in models.items():
+        if m.kind == "ce" and m.candidates == "global":
+            raise ConfigError(
+                f"{name}.candidates: a cross encoder scores only the pairs it is given, so it cannot score the "
+                f"global batch; set {name}.candidates=group"
+            )
+
+    _validate_data(config)
+    _validate_train(config)
+    _validate_lead(config)
+    _validate_engines(config, models)
+
+
+def _validate_data(config: Config) -> None:
+    d = config.data
+    if d.train is None:
+        raise ConfigError("data.train: set it to a folder of training shards written by `lead-dist prepare`")
+    _positive("data.num_negatives", d.num_negatives, zero_ok=True)
+    _positive("data.query_max_length", d.query_max_length)
+    _positive("data.passage_max_length", d.passage_max_length)
+    _positive("data.num_workers", d.num_workers, zero_ok=True)
+    _positive("data.dev_max_queries", d.dev_max_queries)
+
+
+def _validate_train(config: Config) -> None:
+    t = config.train
+    _one_of("train.mixed_precision", t.mixed_precision, PRECISIONS)
+    for key in ("batch_size", "max_steps", "grad_accum", "log_every", "keep_last", "max_nonfinite_in_row"):
+        _positive(f"train.{key}", getattr(t, key))
+    for key in ("eval_every", "save_every"):
+        _positive(f"train.{key}", getattr(t, key), zero_ok=True)
+    _positive("train.rank_timeout_s", t.rank_timeout_s)
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    if t.num_epochs is not None:
+        _positive("train.num_epochs", t.num_epochs)
+    if t.eval_every > 0 and config.data.dev is None:
+        raise ConfigError("train.eval_every: in-training evaluation needs data.dev (a BEIR folder); set both")
+    evaluated = config.model if config.stage == "warmup" else config.student
+    if t.eval_every > 0 and evaluated is not None and evaluated.kind != "de":
+        raise ConfigError(
+            f"train.eval_every: in-training evaluation retrieves with a dual encoder, and the warm-up model is a "
+            f"{evaluated.kind!r}; set train.eval_every=0"
+        )
+
+
+def _validate_lead(config: Config) -> None:
+    lead = config.lead
+    _one_of("lead.strategy", lead.strategy, STRATEGIES)
+    _positive("lead.k", lead.k)
+    _positive("lead.resample_every", lead.resample_every)
+    _positive("lead.temperature", lead.temperature)
+    _positive("lead.layer_temperature", lead.layer_temperature)
+    if lead.strategy == "fixed":
+        if not lead.fixed:
+            raise ConfigError("lead.fixed: strategy fixed needs a list of [student_layer, teacher_layer] pairs")
+        if any(len(pair) != 2 for pair in lead.fixed):
+            raise ConfigError(
+                f"lead.fixed: every entry must be a [student_layer, teacher_layer] pair, got {lead.fixed}"
+            )
+        if len(lead.fixed) != lead.k:
+            raise ConfigError(
+                f"lead.k: {lead.k} but lead.fixed lists {len(lead.fixed)} pairs; set lead.k={len(lead.fixed)}"
+            )
+    elif lead.fixed is not None:
+        raise ConfigError(f"lead.fixed: only used with lead.strategy=fixed (strategy is {lead.strategy!r})")
+    for key in ("student", "teacher", "response", "layers"):
+        _positive(f"lead.coef.{key}", getattr(lead.coef, key), zero_ok=True)
+
+
+def _validate_engines(config: Config, models: dict[str, ModelConfig]) -> None:
+    trained = set(config.trained_models)
+    under_ds = {name for name, m in models.items() if m.deepspeed is not None}
+    # accelerate routes every prepared model through DeepSpeed once one is, so a trained model needs its own JSON.
+    if under_ds:
+        missing = sorted(trained - under_ds)
+        if missing:
+            raise ConfigError(
+                f"{missing[0]}.deepspeed: {', '.join(sorted(under_ds))} runs under DeepSpeed, so every trained model "
+                f"must too; set {missing[0]}.deepspeed (e.g. launch/deepspeed/zero2.json)"
+            )
+    for name, m in models.items():
+        _validate_deepspeed(name, m, config)
+        if zero_stage(m) == 3 and name in ("student", "model") and config.train.eval_every > 0:
+            raise ConfigError(
+                f"train.eval_every: in-training evaluation has each rank encode its own share of the dev corpus "
+                f"outside the engine, which a ZeRO-3 partitioned {name} cannot do; set train.eval_every=0 and "
+                "evaluate the exported model with `lead-dist evaluate`"
+            )
+    if config.stage == "distill" and config.teacher is not None and config.teacher.deepspeed is not None:
+        if not config.teacher.trained and zero_stage(config.teacher) not in (0, 3):
+            raise ConfigError(
+                f"teacher.deepspeed: a frozen teacher runs as an inference engine, which shards weights only with "
+                f"ZeRO stage 3 (got stage {zero_stage(config.teacher)}); use launch/deepspeed/zero3_inference.json "
+                "or drop teacher.deepspeed"
+            )
+    if config.train.grad_accum > 1:
+        pass  # a warning, not an error: the trainer logs that accumulation adds no negatives
+
+
+def validate_depths(config: Config, student_depth: int, teacher_depth: int | None) -> None:
+    """Checks that need the loaded models: K and fixed layer pairs against each model's depth."""
+    if config.stage != "distill" or config.mode != "lead":
+        return
+    assert teacher_depth is not None, "mode lead always has a teacher"
+    lead = config.lead
+    for name, depth in (("student", student_depth), ("teacher", teacher_depth)):
+        if lead.k > depth:
+            raise ConfigError(
+                f"lead.k: {lead.k} layers cannot be drawn from the {depth}-layer {name}; set lead.k<={min(student_depth, teacher_depth)}"
+            )
+    if lead.strategy == "fixed":
+        assert lead.fixed is not None
+        for s, t in lead.fixed:
+            if not (0 <= s < student_depth and 0 <= t < teacher_depth):
+                raise ConfigError(
+                    f"lead.fixed: pair [{s}, {t}] is out of range; layers are 0..{student_depth - 1} (student) and "
+                    f"0..{teacher_depth - 1} (teacher)"
+                )

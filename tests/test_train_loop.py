@@ -1,0 +1,190 @@
+"""The training loop in one process (world size 1): non-finite steps, gradient accumulation, every teacher kind and
+the warm-up stage, run in-process on tiny random BERTs. Multi-process behaviour is in test_train_zero/resume/
+multinode/loop_faults."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import test_train_loop_helpers as helpers
+import torch
+
+from lead_dist.config import config_from_dict
+from lead_dist.train.loop import train
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps process-wide singletons; every in-process run starts from a clean one."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def _events(output_dir, name):
+    lines = (output_dir / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("event") == name]
+
+
+def _warmup_config(tmp_path, tmp_path_factory, data=None, **train):
+    config = helpers.tiny_config(
+        helpers.shared_shards(tmp_path_factory), tmp_path / "run", helpers.minilm_tokenizer(), stage="warmup"
+    )
+    config["model"] = config.pop("student")
+    del config["teacher"], config["mode"], config["lead"]
+    config["train"] = {**config["train"], "max_steps": 5, "warmup_ratio": 0.0, **train}
+    config["data"] = {**config["data"], **(data or {})}
+    config["model"] |= {"pooling": "mean", "similarity": "cos"}  # scores that differ from the first step on
+    return config_from_dict(config)
+
+
+def test_nonfinite_steps_are_skipped_counted_and_logged(tmp_path, tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LEAD_DIST_TEST_NAN_AT_STEPS", "1,2")  # 0-based: the 2nd and 3rd optimizer steps
+    config = _warmup_config(tmp_path, tmp_path_factory, max_nonfinite_in_row=3)
+    summary = train(config)
+    out = tmp_path / "run"
+
+    assert summary["world_size"] == 1 and summary["steps"] == 5 and summary["nonfinite_total"] == 2
+    assert [(e["step"], e["in_row"]) for e in _events(out, "nonfinite_loss")] == [(2, 1), (3, 2)]
+    records = helpers.step_records(out)
+    assert [r["loss"]["total"] == "nan" for r in records] == [False, True, True, False, False]
+    # A skipped step does not step the optimizer or the schedule: LR = 1e-3 * (5 - optimizer steps taken) / 5.
+    lrs = [r["lr"]["model"] for r in records]
+    assert lrs == pytest.approx([1e-3, 0.8e-3, 0.8e-3, 0.8e-3, 0.6e-3])
+    assert [bool(r["grad_norm"]) for r in records] == [True, False, False, True, True]
+    assert (out / "export" / "model").is_dir()
+
+
+def test_too_many_nonfinite_steps_in_a_row_abort(tmp_path, tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LEAD_DIST_TEST_NAN_AT_STEPS", "1,2,3")
+    config = _warmup_config(tmp_path, tmp_path_factory, max_nonfinite_in_row=3)
+    with pytest.raises(FloatingPointError, match=r"3 steps in a row.*train.max_nonfinite_in_row=3"):
+        train(config)
+    assert not (tmp_path / "run" / "export").exists()
+
+
+def test_gradient_accumulation_equals_the_larger_batch_when_nothing_crosses_queries(tmp_path, tmp_path_factory):
+    """With own-group candidates and response distillation each query's loss depends on its own passages only, so
+    2 micro-batches of 2 queries give the gradient of 1 batch of 4 (and, with accumulation, a warning that it
+    adds no negatives: here it would have changed nothing, in LEAD's global candidate set it does)."""
+    results = {}
+    for name, batch_size, grad_accum in (("batch4", 4, 1), ("accum2x2", 2, 2)):
+        config = helpers.tiny_config(
+            helpers.shared_shards(tmp_path_factory),
+            tmp_path / name,
+            helpers.minilm_tokenizer(),
+            mode="response",
+            # cosine scores (scale 20): a random student's scores differ enough for gradients well above rounding
+            student={"pooling": "mean", "similarity": "cos"},
+            teacher={"candidates": "group", "similarity": "cos"},
+            train={"batch_size": batch_size, "grad_accum": grad_accum, "max_steps": 3},
+        )
+        if grad_accum > 1:
+            with pytest.warns(UserWarning, match="adds no negatives"):
+                train(config_from_dict(config))
+        else:
+            train(config_from_dict(config))
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(True)
+        results[name] = tmp_path / name
+    batch4, accum = helpers.step_records(results["batch4"]), helpers.step_records(results["accum2x2"])
+    # Same loss at every step (so the same updates in between) and the same gradient norms before clipping.
+    assert [r["loss"]["total"] for r in accum] == pytest.approx([r["loss"]["total"] for r in batch4], abs=1e-5)
+    for role in ("student", "teacher"):
+        norms4 = [r["grad_norm"][role] for r in batch4]
+        assert [r["grad_norm"][role] for r in accum] == pytest.approx(norms4, rel=1e-4)
+        expected = helpers.exported_weights(results["batch4"], role)
+        got = helpers.exported_weights(results["accum2x2"], role)
+        for key, tensor in expected.items():
+            # Adam divides by sqrt(v): on entries whose gradient is near zero, rounding differences of the two
+            # summation orders grow to a few percent of one step (lr 1e-3 / 5e-4), hence 1e-4 and not 1e-7.
+            torch.testing.assert_close(got[key], tensor, atol=1e-4, rtol=0, msg=f"{role} {key}")
+    losses = [r["loss"]["total"] for r in batch4]
+    assert max(losses) - min(losses) > 1e-3, "the models did train"
+
+
+@pytest.mark.parametrize("teacher_kind", ["cb", "ce"])
+def test_lead_with_colbert_and_cross_encoder_teachers(tmp_path, tmp_path_factory, teacher_kind):
+    teacher = {"kind": teacher_kind, "pooling": None}
+    if teacher_kind == "cb":
+        teacher["projection_dim"] = 16
+    config = helpers.tiny_config(
+        helpers.shared_shards(tmp_path_factory),
+        tmp_path / "run",
+        helpers.minilm_tokenizer(),
+        teacher=teacher,
+        lead={"k": 2, "strategy": "last"},
+        train={"max_steps": 2},
+    )
+    summary = train(config_from_dict(config))
+    records = helpers.step_records(tmp_path / "run")
+    assert summary["steps"] == 2 and len(records) == 2
+    # strategy last, K=2: student layers (0, 1) of 2, teacher layers (1, 2) of 3, one weight per pair.
+    assert records[0]["layers"]["student"] == [0, 1] and records[0]["layers"]["teacher"] == [1, 2]
+    assert len(records[0]["layers"]["weights"]) == 2
+    assert all(math.isfinite(r["loss"]["layers"]) and r["loss"]["layers"] > 0 for r in records)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["config"]["teacher"]["candidates"] == ("group" if teacher_kind == "ce" else "global")
+    assert sorted(p.name for p in (tmp_path / "run" / "export").iterdir()) == ["student", "teacher"]
+
+
+def test_warmup_of_a_cross_encoder(tmp_path, tmp_path_factory):
+    config = _warmup_config(tmp_path, tmp_path_factory, max_steps=2)
+    config.model.kind, config.model.candidates = "ce", "group"
+    config.model.pooling = config.model.similarity = None
+    summary = train(config)
+    records = helpers.step_records(tmp_path / "run")
+    assert summary["steps"] == 2
+    # Own-group contrastive over 1 + 3 passages: a random model starts near ln(4).
+    assert records[0]["loss"]["contrastive"] == pytest.approx(math.log(4), abs=0.3)
+    assert "layers" not in records[0]
+
+
+def test_in_training_evaluation_is_logged_and_leaves_training_unchanged(tmp_path, tmp_path_factory):
+    from accelerate.state import AcceleratorState
+
+    beir = helpers.shared_beir(tmp_path_factory)
+    plain = _warmup_config(tmp_path / "plain", tmp_path_factory, max_steps=4)
+    train(plain)
+    AcceleratorState._reset_state(True)
+    dev = {"dev": str(beir), "dev_split": "dev", "dev_max_queries": 10}
+    evaluated = _warmup_config(tmp_path / "evaluated", tmp_path_factory, data=dev, max_steps=4, eval_every=2)
+    train(evaluated)
+
+    events = _events(tmp_path / "evaluated" / "run", "eval")
+    assert [e["step"] for e in events] == [2, 4]
+    for event in events:
+        assert 0.0 <= event["ndcg@10"] <= 1.0 and 0.0 <= event["mrr@10"] <= 1.0
+        # k = the whole 160-passage corpus, so every relevant passage is retrieved somewhere.
+        assert event["recall@1000"] == 1.0
+    # Evaluation draws no random numbers and restores train mode: the training trajectory is the same.
+    assert helpers.losses(tmp_path / "evaluated" / "run") == helpers.losses(tmp_path / "plain" / "run")
+
+
+def test_mixed_precision_runs_close_to_fp32(tmp_path, tmp_path_factory):
+    """bf16 autocast, and fp16 autocast with a gradient scaler shared by student and teacher."""
+    from accelerate.state import AcceleratorState
+
+    runs = {}
+    for precision in ("no", "bf16", "fp16"):
+        config = helpers.tiny_config(
+            helpers.shared_shards(tmp_path_factory),
+            tmp_path / precision,
+            helpers.minilm_tokenizer(),
+            train={"max_steps": 2, "mixed_precision": precision},
+        )
+        train(config_from_dict(config))
+        AcceleratorState._reset_state(True)
+        runs[precision] = helpers.losses(tmp_path / precision)
+    for precision in ("bf16", "fp16"):
+        # Autocast really ran in low precision (the first loss, before any update, already differs) ...
+        assert runs[precision][0] != runs["no"][0]
+        # ... and stays within low-precision rounding of the fp32 run.
+        assert runs[precision] == pytest.approx(runs["no"], abs=0.05)

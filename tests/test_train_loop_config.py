@@ -83,6 +83,9 @@ def test_cross_encoder_candidates():
     assert config.teacher.candidates == "group" and config.candidates == "group"
     message = _error(_distill(teacher={"kind": "ce", "candidates": "global"}))
     assert "teacher.candidates" in message and "set teacher.candidates=group" in message
+    # The own group without hard negatives is the positive alone: one-hot distributions, a loss of 0.
+    message = _error(_distill(teacher={"kind": "ce"}, data={"num_negatives": 0}))
+    assert "data.num_negatives" in message and "--negatives-run" in message
 
 
 def test_stage_and_mode_mismatches():

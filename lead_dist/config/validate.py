@@ -163,6 +163,12 @@ def validate(config: Config) -> None:
                 f"{name}.candidates: a cross encoder scores only the pairs it is given, so it cannot score the "
                 f"global batch; set {name}.candidates=group"
             )
+        if m.candidates == "group" and config.data.num_negatives == 0:
+            # The own-group candidate set is [positive] alone: every distribution is one-hot and every loss is 0.
+            raise ConfigError(
+                f"data.num_negatives: {name} uses candidates=group (its own query's passages), which needs hard "
+                "negatives; prepare shards with --negatives-run (or mine them) and set data.num_negatives >= 1"
+            )
 
     _validate_data(config)
     _validate_train(config)

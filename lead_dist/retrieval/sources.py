@@ -6,11 +6,11 @@ counted in `InputReport`; malformed lines raise with the file and line number.
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lead_dist.data.readers import beir, msmarco
 
 Qrels = dict[str, dict[str, int]]
 
@@ -56,28 +56,16 @@ def _corpus_file(path: Path) -> Path:
 
 def iter_corpus(path: str | Path) -> Iterator[dict[str, str]]:
     """Corpus records {"id", "title", "text"} in corpus order from BEIR corpus.jsonl, MS MARCO collection.tsv, or
-    the corpus shards of a folder written by `lead-dist prepare`."""
+    the corpus shards of a folder written by `lead-dist prepare`. Parsing is the data package's readers'."""
     file = _corpus_file(Path(path))
     if file.name == "manifest.json":
         from lead_dist.data import read_corpus_shards
 
         yield from read_corpus_shards(file.parent)
         return
-    with open(file, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            if file.suffix == ".jsonl":
-                try:
-                    row = json.loads(line)
-                    yield {"id": str(row["_id"]), "title": row.get("title") or "", "text": row.get("text") or ""}
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise ValueError(f"{file}:{line_no}: expected a JSON object with '_id' and 'text' ({err})") from err
-            else:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 2:
-                    raise ValueError(f"{file}:{line_no}: expected 'pid<TAB>text', got {line[:80]!r}")
-                yield {"id": parts[0], "title": parts[2] if len(parts) > 2 else "", "text": parts[1]}
+    passages = beir.read_corpus(file) if file.suffix == ".jsonl" else msmarco.read_collection(file)
+    for passage in passages:
+        yield {"id": passage.id, "title": passage.title, "text": passage.text}
 
 
 def count_corpus(path: str | Path) -> int:
@@ -96,47 +84,20 @@ def read_queries(path: str | Path) -> dict[str, str]:
     file = Path(path)
     if file.is_dir():
         file = file / "queries.jsonl"
-    queries: dict[str, str] = {}
-    with open(file, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            if file.suffix == ".jsonl":
-                try:
-                    row = json.loads(line)
-                    queries[str(row["_id"])] = row.get("text") or ""
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise ValueError(f"{file}:{line_no}: expected a JSON object with '_id' and 'text' ({err})") from err
-            else:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) != 2:
-                    raise ValueError(f"{file}:{line_no}: expected 'qid<TAB>text', got {line[:80]!r}")
-                queries[parts[0]] = parts[1]
-    return queries
+    records = beir.read_queries(file) if file.suffix == ".jsonl" else msmarco.read_queries(file)
+    return {query.id: query.text for query in records}
 
 
 def read_qrels(path: str | Path) -> Qrels:
     """Qrels {qid: {docid: grade}} from a BEIR tsv (query-id, corpus-id, score; header) or TREC (qid 0 docid rel)."""
     file = Path(path)
-    qrels: Qrels = {}
     with open(file, encoding="utf-8") as handle:
-        for line_no, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) == 1:  # TREC qrels are whitespace separated
-                row = row[0].split()
-            if line_no == 1 and row[0] == "query-id":
-                continue
-            if len(row) == 3:
-                qid, docid, grade = row
-            elif len(row) == 4:
-                qid, _iteration, docid, grade = row
-            else:
-                raise ValueError(f"{file}:{line_no}: expected 'qid docid grade' or 'qid 0 docid grade', got {row}")
-            try:
-                qrels.setdefault(qid, {})[docid] = int(grade)
-            except ValueError as err:
-                raise ValueError(f"{file}:{line_no}: relevance grade must be an integer, got {grade!r}") from err
+        first = next((line for line in handle if line.strip()), "")
+    # BEIR rows have three tab-separated fields; TREC rows four whitespace-separated ones.
+    judgements = beir.read_qrels(file) if len(first.rstrip("\n").split("\t")) == 3 else msmarco.read_qrels(file)
+    qrels: Qrels = {}
+    for judgement in judgements:
+        qrels.setdefault(judgement.qid, {})[judgement.pid] = int(judgement.score)
     return qrels
 
 

@@ -358,12 +358,13 @@ def save_trainees(trainees: dict[str, Trainee], directory: Path, *, is_main: boo
 
 def load_trainees(trainees: dict[str, Trainee], directory: Path, scaler: Any = None) -> None:
     """Inverse of `save_trainees`, on every rank."""
-    from lead_dist.train.checkpoint import load_module_weights, load_object_state
+    from lead_dist.train.checkpoint import load_module_weights, load_object_state, weights_only_deepspeed_loading
 
     for trainee in trainees.values():
         if not trainee.trained:
             continue
         if trainee.engine is not None:
+            weights_only_deepspeed_loading(trainee.engine)  # DeepSpeed's own loader would unpickle anything
             path, _client = trainee.engine.load_checkpoint(
                 str(directory), tag=trainee.name, load_optimizer_states=True, load_lr_scheduler_states=False
             )

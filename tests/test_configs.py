@@ -21,7 +21,9 @@ import yaml
 from lead_dist.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+# Benchmark plans (grid.yaml: which recipes a benchmark runs, and the sizes it sets) are not run configs.
+GRIDS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("grid.yaml"))
+CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml") if p.name != "grid.yaml")
 ACCELERATE_YAMLS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "launch" / "accelerate").glob("*.yaml"))
 DEEPSPEED_JSONS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "launch" / "deepspeed").glob("*.json"))
 SLURM_SCRIPTS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "launch" / "slurm").glob("*.sbatch"))
@@ -117,6 +119,26 @@ def test_data_preparation_commands_in_the_comments_parse(path: str) -> None:
         _check_prepare(shlex.split(command))
     if not path.startswith("configs/msmarco/warmup_de"):
         assert commands, f"{path}: say how its data.train shards are prepared"
+
+
+@pytest.mark.parametrize("path", GRIDS)
+@pytest.mark.parametrize("grid", ["quick", "full"])
+def test_benchmark_grid_names_its_script_and_every_run_loads(path: str, grid: str) -> None:
+    script = _steps(_first_comment(path))[0]
+    assert script[0].endswith("python") and (REPO / script[1]).is_file(), f"{path}: first line must run a script"
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from quality_plan import load_plan
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    plan = load_plan(path, grid, REPO)
+    assert plan.runs, f"{path}: grid {grid} runs nothing"
+    overrides = [f"{key}={value}" for key, value in plan.distill_overrides.items()]
+    for run in plan.runs:
+        assert load_config(run.config, [*overrides, f"output_dir=runs/{run.name}"]).stage == "distill"
+    warmup_overrides = [f"{key}={value}" for key, value in plan.warmup_overrides.items()]
+    for recipe in plan.teachers.values():
+        assert load_config(recipe, warmup_overrides).stage == "warmup"
 
 
 def test_every_kind_of_recipe_is_there() -> None:

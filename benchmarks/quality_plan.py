@@ -1,0 +1,218 @@
+"""The quality benchmark's plan: configs/scifact/bench/grid.yaml read, checked and turned into typed records.
+
+The plan is the one place where the benchmark departs from the committed recipes, so this module is strict about
+it: every key is checked, an override may only touch the keys in ALLOWED_OVERRIDES (data and step sizes, precision,
+checkpointing, never a learning rate or a loss), and every recipe a run names must exist. Errors name the file and
+the key, and say what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# What a grid may change in a recipe. Paths and the seed are set by the script itself (see quality.py).
+ALLOWED_OVERRIDES = frozenset(
+    {
+        "train.max_steps",
+        "train.batch_size",
+        "train.mixed_precision",
+        "train.save_every",
+        "train.log_every",
+        "data.passage_max_length",
+        "data.query_max_length",
+    }
+)
+TEACHER_KINDS = ("de", "cb", "ce")
+EVALUATE_KEYS = ("query_max_length", "passage_max_length", "dtype", "batch_size", "top_k")
+
+
+class PlanError(ValueError):
+    """A problem in the grid file, naming the file and the key."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    data: Path  # BEIR folder
+    split: str
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    config: Path  # the committed recipe
+    teacher: str  # de | cb | ce
+    seeds: tuple[int, ...]
+    group: str
+
+
+@dataclass
+class Plan:
+    grid: str
+    source: Path
+    train: Dataset
+    test: Dataset
+    zero_shot: Dataset | None
+    mining_top_k: int
+    mining_depth: str
+    evaluate: dict[str, Any]
+    teachers: dict[str, Path]  # kind -> warm-up recipe
+    runs: list[RunSpec]
+    seeds: tuple[int, ...]
+    evaluate_packaged: bool
+    warmup_overrides: dict[str, Any]
+    distill_overrides: dict[str, Any]
+    raw_grid: dict[str, Any] = field(default_factory=dict)
+
+
+def _section(raw: Any, key: str, source: Path) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise PlanError(f"{source}: {key}: expected a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _require(mapping: dict[str, Any], key: str, where: str, source: Path) -> Any:
+    if key not in mapping:
+        raise PlanError(f"{source}: {where}.{key}: missing (expected it in the {where} section)")
+    return mapping[key]
+
+
+def _dataset(raw: Any, key: str, root: Path, source: Path) -> Dataset:
+    section = _section(raw, f"datasets.{key}", source)
+    folder = root / str(_require(section, "data", f"datasets.{key}", source))
+    split = str(_require(section, "split", f"datasets.{key}", source))
+    qrels = folder / "qrels" / f"{split}.tsv"
+    if not qrels.is_file():
+        raise PlanError(f"{source}: datasets.{key}: expected a BEIR folder with {qrels.relative_to(folder)}, "
+                        f"but {qrels} does not exist")  # fmt: skip
+    return Dataset(folder, split)
+
+
+def _overrides(raw: Any, key: str, source: Path) -> dict[str, Any]:
+    section = _section(raw if raw is not None else {}, key, source)
+    for name in section:
+        if name not in ALLOWED_OVERRIDES:
+            raise PlanError(
+                f"{source}: {key}.{name}: a grid may only override data/step sizes, precision and checkpointing "
+                f"({', '.join(sorted(ALLOWED_OVERRIDES))}); put other changes in a recipe under configs/"
+            )
+    return dict(section)
+
+
+def _seeds(raw: Any, key: str, source: Path) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
+        raise PlanError(f"{source}: {key}: expected a non-empty list of integer seeds, got {raw!r}")
+    if len(set(raw)) != len(raw):
+        raise PlanError(f"{source}: {key}: seeds repeat: {raw}")
+    return tuple(raw)
+
+
+def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
+    """Read the grid file and build the plan of grid `grid`; relative paths are taken from `root` (the repo)."""
+    source, root = Path(path), Path(root)
+    if not source.is_file():
+        raise PlanError(f"grid file {source} does not exist")
+    raw = _section(yaml.safe_load(source.read_text()), "the top level", source)
+    grids = _section(_require(raw, "grids", "top level", source), "grids", source)
+    if grid not in grids:
+        raise PlanError(f"{source}: grids.{grid}: no such grid; choose one of {', '.join(grids)}")
+    chosen = _section(grids[grid], f"grids.{grid}", source)
+    where = f"grids.{grid}"
+
+    datasets = _section(_require(raw, "datasets", "top level", source), "datasets", source)
+    zero_shot_wanted = bool(chosen.get("zero_shot", False))
+    mining = _section(_require(raw, "mining", "top level", source), "mining", source)
+    evaluate = _section(_require(raw, "evaluate", "top level", source), "evaluate", source)
+    missing = [k for k in EVALUATE_KEYS if k not in evaluate]
+    unknown = [k for k in evaluate if k not in EVALUATE_KEYS]
+    if missing or unknown:
+        raise PlanError(f"{source}: evaluate: expected exactly the keys {', '.join(EVALUATE_KEYS)} "
+                        f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")  # fmt: skip
+
+    all_teachers = _section(_require(raw, "teachers", "top level", source), "teachers", source)
+    wanted_teachers = _require(chosen, "teachers", where, source)
+    if not isinstance(wanted_teachers, list) or not set(wanted_teachers) <= set(TEACHER_KINDS):
+        raise PlanError(
+            f"{source}: {where}.teachers: expected a list drawn from {TEACHER_KINDS}, got {wanted_teachers!r}"
+        )
+    if "de" not in wanted_teachers:
+        raise PlanError(f"{source}: {where}.teachers: must include de (the DE teacher mines every run's negatives)")
+    teachers = {}
+    for kind in wanted_teachers:
+        recipe = root / str(_require(all_teachers, kind, "teachers", source))
+        if not recipe.is_file():
+            raise PlanError(f"{source}: teachers.{kind}: recipe {recipe} does not exist")
+        teachers[kind] = recipe
+
+    seeds = _seeds(_require(chosen, "seeds", where, source), f"{where}.seeds", source)
+    all_runs = _section(_require(raw, "runs", "top level", source), "runs", source)
+    wanted_runs = _require(chosen, "runs", where, source)
+    if wanted_runs == "all":
+        wanted_runs = list(all_runs)
+    if not isinstance(wanted_runs, list) or not wanted_runs:
+        raise PlanError(f"{source}: {where}.runs: expected `all` or a list of run names, got {wanted_runs!r}")
+    runs = []
+    for name in wanted_runs:
+        if name not in all_runs:
+            raise PlanError(f"{source}: {where}.runs: {name!r} is not defined under runs ({', '.join(all_runs)})")
+        spec = _section(all_runs[name], f"runs.{name}", source)
+        recipe = root / str(_require(spec, "config", f"runs.{name}", source))
+        if not recipe.is_file():
+            raise PlanError(f"{source}: runs.{name}.config: recipe {recipe} does not exist")
+        teacher = _require(spec, "teacher", f"runs.{name}", source)
+        if teacher not in teachers:
+            raise PlanError(f"{source}: runs.{name}.teacher: {teacher!r} is not warmed up by grid {grid!r} "
+                            f"(its teachers: {', '.join(teachers)}); add it to {where}.teachers or drop the run")  # fmt: skip
+        which = _require(spec, "seeds", f"runs.{name}", source)
+        if which not in ("all", "first"):
+            raise PlanError(f"{source}: runs.{name}.seeds: expected all or first, got {which!r}")
+        run_seeds = seeds if which == "all" else seeds[:1]
+        runs.append(RunSpec(name, recipe, teacher, run_seeds, str(spec.get("group", teacher))))
+
+    return Plan(
+        grid=grid,
+        source=source,
+        train=_dataset(_require(datasets, "train", "datasets", source), "train", root, source),
+        test=_dataset(_require(datasets, "test", "datasets", source), "test", root, source),
+        zero_shot=_dataset(datasets["zero_shot"], "zero_shot", root, source) if zero_shot_wanted else None,
+        mining_top_k=int(_require(mining, "top_k", "mining", source)),
+        mining_depth=str(_require(mining, "depth", "mining", source)),
+        evaluate=dict(evaluate),
+        teachers=teachers,
+        runs=runs,
+        seeds=seeds,
+        evaluate_packaged=bool(chosen.get("evaluate_packaged", False)),
+        warmup_overrides=_overrides(chosen.get("warmup_overrides"), f"{where}.warmup_overrides", source),
+        distill_overrides=_overrides(chosen.get("distill_overrides"), f"{where}.distill_overrides", source),
+        raw_grid=dict(chosen),
+    )
+
+
+def reductions(quick: Plan, full: Plan) -> dict[str, Any]:
+    """What a reduced grid leaves out compared with the full one, in words a reader of the JSON can check."""
+    full_runs = {(r.name, s) for r in full.runs for s in r.seeds}
+    quick_runs = {(r.name, s) for r in quick.runs for s in r.seeds}
+    changed = {
+        key: {"full": full.distill_overrides.get(key), "this": value}
+        for key, value in quick.distill_overrides.items()
+        if full.distill_overrides.get(key) != value
+    }
+    changed_warmup = {
+        key: {"full": full.warmup_overrides.get(key), "this": value}
+        for key, value in quick.warmup_overrides.items()
+        if full.warmup_overrides.get(key) != value
+    }
+    return {
+        "seeds": {"full": list(full.seeds), "this": list(quick.seeds)},
+        "teachers_left_out": sorted(set(full.teachers) - set(quick.teachers)),
+        "student_runs_left_out": sorted(f"{n}/seed{s}" for n, s in full_runs - quick_runs),
+        "distill_overrides_changed": changed,
+        "warmup_overrides_changed": changed_warmup,
+        "zero_shot_left_out": full.zero_shot is not None and quick.zero_shot is None,
+        "packaged_baseline_left_out": full.evaluate_packaged and not quick.evaluate_packaged,
+        "unchanged": "the test split, its whole corpus and the metric definitions; every hyper-parameter of the "
+        "recipes; every override not listed as changed",
+    }

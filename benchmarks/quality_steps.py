@@ -1,0 +1,105 @@
+"""Running the benchmark's CLI steps: one `lead-dist VERB ...` subprocess per step, resumable, logged, timed.
+
+A step that finished writes `<out>/done/<name>.json` (its argv and wall seconds) after its command exits 0, so a
+rerun of the benchmark with the same output folder skips it and reuses its time. A marker whose argv differs from
+the step's current argv means the grid or a recipe path changed since: the step is refused with the folder to
+delete, because mixing the results of two plans in one table would be silently wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# The environment every step runs in (docs/ENVIRONMENT.md): no model hub, no tokenizer thread pools fighting
+# torch's threads, DeepSpeed's JIT ops cached inside the project.
+STEP_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+class StepFailed(RuntimeError):
+    """A CLI step exited non-zero; the message names the step, its log file and the log's last lines."""
+
+
+@dataclass
+class StepResult:
+    name: str
+    seconds: float
+    skipped: bool  # finished by an earlier invocation (resume)
+    # CPU seconds of the step's process: on a shared machine the wall time depends on the other jobs, the CPU
+    # time much less, so it is what a time estimate for another grid or an idle machine should start from.
+    cpu_seconds: float | None = None
+
+
+class StepRunner:
+    """Runs steps in order under `out`; `dry_run` prints the commands instead of running them."""
+
+    def __init__(self, out: Path, repo_root: Path, *, dry_run: bool = False, log=print) -> None:
+        self.out, self.repo_root, self.dry_run, self.log = out, repo_root, dry_run, log
+        self.results: dict[str, StepResult] = {}
+        self.env = {**os.environ, **STEP_ENV}
+        self.env.setdefault("TORCH_EXTENSIONS_DIR", str(repo_root / ".cache" / "torch_extensions"))
+
+    def marker(self, name: str) -> Path:
+        return self.out / "done" / f"{name}.json"
+
+    def run(self, name: str, argv: list[str], *, fresh_dir: Path | None = None) -> StepResult:
+        """Run `lead-dist <argv>` as step `name` unless a marker with the same argv says it already ran.
+
+        `fresh_dir`: a folder the step writes that must not hold leftovers of an interrupted attempt (the trainer
+        appends to its log.jsonl); it is removed before the step runs. It must lie inside the output folder.
+        """
+        marker = self.marker(name)
+        if marker.is_file():
+            recorded = json.loads(marker.read_text())
+            if recorded["argv"] != argv:
+                raise StepFailed(
+                    f"step {name}: {marker} records another command than this plan's:\n  recorded: "
+                    f"{' '.join(recorded['argv'])}\n  now:      {' '.join(argv)}\n"
+                    f"The plan changed since that run; delete {self.out} (or pass another --out) to start over."
+                )
+            result = StepResult(name, float(recorded["seconds"]), True, recorded.get("cpu_seconds"))
+            self.log(f"{name}: done earlier ({result.seconds:.0f} s), skipped")
+            self.results[name] = result
+            return result
+        command = [sys.executable, "-m", "lead_dist.cli", *argv]
+        if self.dry_run:
+            print("lead-dist " + " ".join(argv), flush=True)
+            result = StepResult(name, 0.0, skipped=False)
+            self.results[name] = result
+            return result
+        if fresh_dir is not None and fresh_dir.exists():
+            if not fresh_dir.resolve().is_relative_to(self.out.resolve()):
+                raise StepFailed(f"step {name}: refusing to clear {fresh_dir}, which is outside {self.out}")
+            self.log(f"{name}: clearing {fresh_dir}, left by an interrupted attempt")
+            shutil.rmtree(fresh_dir)
+        log_file = self.out / "logs" / f"{name}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log(f"{name}: lead-dist {' '.join(argv)}")
+        started, cpu_before = time.perf_counter(), _children_cpu_seconds()
+        with open(log_file, "w", encoding="utf-8") as sink:
+            status = subprocess.run(command, cwd=self.repo_root, env=self.env, stdout=sink, stderr=subprocess.STDOUT)
+        seconds, cpu_seconds = time.perf_counter() - started, _children_cpu_seconds() - cpu_before
+        if status.returncode != 0:
+            tail = "\n".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
+            raise StepFailed(f"step {name} exited {status.returncode} after {seconds:.0f} s; log {log_file}:\n{tail}")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"argv": argv, "seconds": seconds, "cpu_seconds": cpu_seconds}, indent=1))
+        tmp.rename(marker)  # the marker appears only whole, and only after the step succeeded
+        self.log(f"{name}: {seconds:.0f} s ({cpu_seconds:.0f} CPU s)")
+        result = StepResult(name, seconds, False, cpu_seconds)
+        self.results[name] = result
+        return result
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children (each step is one, waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

@@ -3,9 +3,9 @@
 Each step is a verb users have, called as they would call it:
   1. `prepare --format demo`: Python standard-library docstrings as a BEIR collection, then training shards;
   2. the initial student: the first layers of the teacher (the usual initialisation), saved as a model folder;
-  3. `evaluate` the initial student on the demo test split;
+  3. `evaluate` the teacher and the initial student on the demo test split;
   4. `train CONFIG`: LEAD from the packaged all-MiniLM-L6-v2 teacher into that student;
-  5. `evaluate` the trained student, and print before / after side by side (also written as JSON).
+  5. `evaluate` the trained student, and print teacher / before / after side by side (also written as JSON).
 
 The hyper-parameters live in the config (configs/demo.yaml), not here; this module only orchestrates.
 """
@@ -39,7 +39,7 @@ def _evaluate(model_dir: Path, data_dir: Path, out: Path, config) -> dict[str, f
     _verb(
         "evaluate", "--model", str(model_dir), "--data", str(data_dir), "--split", "test", "--out", str(out),
         "--passage-max-length", str(config.data.passage_max_length),
-        "--query-max-length", str(config.data.query_max_length), "--top-k", "100", "--quiet",
+        "--query-max-length", str(config.data.query_max_length), "--top-k", "100",
     )  # fmt: skip
     results = json.loads(out.read_text())
     return {name: float(results["metrics"][name]) for name in METRICS}
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     print("== 2/5 build the initial student (first layers of the teacher)", flush=True)
     student_before = _initial_student(config, out / "student-init")
 
-    print("== 3/5 evaluate the initial student on the demo test split", flush=True)
+    print("== 3/5 evaluate the teacher and the initial student on the demo test split", flush=True)
+    teacher = _evaluate(Path(config.teacher.path), data_dir, out / "eval-teacher.json", config)
     before = _evaluate(student_before, data_dir, out / "eval-before.json", config)
 
     print(f"== 4/5 train: {config_path} ({config.mode}, {config.train.max_steps} steps)", flush=True)
@@ -95,15 +96,16 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "config": str(config_path),
         "overrides": overrides,
+        "teacher": teacher,
         "before": before,
         "after": after,
         "student": str(student_after),
         "minutes": round(minutes, 2),
     }
     (out / "demo_results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\n{'metric':<12}{'before':>10}{'after':>10}")
+    print(f"\n{'metric':<12}{'teacher':>10}{'student before':>16}{'student after':>15}")
     for name in METRICS:
-        print(f"{name:<12}{before[name]:>10.4f}{after[name]:>10.4f}")
+        print(f"{name:<12}{teacher[name]:>10.4f}{before[name]:>16.4f}{after[name]:>15.4f}")
     verdict = "better" if after["ndcg@10"] > before["ndcg@10"] else "NOT better"
     print(f"\nThe trained student is {verdict} than the initial one on nDCG@10 ({minutes:.1f} min in all).")
     print(f"Trained student: {student_after}  (loads with transformers and sentence-transformers)")

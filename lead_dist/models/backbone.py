@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +92,24 @@ def load_backbone(folder: str | Path) -> tuple[PreTrainedModel, list[str]]:
     source = str(folder)
     config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     spec = spec_for(config)
-    model, info = AutoModel.from_pretrained(
-        source,
-        config=config,
-        output_loading_info=True,
-        # Report shape mismatches in the loading info (raised below with the other key errors) instead of
-        # transformers' own error, which only points at a log table.
-        ignore_mismatched_sizes=True,
-        use_safetensors=True,
-        trust_remote_code=False,
-        **_constructor_kwargs(spec),
-    )
+    # transformers logs its own key table for every unexpected key (e.g. a sentence-transformers pooler) as a
+    # warning; the checks below raise on every key that matters and log the ignored ones, so it is quieted here.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModel.from_pretrained(
+            source,
+            config=config,
+            output_loading_info=True,
+            # Report shape mismatches in the loading info (raised below with the other key errors) instead of
+            # transformers' own error, which only points at a log table.
+            ignore_mismatched_sizes=True,
+            use_safetensors=True,
+            trust_remote_code=False,
+            **_constructor_kwargs(spec),
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     prefix = f"{model.base_model_prefix}."
     unexpected, ignored = [], []
     for key in sorted(info.get("unexpected_keys", ())):

@@ -142,9 +142,9 @@ def as_text_encoder(model: nn.Module | TextEncoder) -> TextEncoder:
 
 def load_text_encoder(path: str | Path, device: str | torch.device | None = None) -> TextEncoder:
     """Load a lead_dist model folder or a plain (sentence-)transformers folder as a TextEncoder."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: model folder not found")
+    from lead_dist.models.folder import resolve_folder
+
+    folder = resolve_folder(path)  # a local folder, a pip-packaged model's hub id, or a hub id when online
     if (folder / "lead_dist.json").exists():
         from lead_dist.models import load_model
 

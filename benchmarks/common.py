@@ -278,3 +278,42 @@ def write_bar_chart(
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def write_bar_grid(
+    name: str,
+    rows: Sequence[Sequence[BarPanel]],
+    *,
+    title: str = "",
+    footnote: str = "",
+    results_dir: Path = RESULTS_DIR,
+    row_height: float = 4.2,
+) -> Path:
+    """`<results_dir>/<name>.png`: panels in rows (a long row of bars would make one unreadably wide figure).
+
+    Every row spans the figure's width; its panels share it in proportion to their bar counts."""
+    if not rows or not all(rows):
+        raise ValueError("write_bar_grid: expected at least one row, and at least one panel in every row")
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on the build machines
+    import matplotlib.pyplot as plt
+
+    row_widths = [sum(max(3.0, 0.45 * len(p.labels) + 1.5) for p in row) for row in rows]
+    figure = plt.figure(figsize=(max(row_widths), row_height * len(rows)))
+    grid = figure.add_gridspec(len(rows), 1)
+    for row_index, row in enumerate(rows):
+        widths = [max(3.0, 0.45 * len(p.labels) + 1.5) for p in row]
+        sub = grid[row_index].subgridspec(1, len(row), width_ratios=widths)
+        for column, panel in enumerate(row):
+            _draw_panel(figure.add_subplot(sub[0, column]), panel)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    if footnote:
+        figure.text(0.01, 0.005, footnote, fontsize=7, color="#555555", wrap=True)
+    figure.tight_layout(rect=(0, 0.03 if footnote else 0, 1, 0.98 if title else 1))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,90 @@
+"""Where a step's time goes: its phases (forward + loss, backward, optimizer) and torch.profiler's top operators.
+
+Used when the benchmark misses a goal. The phased step calls the same engine functions as `Variant.step` with a
+clock between them, so its phases add up to one real step; the peer's phases are its forward + MNRL, backward and
+clip + AdamW.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from lead_dist.train import engines
+
+
+def _variant_phases(variant: Any) -> dict[str, float]:
+    from lead_dist.train.loop import _all_ranks_finite
+    from lead_dist.train.objective import distill_loss
+
+    variant.activate()
+    layers = variant.schedule.at(variant.steps_taken) if variant.schedule is not None else ((), ())
+    teacher = variant.trainees.get("teacher")
+    t0 = time.perf_counter()
+    with engines.micro_step(variant.trainees, boundary=True):
+        with (
+            engines.capture_outputs(variant.trainees) as captured,
+            engines.autocast(variant.config, torch.device("cpu")),
+        ):
+            total, _ = distill_loss(
+                variant.trainees["student"].model,
+                teacher.model if teacher is not None else None,
+                variant.batch,
+                layers[0],
+                layers[1],
+                variant.config.lead,
+                teacher_trained=teacher is not None and teacher.trained,
+                candidates=variant.config.candidates,
+                mode=variant.config.mode or "lead",
+            )
+        finite = _all_ranks_finite(total)
+        t1 = time.perf_counter()
+        engines.backward(variant.trainees, total, captured, finite=finite, grad_accum=1)
+    t2 = time.perf_counter()
+    engines.optimizer_step(variant.trainees)
+    t3 = time.perf_counter()
+    variant.steps_taken += 1
+    return {"forward_and_loss_s": t1 - t0, "backward_s": t2 - t1, "optimizer_s": t3 - t2}
+
+
+def _peer_phases(peer: Any) -> dict[str, float]:
+    autocast = torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=peer.dtype == "bf16")
+    t0 = time.perf_counter()
+    with autocast:
+        value = peer.loss([dict(c) for c in peer.columns], None)
+    t1 = time.perf_counter()
+    value.backward()
+    t2 = time.perf_counter()
+    torch.nn.utils.clip_grad_norm_(peer.model.parameters(), 2.0)
+    peer.optimizer.step()
+    peer.optimizer.zero_grad(set_to_none=True)
+    t3 = time.perf_counter()
+    return {"forward_and_loss_s": t1 - t0, "backward_s": t2 - t1, "optimizer_s": t3 - t2}
+
+
+def phases(target: Any, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of each phase over `repeats` steps of a Variant or a PeerStep."""
+    measure = _peer_phases if hasattr(target, "columns") else _variant_phases
+    runs = [measure(target) for _ in range(repeats)]
+    return {key: round(sorted(r[key] for r in runs)[len(runs) // 2], 4) for key in runs[0]}
+
+
+def top_operators(step: Any, count: int = 12) -> list[dict[str, Any]]:
+    """torch.profiler over one step: the operators with the most self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:count]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1
+    return [
+        {
+            "op": e.key,
+            "calls": e.count,
+            "self_ms": round(e.self_cpu_time_total / 1000, 2),
+            "self_share": round(e.self_cpu_time_total / total, 3),
+        }
+        for e in rows
+    ]

@@ -161,3 +161,21 @@ def test_deepspeed_combinations(tmp_path):
     assert "student.deepspeed: DeepSpeed JSON missing.json does not exist" in _error(
         _distill(student={"deepspeed": "missing.json"}, teacher={"trained": False})
     )
+
+
+def test_num_layers_keeps_the_first_blocks_of_a_loaded_model(tiny_bert_dir):
+    import torch
+
+    from lead_dist.models import load_model
+    from lead_dist.train.models_from_config import build_models
+
+    raw = _distill(student={"path": str(tiny_bert_dir), "num_layers": 1}, teacher={"path": str(tiny_bert_dir)})
+    models = build_models(config_from_dict(raw))
+    student, full = models["student"], load_model(tiny_bert_dir, kind="de")
+    assert student.num_layers == 1 and full.num_layers == 2
+    tokens = full.tokenize_queries(["how do tides form"], 16)
+    with torch.no_grad():
+        # the truncated student's final output is the full model's layer 0
+        assert torch.allclose(student(**tokens).final, full(**tokens, layers=(0,)).layers[0], atol=1e-6)
+    assert "student.num_layers" in _error(_distill(student={"path": None, "config": {}, "tokenizer": "t", "num_layers": 1}))
+    assert "must be >= 1" in _error(_distill(student={"path": "s", "num_layers": 0}))

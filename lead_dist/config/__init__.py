@@ -25,7 +25,8 @@ student is scored over the teacher's candidate set (contrastive mode without a t
 
 A model section builds its model from exactly one source: `path` (a saved folder), `from_teacher_layers` (student
 only: the teacher's first N blocks) or `config` (fresh random weights from BertConfig kwargs, with `tokenizer`
-giving the tokenizer folder). Model options left null (pooling, similarity, scale for a DE; projection_dim,
+giving the tokenizer folder). With `path`, `num_layers: N` keeps only the loaded model's first N blocks (e.g. a
+student made of all-MiniLM-L6-v2's first 3 layers, whatever the teacher). Model options left null (pooling, similarity, scale for a DE; projection_dim,
 query_augmentation for a ColBERT) take the folder's stored value, else the model's default (a cosine DE: scale 20);
 options of another kind are an error. `grad_clip: 0` disables clipping. `train.num_epochs`, when set, caps the run at that
 many passes over the data in addition to `max_steps`.

@@ -46,6 +46,7 @@ class DataConfig:
 class ModelConfig:
     path: str | None = None
     from_teacher_layers: int | None = None
+    num_layers: int | None = None  # with `path`: keep only the loaded model's first N blocks
     config: dict[str, Any] | None = None
     tokenizer: str | None = None
     kind: str = "de"

@@ -57,6 +57,11 @@ def _validate_model(name: str, m: ModelConfig) -> None:
         raise ConfigError(f"{name}.tokenizer: a model built from {name}.config needs a tokenizer folder")
     if m.from_teacher_layers is not None and m.from_teacher_layers < 1:
         raise ConfigError(f"{name}.from_teacher_layers: must be >= 1, got {m.from_teacher_layers}")
+    if m.num_layers is not None:
+        if m.path is None:
+            raise ConfigError(f"{name}.num_layers: keeps the first N blocks of a loaded model; set {name}.path too")
+        if m.num_layers < 1:
+            raise ConfigError(f"{name}.num_layers: must be >= 1, got {m.num_layers}")
     _positive(f"{name}.lr", m.lr)
     _positive(f"{name}.weight_decay", m.weight_decay, zero_ok=True)
     _positive(f"{name}.grad_clip", m.grad_clip, zero_ok=True)

@@ -10,10 +10,17 @@ from lead_dist.config import Config, ModelConfig
 def _build_model(section: ModelConfig) -> torch.nn.Module:
     from transformers import AutoConfig
 
-    from lead_dist.models import load_model, model_from_config
+    from lead_dist.models import load_model, model_from_config, student_from_teacher
 
     if section.path is not None:
-        return load_model(section.path, kind=section.kind, **section.model_options())
+        model = load_model(section.path, kind=section.kind, **section.model_options())
+        if section.num_layers is not None:
+            if section.num_layers > model.num_layers:
+                raise ValueError(
+                    f"num_layers: {section.num_layers} exceeds the {model.num_layers} layers of {section.path}"
+                )
+            model = student_from_teacher(model, section.num_layers, kind=section.kind)
+        return model
     assert section.config is not None and section.tokenizer is not None  # config validation guarantees it
     kwargs = dict(section.config)
     backbone_config = AutoConfig.for_model(kwargs.pop("model_type", "bert"), **kwargs)

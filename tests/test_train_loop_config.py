@@ -177,5 +177,7 @@ def test_num_layers_keeps_the_first_blocks_of_a_loaded_model(tiny_bert_dir):
     with torch.no_grad():
         # the truncated student's final output is the full model's layer 0
         assert torch.allclose(student(**tokens).final, full(**tokens, layers=(0,)).layers[0], atol=1e-6)
-    assert "student.num_layers" in _error(_distill(student={"path": None, "config": {}, "tokenizer": "t", "num_layers": 1}))
+    assert "student.num_layers" in _error(
+        _distill(student={"path": None, "config": {}, "tokenizer": "t", "num_layers": 1})
+    )
     assert "must be >= 1" in _error(_distill(student={"path": "s", "num_layers": 0}))

@@ -16,30 +16,18 @@ from lead_dist.train import engines
 
 
 def _variant_phases(variant: Any) -> dict[str, float]:
-    from lead_dist.train.loop import _all_ranks_finite
-    from lead_dist.train.objective import distill_loss
+    from lead_dist.train.loop import all_ranks_finite, step_loss
 
     variant.activate()
     layers = variant.schedule.at(variant.steps_taken) if variant.schedule is not None else ((), ())
-    teacher = variant.trainees.get("teacher")
     t0 = time.perf_counter()
     with engines.micro_step(variant.trainees, boundary=True):
         with (
             engines.capture_outputs(variant.trainees) as captured,
             engines.autocast(variant.config, torch.device("cpu")),
         ):
-            total, _ = distill_loss(
-                variant.trainees["student"].model,
-                teacher.model if teacher is not None else None,
-                variant.batch,
-                layers[0],
-                layers[1],
-                variant.config.lead,
-                teacher_trained=teacher is not None and teacher.trained,
-                candidates=variant.config.candidates,
-                mode=variant.config.mode or "lead",
-            )
-        finite = _all_ranks_finite(total)
+            total, _ = step_loss(variant.config, variant.trainees, variant.batch, layers)
+        finite = all_ranks_finite(total)
         t1 = time.perf_counter()
         engines.backward(variant.trainees, total, captured, finite=finite, grad_accum=1)
     t2 = time.perf_counter()

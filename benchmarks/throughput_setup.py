@@ -192,27 +192,15 @@ class Variant:
 
     def step(self) -> int:
         """One optimizer step through the loop's engines and objective; returns the queries it trained on."""
-        from lead_dist.train.loop import _all_ranks_finite
-        from lead_dist.train.objective import distill_loss
+        from lead_dist.train.loop import all_ranks_finite, step_loss
 
         self.activate()
         device = self.device
         layers = self.schedule.at(self.steps_taken) if self.schedule is not None else ((), ())
-        teacher = self.trainees.get("teacher")
         with engines.micro_step(self.trainees, boundary=True):
             with engines.capture_outputs(self.trainees) as captured, engines.autocast(self.config, device):
-                total, _terms = distill_loss(
-                    self.trainees["student"].model,
-                    teacher.model if teacher is not None else None,
-                    self.batch,
-                    layers[0],
-                    layers[1],
-                    self.config.lead,
-                    teacher_trained=teacher is not None and teacher.trained,
-                    candidates=self.config.candidates,
-                    mode=self.config.mode or "lead",
-                )
-            finite = _all_ranks_finite(total)
+                total, _terms = step_loss(self.config, self.trainees, self.batch, layers)
+            finite = all_ranks_finite(total)
             engines.backward(self.trainees, total, captured, finite=finite, grad_accum=1)
         engines.optimizer_step(self.trainees)
         self.steps_taken += 1

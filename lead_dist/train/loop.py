@@ -71,7 +71,8 @@ def _collate(config: Config, trainees: dict[str, Trainee], examples: list[dict],
     return {name: _to_device(collate_for(t.raw, examples, *lengths), device) for name, t in trainees.items()}
 
 
-def _objective(config: Config, trainees: dict[str, Trainee], batch: dict, layers: tuple) -> tuple[torch.Tensor, dict]:
+def step_loss(config: Config, trainees: dict[str, Trainee], batch: dict, layers: tuple) -> tuple[torch.Tensor, dict]:
+    """The loss of one micro-batch as the loop computes it (warm-up or distillation); benchmarks time this too."""
     from lead_dist.train.objective import distill_loss, warmup_loss
 
     if config.stage == "warmup":
@@ -90,7 +91,7 @@ def _objective(config: Config, trainees: dict[str, Trainee], batch: dict, layers
     )
 
 
-def _all_ranks_finite(total: torch.Tensor) -> bool:
+def all_ranks_finite(total: torch.Tensor) -> bool:
     """True only when the loss is finite on EVERY rank, so all ranks take the same branch (no collective hangs)."""
     bad = torch.tensor([0.0 if torch.isfinite(total.detach()).all() else 1.0], device=total.device)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -285,10 +286,10 @@ def train(config: Config, resume: str | None = None) -> dict[str, Any]:
                 batch = _collate(config, trainees, next(batches), device)
                 with engines.micro_step(trainees, boundary=micro == grad_accum - 1):
                     with engines.capture_outputs(trainees) as captured, engines.autocast(config, device):
-                        total, terms = _objective(config, trainees, batch, layers)
+                        total, terms = step_loss(config, trainees, batch, layers)
                     if step in nan_steps:
                         total = total * float("nan")
-                    finite = _all_ranks_finite(total)  # the same answer on every rank
+                    finite = all_ranks_finite(total)  # the same answer on every rank
                     nonfinite_micro += 0 if finite else 1
                     # A bad loss without accumulation skips the backward (no gradient, no step). With accumulation
                     # every micro-batch still runs its backward, with zero gradient, so the engines stay in step.

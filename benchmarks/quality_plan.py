@@ -28,6 +28,9 @@ ALLOWED_OVERRIDES = frozenset(
 )
 TEACHER_KINDS = ("de", "cb", "ce")
 EVALUATE_KEYS = ("query_max_length", "passage_max_length", "dtype", "batch_size", "top_k")
+# How the CB and CE teachers are evaluated: `lead-dist rerank` of the DE teacher's top `depth` (neither kind is a
+# single-vector retriever that `lead-dist evaluate` can search a corpus with).
+RERANK_KEYS = ("depth", "query_max_length", "passage_max_length", "dtype", "batch_size")
 
 
 class PlanError(ValueError):
@@ -59,6 +62,7 @@ class Plan:
     mining_top_k: int
     mining_depth: str
     evaluate: dict[str, Any]
+    rerank: dict[str, Any]
     teachers: dict[str, Path]  # kind -> warm-up recipe
     runs: list[RunSpec]
     seeds: tuple[int, ...]
@@ -132,6 +136,13 @@ def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
         raise PlanError(f"{source}: evaluate: expected exactly the keys {', '.join(EVALUATE_KEYS)} "
                         f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")  # fmt: skip
 
+    rerank = _section(_require(raw, "rerank", "top level", source), "rerank", source)
+    missing = [k for k in RERANK_KEYS if k not in rerank]
+    unknown = [k for k in rerank if k not in RERANK_KEYS]
+    if missing or unknown:
+        raise PlanError(f"{source}: rerank: expected exactly the keys {', '.join(RERANK_KEYS)} "
+                        f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")  # fmt: skip
+
     all_teachers = _section(_require(raw, "teachers", "top level", source), "teachers", source)
     wanted_teachers = _require(chosen, "teachers", where, source)
     if not isinstance(wanted_teachers, list) or not set(wanted_teachers) <= set(TEACHER_KINDS):
@@ -181,6 +192,7 @@ def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
         mining_top_k=int(_require(mining, "top_k", "mining", source)),
         mining_depth=str(_require(mining, "depth", "mining", source)),
         evaluate=dict(evaluate),
+        rerank=dict(rerank),
         teachers=teachers,
         runs=runs,
         seeds=seeds,

@@ -1,13 +1,17 @@
 """Running the benchmark's CLI steps: one `lead-dist VERB ...` subprocess per step, resumable, logged, timed.
 
-A step that finished writes `<out>/done/<name>.json` (its argv and wall seconds) after its command exits 0, so a
-rerun of the benchmark with the same output folder skips it and reuses its time. A marker whose argv differs from
-the step's current argv means the grid or a recipe path changed since: the step is refused with the folder to
-delete, because mixing the results of two plans in one table would be silently wrong.
+A step that finished writes `<out>/done/<name>.json` (its argv, the sha256 of every recipe file its argv names,
+and its wall seconds) after its command exits 0, so a rerun of the benchmark with the same output folder skips it
+and reuses its time. A marker whose argv or recipe contents differ from the step's current ones means the grid or
+a recipe changed since: the step is refused with what to delete, because mixing the results of two plans in one
+table would be silently wrong. (A marker written before recipe hashes were recorded is trusted on its argv alone,
+and the log says so.) What a step reads from an earlier step (a teacher it distils) is not hashed: after changing
+a teacher's recipe, delete the markers of the runs that use that teacher as well.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -46,6 +50,9 @@ class StepRunner:
         self.env = {**os.environ, **STEP_ENV}
         self.env.setdefault("TORCH_EXTENSIONS_DIR", str(repo_root / ".cache" / "torch_extensions"))
 
+    def recipe_digests(self, argv: list[str]) -> dict[str, str]:
+        return _recipe_digests(self.repo_root, argv)
+
     def marker(self, name: str) -> Path:
         return self.out / "done" / f"{name}.json"
 
@@ -56,6 +63,7 @@ class StepRunner:
         appends to its log.jsonl); it is removed before the step runs. It must lie inside the output folder.
         """
         marker = self.marker(name)
+        recipes = self.recipe_digests(argv)
         if marker.is_file():
             recorded = json.loads(marker.read_text())
             if recorded["argv"] != argv:
@@ -63,6 +71,15 @@ class StepRunner:
                     f"step {name}: {marker} records another command than this plan's:\n  recorded: "
                     f"{' '.join(recorded['argv'])}\n  now:      {' '.join(argv)}\n"
                     f"The plan changed since that run; delete {self.out} (or pass another --out) to start over."
+                )
+            if "recipes" not in recorded:
+                self.log(f"{name}: marker from before recipe hashes were recorded; trusted on its command alone")
+            elif recorded["recipes"] != recipes:
+                changed = sorted(k for k in recipes.keys() | recorded["recipes"].keys()
+                                 if recipes.get(k) != recorded["recipes"].get(k))  # fmt: skip
+                raise StepFailed(
+                    f"step {name}: recipe(s) {', '.join(changed)} changed since this step ran. Delete {marker} "
+                    f"(and the markers of steps that use its output), or delete {self.out} to start over."
                 )
             result = StepResult(name, float(recorded["seconds"]), True, recorded.get("cpu_seconds"))
             self.log(f"{name}: done earlier ({result.seconds:.0f} s), skipped")
@@ -91,12 +108,26 @@ class StepRunner:
             raise StepFailed(f"step {name} exited {status.returncode} after {seconds:.0f} s; log {log_file}:\n{tail}")
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"argv": argv, "seconds": seconds, "cpu_seconds": cpu_seconds}, indent=1))
+        record = {"argv": argv, "recipes": recipes, "seconds": seconds, "cpu_seconds": cpu_seconds}
+        tmp.write_text(json.dumps(record, indent=1))
         tmp.rename(marker)  # the marker appears only whole, and only after the step succeeded
         self.log(f"{name}: {seconds:.0f} s ({cpu_seconds:.0f} CPU s)")
         result = StepResult(name, seconds, False, cpu_seconds)
         self.results[name] = result
         return result
+
+
+def _recipe_digests(repo_root: Path, argv: list[str]) -> dict[str, str]:
+    """sha256 of each YAML file (a recipe) the argv names, positional or as `key=path`, keyed by its spelling there.
+    Outputs are never YAML here (results are JSON), so only inputs are hashed."""
+    digests = {}
+    for item in argv:
+        candidate = item.split("=", 1)[-1]
+        if candidate.endswith((".yaml", ".yml")):
+            path = Path(candidate) if Path(candidate).is_absolute() else repo_root / candidate
+            if path.is_file():
+                digests[candidate] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
 
 
 def _children_cpu_seconds() -> float:

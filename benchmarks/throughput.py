@@ -51,10 +51,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="tiny, fp32, 1 round, no launches (a smoke run)")
     parser.add_argument("--threads", type=int, default=common.usable_cores(), help="torch threads (default: cores)")
-    parser.add_argument("--name", default="throughput", help="results name: benchmarks/results/<name>.json/.png")
+    parser.add_argument(
+        "--name", default=None, help="results name: benchmarks/results/<name>.json/.png (default throughput, or "
+        "throughput_quick with --quick, so a smoke run never overwrites the committed full results)"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.dtypes, args.rounds, args.no_launch = "tiny", "fp32", 1, True
+    if args.name is None:
+        args.name = "throughput_quick" if args.quick else "throughput"
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     from benchmarks.throughput_setup import SIZES

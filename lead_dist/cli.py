@@ -17,6 +17,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "encode": ("lead_dist.retrieval.verbs.encode", "encode a corpus into resumable embedding shards (per rank)"),
     "search": ("lead_dist.retrieval.verbs.search", "search embedding shards with a model's queries; TREC run out"),
     "evaluate": ("lead_dist.retrieval.verbs.evaluate", "encode + search + score a BEIR split (nDCG@10, MRR@10, ...)"),
+    "rerank": (
+        "lead_dist.retrieval.verbs.rerank",
+        "re-rank a first-stage run's top documents with a DE, CB or CE + score",
+    ),
     "mine": ("lead_dist.retrieval.verbs.mine", "hard negatives from a run (depth range, positives removed) -> shards"),
     "demo": ("lead_dist.demo", "run the main job on the embedded default data (no download)"),
 }

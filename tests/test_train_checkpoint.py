@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lead_dist.train import checkpoint as ck
+from lead_dist.train import checkpoint_contents as contents
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,8 +192,9 @@ _RESUMER = textwrap.dedent(
     import json, random, sys
     import numpy as np, torch
     from lead_dist.train import checkpoint as ck
+    from lead_dist.train import checkpoint_contents as contents
     random.seed(1); np.random.seed(1); torch.manual_seed(1)  # a fresh process's RNGs, different from the run's
-    ck.load_rng_state(sys.argv[1], rank=3)
+    contents.load_rng_state(sys.argv[1], rank=3)
     print(json.dumps({
         "python": [random.random(), random.gauss(0, 1), random.gauss(0, 1)],
         "numpy": np.random.standard_normal(3).tolist() + np.random.rand(2).tolist(),
@@ -210,7 +212,7 @@ def test_rng_draws_after_restore_in_a_new_process_equal_the_uninterrupted_draws(
     random.gauss(0, 1)
     np.random.standard_normal(1)
     with ck.atomic_checkpoint_dir(tmp_path, 5) as tmp:
-        ck.save_rng_state(tmp, rank=3)
+        contents.save_rng_state(tmp, rank=3)
     uninterrupted = _draws()
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -219,7 +221,7 @@ def test_rng_draws_after_restore_in_a_new_process_equal_the_uninterrupted_draws(
     )
     assert json.loads(result.stdout) == uninterrupted
     with pytest.raises(FileNotFoundError, match="no RNG state for rank 0.*rng-rank00003.pt"):
-        ck.load_rng_state(ck.latest(tmp_path), rank=0)
+        contents.load_rng_state(ck.latest(tmp_path), rank=0)
 
 
 def test_train_state_json_round_trip_and_errors(tmp_path: Path) -> None:
@@ -262,16 +264,16 @@ def test_model_optimizer_scheduler_round_trip_continues_identically(tmp_path: Pa
     model, optimizer, scheduler = _tiny_training_objects(0)
     _train(model, optimizer, scheduler, 3, offset=0)
     with ck.atomic_checkpoint_dir(tmp_path, 3) as tmp:
-        ck.save_module_weights(model, tmp / "model.safetensors")
-        ck.save_object_state(optimizer, tmp / "optimizer.pt")
-        ck.save_object_state(scheduler, tmp / "scheduler.pt")
+        contents.save_module_weights(model, tmp / "model.safetensors")
+        contents.save_object_state(optimizer, tmp / "optimizer.pt")
+        contents.save_object_state(scheduler, tmp / "scheduler.pt")
     _train(model, optimizer, scheduler, 2, offset=3)
 
     resumed, resumed_opt, resumed_sched = _tiny_training_objects(1)  # different initial weights
     path = ck.latest(tmp_path)
-    ck.load_module_weights(resumed, path / "model.safetensors")
-    ck.load_object_state(resumed_opt, path / "optimizer.pt")
-    ck.load_object_state(resumed_sched, path / "scheduler.pt")
+    contents.load_module_weights(resumed, path / "model.safetensors")
+    contents.load_object_state(resumed_opt, path / "optimizer.pt")
+    contents.load_object_state(resumed_sched, path / "scheduler.pt")
     assert resumed_sched.last_epoch == 3
     _train(resumed, resumed_opt, resumed_sched, 2, offset=3)
     for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
@@ -280,7 +282,7 @@ def test_model_optimizer_scheduler_round_trip_continues_identically(tmp_path: Pa
 
 def test_load_module_weights_is_strict(tmp_path: Path) -> None:
     small = torch.nn.Sequential(torch.nn.Linear(4, 8))
-    ck.save_module_weights(small, tmp_path / "w.safetensors")
+    contents.save_module_weights(small, tmp_path / "w.safetensors")
     bigger = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
     with pytest.raises(KeyError, match="missing \\['1.bias', '1.weight'\\]"):
-        ck.load_module_weights(bigger, tmp_path / "w.safetensors")
+        contents.load_module_weights(bigger, tmp_path / "w.safetensors")

@@ -23,7 +23,7 @@ _SCRIPT = textwrap.dedent(
     import torch, deepspeed, torch.distributed as dist
     from deepspeed.runtime.zero.partition_parameters import GatheredParameters
     from lead_dist.models import load_model
-    from lead_dist.train import checkpoint as ck
+    from lead_dist.train import checkpoint_contents as contents
     from lead_dist.train.export import export_model, is_zero3_partitioned
 
     model_dir, work = sys.argv[1], sys.argv[2]
@@ -52,7 +52,7 @@ _SCRIPT = textwrap.dedent(
     first.save_checkpoint(f"{work}/ckpt", "pytorch_model")
     train(first, range(2, 4))
     resumed = engine_for(1)
-    ck.weights_only_deepspeed_loading(resumed)
+    contents.weights_only_deepspeed_loading(resumed)
     read = []
     weights_only_load = resumed.checkpoint_engine.load
     resumed.checkpoint_engine.load = lambda path, map_location=None: (
@@ -72,7 +72,7 @@ _SCRIPT = textwrap.dedent(
     torch.save({"payload": Payload()}, [p for p in read if "optim" in p][0])  # each rank's own ZeRO shard
     dist.barrier()
     victim = engine_for(2)
-    ck.weights_only_deepspeed_loading(victim)
+    contents.weights_only_deepspeed_loading(victim)
     try:
         victim.load_checkpoint(f"{work}/ckpt", "pytorch_model")
         print(f"rank {rank}: tampered=loaded")

@@ -343,7 +343,7 @@ def make_grad_scaler(config: Config, device: torch.device) -> torch.amp.GradScal
 
 def save_trainees(trainees: dict[str, Trainee], directory: Path, *, is_main: bool, scaler: Any = None) -> None:
     """Write every trained model's weights, optimizer and schedule into `directory` (call on EVERY rank)."""
-    from lead_dist.train.checkpoint import save_module_weights, save_object_state
+    from lead_dist.train.checkpoint_contents import save_module_weights, save_object_state
 
     for trainee in trainees.values():
         if not trainee.trained:
@@ -362,7 +362,11 @@ def save_trainees(trainees: dict[str, Trainee], directory: Path, *, is_main: boo
 
 def load_trainees(trainees: dict[str, Trainee], directory: Path, scaler: Any = None) -> None:
     """Inverse of `save_trainees`, on every rank."""
-    from lead_dist.train.checkpoint import load_module_weights, load_object_state, weights_only_deepspeed_loading
+    from lead_dist.train.checkpoint_contents import (
+        load_module_weights,
+        load_object_state,
+        weights_only_deepspeed_loading,
+    )
 
     for trainee in trainees.values():
         if not trainee.trained:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from lead_dist.train.checkpoint import unwrap_module
+from lead_dist.train.checkpoint_contents import unwrap_module
 
 ROLES = ("student", "teacher", "model")
 

@@ -161,7 +161,7 @@ def save_checkpoint(
     config: Config, accelerator: Any, trainees: dict[str, Trainee], state: Any, scaler: Any
 ) -> Path | None:
     """One atomic checkpoint of everything (see train/checkpoint.py for the protocol and its two barriers)."""
-    from lead_dist.train import checkpoint
+    from lead_dist.train import checkpoint, checkpoint_contents
 
     out = Path(config.output_dir)
     final = None
@@ -171,7 +171,7 @@ def save_checkpoint(
         engines.save_trainees(trainees, tmp, is_main=accelerator.is_main_process, scaler=scaler)
         if accelerator.is_main_process:
             checkpoint.save_train_state(tmp, state)
-        checkpoint.save_rng_state(tmp, rank=accelerator.process_index)
+        checkpoint_contents.save_rng_state(tmp, rank=accelerator.process_index)
         hook = os.environ.get("LEAD_DIST_TEST_SLEEP_IN_SAVE", "")
         if hook and int(hook.split(":")[0]) == state.step:
             time.sleep(float(hook.split(":")[1]))  # a test kills the run here, mid-write
@@ -191,7 +191,7 @@ def train(config: Config, resume: str | None = None) -> dict[str, Any]:
     """Run the configured training under the current launch (one process, DDP or DeepSpeed). Returns a summary."""
     from lead_dist.data.stream import TrainStream
     from lead_dist.lead import LayerSchedule
-    from lead_dist.train import checkpoint
+    from lead_dist.train import checkpoint, checkpoint_contents
     from lead_dist.train.export import export_dir, export_model
     from lead_dist.train.flops import peak_matmul_flops
     from lead_dist.train.log import TrainLogger
@@ -248,7 +248,7 @@ def train(config: Config, resume: str | None = None) -> dict[str, Any]:
         engines.load_trainees(trainees, resumed_from, scaler=scaler)
         state = checkpoint.load_train_state(resumed_from)
         stream.load_state_dict(state.data)
-        checkpoint.load_rng_state(resumed_from, rank=rank)
+        checkpoint_contents.load_rng_state(resumed_from, rank=rank)
     else:
         torch.manual_seed(config.seed + rank)  # each rank its own dropout stream
     if is_main:

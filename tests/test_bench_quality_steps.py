@@ -1,0 +1,40 @@
+"""The quality benchmark's step runner: a finished step is skipped on resume; a changed command or a changed recipe
+file refuses the resume instead of mixing two plans' results (benchmarks/quality_steps.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from quality_steps import StepFailed, StepRunner  # noqa: E402
+
+
+def test_resume_skips_done_steps_and_refuses_changed_commands_or_recipes(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("seed: 1\n")
+    out = tmp_path / "out"
+    logged: list[str] = []
+    runner = StepRunner(out, tmp_path, log=logged.append)
+    argv = ["--help", str(recipe), "--out", str(tmp_path / "result.json")]  # `lead-dist --help` exits 0
+    first = runner.run("step", argv)
+    assert not first.skipped and runner.marker("step").is_file()
+
+    again = StepRunner(out, tmp_path, log=logged.append).run("step", argv)
+    assert again.skipped and again.seconds == pytest.approx(first.seconds)
+
+    with pytest.raises(StepFailed, match="records another command"):
+        StepRunner(out, tmp_path, log=logged.append).run("step", [*argv, "--quiet"])
+
+    recipe.write_text("seed: 2\n")
+    with pytest.raises(StepFailed, match=r"recipe\(s\) .*recipe.yaml changed"):
+        StepRunner(out, tmp_path, log=logged.append).run("step", argv)
+
+
+def test_a_failing_step_leaves_no_marker_and_names_its_log(tmp_path: Path) -> None:
+    runner = StepRunner(tmp_path / "out", tmp_path, log=lambda _m: None)
+    with pytest.raises(StepFailed, match=r"step bad exited 2 .*logs/bad.log"):
+        runner.run("bad", ["no-such-verb"])
+    assert not runner.marker("bad").exists()

@@ -5,15 +5,16 @@
 #
 # The GPU machine's Python 3.12 has torch (CUDA), transformers, accelerate and numpy but no deepspeed or webdataset,
 # and reaches no registry. This script puts into FOLDER:
-#   * CPython 3.12 x86-64 wheels of webdataset, of tensorboard (`lead-dist train` always logs TensorBoard scalars)
-#     and of the dependencies of these and of DeepSpeed that such a Python may lack (binaries for that target,
-#     whatever Python runs this script; the same versions as this venv's);
+#   * CPython 3.12 x86-64 wheels of webdataset, of tensorboard (`lead-dist train` always logs TensorBoard scalars),
+#     of pytrec-eval-terrier and faiss-cpu (the retrieval verbs), and of the dependencies of these and of DeepSpeed
+#     that such a Python may lack (binaries for that target, whatever Python runs this script; the same versions as
+#     this venv's);
 #   * a DeepSpeed wheel built from its source distribution with no compiled ops (DS_BUILD_OPS=0: pure Python, so
 #     the wheel built here with the venv's Python works on 3.12; ops are JIT-built on first use and the benchmark
 #     uses none of them);
 #   * minilm_tokenizer/: the all-MiniLM-L6-v2 tokenizer files (no weights: the GPU benchmark builds random models
 #     from configs, but lead_dist models need a tokenizer and the hub is out of reach there).
-# It checks the folder stays under the 64 MiB a GPU call may carry.
+# It checks the folder stays under the 64 MiB a GPU call may carry (46 MiB on 2026-11-26).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:-.cache/gpu_wheels}"
@@ -28,7 +29,9 @@ names = ["webdataset", "braceexpand", "hjson", "ninja", "py-cpuinfo", "msgpack",
          "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions",
          # lead-dist train always writes TensorBoard scalars (torch.utils.tensorboard needs the tensorboard package)
          "tensorboard", "tensorboard-data-server", "absl-py", "grpcio", "markdown", "protobuf", "werkzeug",
-         "markupsafe", "pillow", "setuptools"]
+         "markupsafe", "pillow", "setuptools",
+         # the retrieval verbs (evaluate, rerank): metrics through pytrec_eval, faiss as an index backend
+         "pytrec-eval-terrier", "faiss-cpu"]
 print(" ".join(f"{n}=={m.version(n)}" for n in names))')"
 
 # Binary wheels for the GPU machine's interpreter (cp312, manylinux x86-64). --no-deps: the list is explicit, so

@@ -3,8 +3,9 @@
 # then run on the lent machine with the wheel folder carried, e.g. (the session's `run` tool):
 #     run(command="bash benchmarks/gpu/run.sh", carry=[".cache/gpu_wheels"], timeout_s=540)
 # On the GPU machine it installs the carried wheels into a folder on PYTHONPATH, next to the system
-# torch/transformers/accelerate (no network: --no-index), checks the imports, then runs bench_gpu.py, which writes $OUT/gpu_throughput.json
-# (copy it to benchmarks/results/throughput_gpu.json when it comes back). Here, to check the script on the CPU:
+# torch/transformers/accelerate (no network: --no-index), checks the imports, then runs bench_gpu.py, which writes
+# $OUT/gpu_throughput.json, and check_retrieval.py, which writes $OUT/gpu_retrieval.json
+# (copy them to benchmarks/results/throughput_gpu.json and gpu_retrieval.json). Here, to check the script on the CPU:
 #     OUT=/tmp/gpu_dry bash benchmarks/gpu/run.sh --dry-run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,5 +35,15 @@ print(f"python ok: torch {torch.__version__} cuda {torch.cuda.is_available()} tr
       f"accelerate {accelerate.__version__} deepspeed {deepspeed.__version__} webdataset {webdataset.__version__}")
 PY
 if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/nvidia_smi.csv" || true; fi
-"$PYTHON" benchmarks/gpu/bench_gpu.py --out "$OUT/gpu_throughput.json" --tokenizer "$WHEELS/minilm_tokenizer" "$@" 2>&1 \
-    | tee "$OUT/bench_gpu.log"
+# RUN_BENCH=0 or RUN_RETRIEVAL=0 leaves a part out (e.g. to repeat only the other one within the device budget).
+if [ "${RUN_BENCH:-1}" = 1 ]; then
+    "$PYTHON" benchmarks/gpu/bench_gpu.py --out "$OUT/gpu_throughput.json" --tokenizer "$WHEELS/minilm_tokenizer" "$@" 2>&1 \
+        | tee "$OUT/bench_gpu.log"
+fi
+if [ "${RUN_RETRIEVAL:-1}" = 1 ]; then
+    # evaluate (DE) and rerank (CB, CE) on the GPU against the CPU; with --dry-run the CPU against itself
+    DEVICE=cuda
+    case " $* " in *" --dry-run "*) DEVICE=cpu ;; esac
+    "$PYTHON" benchmarks/gpu/check_retrieval.py --out "$OUT/gpu_retrieval.json" --device "$DEVICE" \
+        --tokenizer "$WHEELS/minilm_tokenizer" 2>&1 | tee "$OUT/check_retrieval.log"
+fi

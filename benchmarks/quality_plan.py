@@ -84,6 +84,17 @@ def _require(mapping: dict[str, Any], key: str, where: str, source: Path) -> Any
     return mapping[key]
 
 
+def _exact_section(raw: dict[str, Any], key: str, keys: tuple[str, ...], source: Path) -> dict[str, Any]:
+    """A required top-level mapping that must hold exactly `keys`."""
+    section = _section(_require(raw, key, "top level", source), key, source)
+    missing = [k for k in keys if k not in section]
+    unknown = [k for k in section if k not in keys]
+    if missing or unknown:
+        raise PlanError(f"{source}: {key}: expected exactly the keys {', '.join(keys)} "
+                        f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")  # fmt: skip
+    return section
+
+
 def _dataset(raw: Any, key: str, root: Path, source: Path) -> Dataset:
     section = _section(raw, f"datasets.{key}", source)
     folder = root / str(_require(section, "data", f"datasets.{key}", source))
@@ -129,19 +140,8 @@ def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
     datasets = _section(_require(raw, "datasets", "top level", source), "datasets", source)
     zero_shot_wanted = bool(chosen.get("zero_shot", False))
     mining = _section(_require(raw, "mining", "top level", source), "mining", source)
-    evaluate = _section(_require(raw, "evaluate", "top level", source), "evaluate", source)
-    missing = [k for k in EVALUATE_KEYS if k not in evaluate]
-    unknown = [k for k in evaluate if k not in EVALUATE_KEYS]
-    if missing or unknown:
-        raise PlanError(f"{source}: evaluate: expected exactly the keys {', '.join(EVALUATE_KEYS)} "
-                        f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")  # fmt: skip
-
-    rerank = _section(_require(raw, "rerank", "top level", source), "rerank", source)
-    missing = [k for k in RERANK_KEYS if k not in rerank]
-    unknown = [k for k in rerank if k not in RERANK_KEYS]
-    if missing or unknown:
-        raise PlanError(f"{source}: rerank: expected exactly the keys {', '.join(RERANK_KEYS)} "
-                        f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")  # fmt: skip
+    evaluate = _exact_section(raw, "evaluate", EVALUATE_KEYS, source)
+    rerank = _exact_section(raw, "rerank", RERANK_KEYS, source)
 
     all_teachers = _section(_require(raw, "teachers", "top level", source), "teachers", source)
     wanted_teachers = _require(chosen, "teachers", where, source)

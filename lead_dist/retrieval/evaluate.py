@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
+from lead_dist.distributed import unwrap
 from lead_dist.retrieval.dist import contiguous_share, rank_and_world
 from lead_dist.retrieval.encode import Throughput, encode_passages, encode_queries
 from lead_dist.retrieval.index_base import SearchResult
@@ -76,13 +77,13 @@ def evaluate_model(
 ) -> dict:
     """Encode `corpus` ({"id","title","text"} records) and the judged `queries` ({qid: text}), search, score.
 
-    `model` is a lead_dist dual encoder (DDP/DeepSpeed wrappers are unwrapped through `.module`) or a TextEncoder.
+    `model` is a lead_dist dual encoder (DDP / DeepSpeed / torch.compile wrappers are unwrapped) or a TextEncoder.
     The model is put in eval mode for the call and its training mode restored afterwards.
     Returns {"metrics": {ndcg@10, mrr@10, recall@100, recall@1000, map@1000, hit@K...}, "per_query": {...},
     "num_queries", "input_report": counts of bad input, "timings": seconds and passages/s}. With
     `distributed=True` every rank must call it (it gathers); every rank gets the same result.
     """
-    inner = getattr(model, "module", model)
+    inner = model if isinstance(model, TextEncoder) else unwrap(model)
     was_training = inner.model.training if isinstance(inner, TextEncoder) else inner.training
     encoder = as_text_encoder(inner)  # puts the model in eval mode
     encoder.model.eval()

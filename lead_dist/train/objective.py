@@ -34,23 +34,12 @@ from typing import Any
 
 import torch
 
-from lead_dist.distributed import all_reduce_mean
+from lead_dist.distributed import all_reduce_mean, unwrap
 from lead_dist.lead import contrastive_loss, lead_loss
 from lead_dist.train.candidates import cut_to_own_group, gather_passages, global_labels, group_labels
 
 CANDIDATE_SETS = ("global", "group")
 MODES = ("lead", "response", "contrastive")
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module under DDP / DeepSpeed (`.module`) or torch.compile (`._orig_mod`) wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(getattr(model, "module", None), torch.nn.Module):
-            model = model.module
-        else:
-            return model
 
 
 def _group_size(queries: Mapping[str, torch.Tensor], passages: Mapping[str, torch.Tensor]) -> int:

@@ -1,4 +1,8 @@
-"""Rank helpers and the gradient-carrying gather the cross-rank candidate set needs. Imports nothing of ours.
+"""Rank helpers, unwrapping, and the gradient-carrying gather the cross-rank candidate set needs. Imports nothing
+of ours, so training and retrieval share one copy of each helper.
+
+Joining a process group: `init_from_env()` for the retrieval verbs (torchrun / accelerate launch describe the group
+in the environment); the trainer's group is made by accelerate. `rank()` / `world_size()` answer 0 / 1 without one.
 
 Gradient scaling of `gather_with_grad` (open_clip's convention), worked out:
 rank r of N holds B queries and its own candidates x_r; after the gather every rank scores its queries against
@@ -18,11 +22,26 @@ The backward uses all_reduce then slices (gloo has no reduce_scatter); every ran
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["all_reduce_mean", "gather_padded", "gather_with_grad", "is_main", "rank", "unwrap", "world_size"]
+__all__ = [
+    "all_gather_objects",
+    "all_reduce_mean",
+    "barrier",
+    "contiguous_share",
+    "gather_padded",
+    "gather_with_grad",
+    "init_from_env",
+    "is_main",
+    "rank",
+    "unwrap",
+    "world_size",
+]
 
 # Shapes are exchanged as a fixed-length vector so ranks with different tensor ranks still meet in one collective.
 _MAX_DIMS = 8
@@ -40,6 +59,45 @@ def rank() -> int:
 def world_size() -> int:
     """Number of processes; 1 when torch.distributed is not initialised."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def init_from_env() -> tuple[int, int]:
+    """(rank, world_size); joins the process group a launcher described in the environment (WORLD_SIZE > 1).
+
+    NCCL on the GPU of LOCAL_RANK when CUDA is available, else gloo. Already in a group: that group's answer.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable `obj`, in rank order (just [obj] when alone)."""
+    if not _active():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for when alone)."""
+    if _active():
+        dist.barrier()
+
+
+def contiguous_share(count: int, rank: int, world: int) -> range:
+    """Rank's contiguous slice of `count` items; sizes differ by at most one, earlier ranks take the extra."""
+    base, extra = divmod(count, world)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
 
 
 def is_main() -> bool:

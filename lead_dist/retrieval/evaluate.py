@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from lead_dist.distributed import unwrap
-from lead_dist.retrieval.dist import contiguous_share, rank_and_world
+from lead_dist.distributed import contiguous_share, unwrap, world_size
+from lead_dist.distributed import rank as process_rank
 from lead_dist.retrieval.encode import Throughput, encode_passages, encode_queries
 from lead_dist.retrieval.index_base import SearchResult
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
@@ -37,7 +37,7 @@ def retrieve(
 ) -> tuple[SearchResult, dict]:
     """Top-k corpus ids of each query. With `distributed`, each rank encodes its contiguous share of `corpus`
     (every rank must pass the same corpus and queries) and the ranks' top-k lists are merged."""
-    rank, world = rank_and_world() if distributed else (0, 1)
+    rank, world = (process_rank(), world_size()) if distributed else (0, 1)
     share = contiguous_share(len(corpus), rank, world)
     records = [corpus[i] for i in share]
     timings: dict[str, float] = {}

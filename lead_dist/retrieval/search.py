@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lead_dist.retrieval.dist import all_gather_objects
+from lead_dist.distributed import all_gather_objects
 from lead_dist.retrieval.index_base import SearchResult, merge_topk
 from lead_dist.retrieval.indexes import make_index
 from lead_dist.retrieval.store import iter_shards, read_manifest, shards_of_rank

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lead_dist.retrieval.dist import barrier, contiguous_share
+from lead_dist.distributed import barrier, contiguous_share
 from lead_dist.retrieval.encode import Throughput, encode_passages
 from lead_dist.retrieval.sources import count_corpus, iter_corpus
 from lead_dist.retrieval.text_encoder import TextEncoder

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from lead_dist.retrieval.dist import init_from_env
+from lead_dist.distributed import init_from_env
 from lead_dist.retrieval.encode import encode_queries
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
 from lead_dist.retrieval.runfile import write_run

@@ -15,8 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from lead_dist.distributed import all_gather_objects, contiguous_share, init_from_env
 from lead_dist.models.factory import load_model
-from lead_dist.retrieval.dist import all_gather_objects, contiguous_share, init_from_env
 from lead_dist.retrieval.encode import Throughput
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
 from lead_dist.retrieval.rerank import RerankInputs, candidates_from_run, rerank

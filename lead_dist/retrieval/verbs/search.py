@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 
-from lead_dist.retrieval.dist import init_from_env
+from lead_dist.distributed import init_from_env
 from lead_dist.retrieval.encode import encode_queries
 from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.search import check_compatible, search_folder

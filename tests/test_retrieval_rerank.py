@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from lead_dist.cli import main as cli_main
+from lead_dist.data.readers.trec_run import read_run
 from lead_dist.models import load_model
 from lead_dist.retrieval.evaluate import retrieve
 from lead_dist.retrieval.metrics import score_run
 from lead_dist.retrieval.rerank import RerankInputs, candidates_from_run, rerank
-from lead_dist.retrieval.runfile import read_run, write_run
+from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.text_encoder import as_text_encoder
 
 WORDS = "cell protein gene virus dose trial brain mouse risk blood heart lung tumor drug rate".split()

@@ -15,12 +15,13 @@ import argparse
 import json
 from pathlib import Path
 
+from lead_dist.data.readers.trec_run import read_run
 from lead_dist.distributed import all_gather_objects, contiguous_share, init_from_env
 from lead_dist.models.factory import load_model
 from lead_dist.retrieval.encode import Throughput
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
 from lead_dist.retrieval.rerank import RerankInputs, candidates_from_run, rerank
-from lead_dist.retrieval.runfile import read_run, write_run
+from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.sources import InputReport, check_inputs, iter_corpus, load_beir_split
 from lead_dist.retrieval.verbs.common import add_encoder_arguments, check_positive, pick_device
 

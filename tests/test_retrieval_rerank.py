@@ -160,7 +160,7 @@ def test_cli_rerank_writes_evaluate_style_results(rerank_case):
     # only the first stage's top 20 were re-ranked: deeper recall is the first stage's recall@20
     first_at_20 = {q: r[:20] for q, r in read_run(tmp_path / "first.trec").items()}
     qrels_file = tmp_path / "data" / "qrels" / "test.tsv"
-    from lead_dist.retrieval.sources import read_qrels
+    from lead_dist.data.readers.qrels import read_qrels
 
     expected = score_run(first_at_20, read_qrels(qrels_file))["metrics"]["recall@100"]
     assert results["metrics"]["recall@100"] == pytest.approx(expected)

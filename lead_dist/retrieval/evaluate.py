@@ -11,13 +11,14 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
+from lead_dist.data.readers.qrels import Qrels
 from lead_dist.distributed import contiguous_share, unwrap, world_size
 from lead_dist.distributed import rank as process_rank
 from lead_dist.retrieval.encode import Throughput, encode_passages, encode_queries
 from lead_dist.retrieval.index_base import SearchResult
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
 from lead_dist.retrieval.search import gather_and_merge, search_local
-from lead_dist.retrieval.sources import InputReport, Qrels, check_inputs
+from lead_dist.retrieval.sources import InputReport, check_inputs
 from lead_dist.retrieval.text_encoder import TextEncoder, as_text_encoder
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lead_dist.data.readers.qrels import Qrels
 from lead_dist.retrieval.runfile import Run
-from lead_dist.retrieval.sources import Qrels
 
 
 @dataclass

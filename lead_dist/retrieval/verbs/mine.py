@@ -14,10 +14,10 @@ import json
 import sys
 from pathlib import Path
 
+from lead_dist.data.readers.qrels import read_qrels
 from lead_dist.data.readers.trec_run import parse_depth, read_run
 from lead_dist.retrieval.mine import mine_negatives, negatives_as_run
 from lead_dist.retrieval.runfile import write_run
-from lead_dist.retrieval.sources import read_qrels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

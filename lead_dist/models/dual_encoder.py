@@ -18,8 +18,8 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lead_dist.models.backbone import run_backbone, stack_or_empty
 from lead_dist.models.base import RetrievalModel, check_options
-from lead_dist.models.folder import write_sentence_transformers
 from lead_dist.models.reps import Reps
+from lead_dist.models.st_folder import write_sentence_transformers
 from lead_dist.models.tokenization import build_batch, check_same_length, segment_ids, special_id
 
 DE_OPTIONS = ("pooling", "similarity", "scale", "max_seq_length")

@@ -19,7 +19,8 @@ from lead_dist.models.base import RetrievalModel
 from lead_dist.models.colbert import ColBERT
 from lead_dist.models.cross_encoder import CrossEncoder
 from lead_dist.models.dual_encoder import DualEncoder
-from lead_dist.models.folder import KINDS, read_lead_config, read_sentence_transformers, resolve_folder
+from lead_dist.models.folder import KINDS, read_lead_config, resolve_folder
+from lead_dist.models.st_folder import read_sentence_transformers
 
 logger = logging.getLogger(__name__)
 

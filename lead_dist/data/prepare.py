@@ -99,7 +99,7 @@ def _options(args: argparse.Namespace) -> dict:
 
 def _clear_old_outputs(out: Path) -> None:
     # Only our own file names: a stale shard from an earlier run must not be streamed with the new manifest.
-    for pattern in ("train-*.tar", "corpus-*.tar", "*.tar.tmp"):
+    for pattern in ("train-*.tar", "corpus-*.tar", "*.tar.*.tmp"):
         for path in out.glob(pattern):
             path.unlink()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lead_dist.atomic import atomic_open
 from lead_dist.data.readers.trec_run import Run
 
 __all__ = ["Run", "write_run"]
@@ -17,9 +18,7 @@ def write_run(run: Run, path: str | Path, tag: str = "lead_dist") -> None:
     """Write a run, ranks 1.. in the given order; written to a temporary name then renamed (never half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_open(path, "w") as handle:
         for qid, ranked in run.items():
             for rank, (docid, score) in enumerate(ranked, 1):
                 handle.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
-    tmp.replace(path)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from lead_dist.atomic import atomic_open, atomic_write_bytes
 from lead_dist.distributed import barrier, contiguous_share
 from lead_dist.retrieval.encode import Throughput, encode_passages
 from lead_dist.retrieval.sources import count_corpus, iter_corpus
@@ -31,20 +31,13 @@ MANIFEST = "manifest.json"
 MAX_SHARD_SIZE = 100_000
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _atomic_write_json(path: Path, obj: object) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:  # a file object: np.save adds no ".npy" to its name
+        np.save(handle, array)
 
 
 def shard_name(index: int) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from lead_dist.atomic import replace_dir
 from lead_dist.distributed import unwrap
 
 ROLES = ("student", "teacher", "model")
@@ -57,16 +58,6 @@ def gathered_parameters(module: torch.nn.Module) -> Iterator[None]:
         yield
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        retired = final.parent / f".{final.name}.old-{secrets.token_hex(4)}"
-        final.rename(retired)
-        tmp.rename(final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        tmp.rename(final)
-
-
 def export_model(model: torch.nn.Module, path: str | Path, *, is_main: bool = True) -> Path:
     """Write `model` (wrapped or not) to the folder `path` via its own `save`; call on every rank (see module doc).
 
@@ -89,7 +80,7 @@ def export_model(model: torch.nn.Module, path: str | Path, *, is_main: bool = Tr
                 inner.eval()
                 with torch.no_grad():
                     inner.save(tmp)
-                _replace_dir(tmp, final)
+                replace_dir(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from lead_dist.config.parse import apply_overrides, config_from_dict, load_config, parse_override
 from lead_dist.config.schema import (
+    AUTO_ZERO_KEYS,
     CANDIDATES,
     KINDS,
     MODES,
@@ -60,6 +61,7 @@ from lead_dist.config.schema import (
 from lead_dist.config.validate import deepspeed_json, validate, validate_depths, zero_stage
 
 __all__ = [
+    "AUTO_ZERO_KEYS",
     "CANDIDATES",
     "KINDS",
     "MODES",

@@ -22,8 +22,14 @@ STUDENT_ONLY_KEYS = ("from_teacher_layers",)
 TEACHER_ONLY_KEYS = ("trained",)
 
 
-# DeepSpeed zero_optimization keys the trainer fills from the model's hidden size when they say "auto".
-AUTO_ZERO_KEYS = ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold")
+# DeepSpeed zero_optimization keys the trainer fills from the model's hidden size h when they say "auto" (what
+# accelerate would fill from `model.config.hidden_size`, which our models keep on `.backbone`); validation refuses
+# "auto" on any other key.
+AUTO_ZERO_KEYS: dict[str, typing.Callable[[int], int]] = {
+    "reduce_bucket_size": lambda h: h * h,
+    "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
+    "stage3_param_persistence_threshold": lambda h: 10 * h,
+}
 
 
 class ConfigError(ValueError):

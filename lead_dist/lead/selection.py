@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("random", "last", "skip", "fixed")
+from lead_dist.config.schema import STRATEGIES  # the one list, also what config validation checks
 
 LayerPairs = tuple[tuple[int, ...], tuple[int, ...]]
 

@@ -20,10 +20,11 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lead_dist.config.schema import KINDS
+
 LEAD_CONFIG = "lead_dist.json"
 HEAD_WEIGHTS = "lead_head.safetensors"
 FORMAT_VERSION = 1
-KINDS = ("de", "cb", "ce")
 # What a model folder needs from the hub: configs, safetensors weights, tokenizer files, sentence-transformers
 # modules. Never pickled `*.bin` weights, never code.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_Normalize/*"]

@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from lead_dist.config.schema import KINDS
 from lead_dist.data.readers.trec_run import read_run
 from lead_dist.distributed import all_gather_objects, contiguous_share, init_from_env
 from lead_dist.models.factory import load_model
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="TREC run whose top documents are re-ranked (a name torchrun does not swallow, unlike --run)",
     )
-    parser.add_argument("--kind", choices=("de", "cb", "ce"), help="model kind (default: the folder's lead_dist.json)")
+    parser.add_argument("--kind", choices=KINDS, help="model kind (default: the folder's lead_dist.json)")
     parser.add_argument("--depth", type=int, default=100, help="documents re-ranked per query (default 100)")
     parser.add_argument("--out", required=True, help="results JSON to write")
     parser.add_argument("--run-out", help="also write the re-ranked TREC run here")

@@ -34,10 +34,8 @@ __all__ = [
     "all_reduce_mean",
     "barrier",
     "contiguous_share",
-    "gather_padded",
     "gather_with_grad",
     "init_from_env",
-    "is_main",
     "rank",
     "unwrap",
     "world_size",
@@ -98,11 +96,6 @@ def contiguous_share(count: int, rank: int, world: int) -> range:
     base, extra = divmod(count, world)
     start = rank * base + min(rank, extra)
     return range(start, start + base + (1 if rank < extra else 0))
-
-
-def is_main() -> bool:
-    """True on rank 0 (and in a single process): the one that writes files and logs."""
-    return rank() == 0
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -176,7 +169,7 @@ def _gather(t: Tensor, shapes: list[tuple[int, ...]]) -> Tensor:
     if len(trailing) != 1:
         raise ValueError(
             f"gather_with_grad needs the same shape on every rank except dim 0; got per-rank shapes {shapes} "
-            "(use gather_padded to pad a ragged dim)"
+            "(pad a ragged dim first, as ColBERT.pad_tokens does for token length)"
         )
     sizes = [shape[0] for shape in shapes]
     if t.dtype == torch.bool:  # gloo cannot all_gather bool; masks travel as uint8
@@ -192,29 +185,3 @@ def gather_with_grad(t: Tensor) -> Tensor:
     if not _active():
         return t
     return _gather(t, _all_shapes(t))
-
-
-def gather_padded(t: Tensor, dim: int, pad_value: float | int | bool = 0) -> Tensor:
-    """Like gather_with_grad, after padding dimension `dim` (>= 1) with `pad_value` to its longest size over ranks.
-
-    For ColBERT token states [B, T, D] and masks [B, T] whose token length T differs by rank: gather both with the
-    same `dim=1` (states padded with 0, masks with 0 = "token does not count"). Gradients of padding are dropped.
-    """
-    if t.dim() == 0:
-        raise ValueError("gather_padded needs a tensor with at least 2 dims, got a scalar")
-    dim = dim % t.dim()
-    if dim == 0:
-        raise ValueError("gather_padded: dim 0 is the gathered dim and may already differ by rank; pass dim >= 1")
-    if not _active():
-        return t
-    shapes = _all_shapes(t)
-    if len({len(shape) for shape in shapes}) != 1:
-        raise ValueError(f"gather_padded needs tensors of the same number of dims on every rank; got {shapes}")
-    longest = max(shape[dim] for shape in shapes)
-    missing = longest - t.shape[dim]
-    if missing:
-        pad_shape = list(t.shape)
-        pad_shape[dim] = missing
-        t = torch.cat([t, t.new_full(pad_shape, pad_value)], dim=dim)
-    padded_shapes = [tuple(longest if i == dim else n for i, n in enumerate(shape)) for shape in shapes]
-    return _gather(t, padded_shapes)

@@ -158,7 +158,3 @@ class LayerSchedule:
             resample_every=self.resample_every,
             fixed=self.fixed,
         )
-
-    def window(self, step: int) -> int:
-        """Index of the resampling window `step` falls in (the draw changes only when this changes)."""
-        return step // self.resample_every

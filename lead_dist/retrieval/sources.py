@@ -69,6 +69,27 @@ def iter_corpus(path: str | Path) -> Iterator[dict[str, str]]:
         yield {"id": passage.id, "title": passage.title, "text": passage.text}
 
 
+@dataclass
+class CorpusSubset:
+    """The passages a re-ranking needs, found in one pass over the corpus, and what that pass counted."""
+
+    passages: dict[str, dict[str, str]]  # wanted id -> {"title", "text"}, for the wanted ids the corpus has
+    ids: set[str]  # every id of the corpus (for the input report and the missing-document check)
+    empty_passages: int
+
+
+def read_corpus_subset(path: str | Path, wanted: set[str]) -> CorpusSubset:
+    """Stream the corpus once: keep the `wanted` passages, collect every id, count empty passages."""
+    subset = CorpusSubset({}, set(), 0)
+    for record in iter_corpus(path):
+        subset.ids.add(record["id"])
+        if not (record["title"].strip() or record["text"].strip()):
+            subset.empty_passages += 1
+        if record["id"] in wanted:
+            subset.passages[record["id"]] = {"title": record["title"], "text": record["text"]}
+    return subset
+
+
 def count_corpus(path: str | Path) -> int:
     """Number of records, by counting non-blank lines (cheap next to encoding them) or from a prepared manifest."""
     file = _corpus_file(Path(path))

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(summary), flush=True)
     if args.negatives_only:
         return 0
-    from lead_dist.data import prepare
+    from lead_dist.verbs import prepare
 
     prepare_args = ["--format", args.format, "--input", args.input, "--split", args.split, "--out", str(out),
                     "--negatives-run", str(negatives_file), "--depth", f"1:{depth[1] - depth[0] + 1}",

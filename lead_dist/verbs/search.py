@@ -20,7 +20,7 @@ from lead_dist.retrieval.search import check_compatible, search_folder
 from lead_dist.retrieval.sources import read_queries
 from lead_dist.retrieval.store import read_manifest
 from lead_dist.retrieval.text_encoder import load_text_encoder
-from lead_dist.retrieval.verbs.common import (
+from lead_dist.verbs.common import (
     add_encoder_arguments,
     add_index_arguments,
     check_positive,

@@ -24,7 +24,7 @@ from lead_dist.retrieval.search import check_compatible
 from lead_dist.retrieval.sources import load_beir_split
 from lead_dist.retrieval.store import empty_passages, encode_to_folder, passage_ids, rank_shards, read_manifest
 from lead_dist.retrieval.text_encoder import load_text_encoder
-from lead_dist.retrieval.verbs.common import (
+from lead_dist.verbs.common import (
     add_encoder_arguments,
     add_index_arguments,
     check_positive,

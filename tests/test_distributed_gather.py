@@ -161,3 +161,16 @@ def test_single_process_helpers_are_identity() -> None:
     assert distributed.all_reduce_mean(2.5) == 2.5
     mean = distributed.all_reduce_mean(t)
     assert torch.equal(mean, t.detach()) and not mean.requires_grad
+
+
+def test_unwrap_peels_every_layer_of_wrapping() -> None:
+    class Engine(nn.Module):  # what DDP and a DeepSpeed engine look like from outside: the model as `.module`
+        def __init__(self, module: nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+    inner = nn.Linear(2, 2)
+    assert distributed.unwrap(inner) is inner
+    assert distributed.unwrap(Engine(Engine(inner))) is inner
+    assert distributed.unwrap(Engine(torch.compile(inner))) is inner  # torch.compile keeps it as `._orig_mod`
+    assert distributed.unwrap(torch.compile(Engine(inner))) is inner

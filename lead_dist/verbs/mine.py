@@ -41,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
         qrels_path = Path(args.input) / "qrels" / f"{args.split}.tsv"
     else:
         raise ValueError("--format msmarco needs --qrels (the qrels of the split the run was made for)")
-    report = mine_negatives(read_run(args.run), read_qrels(qrels_path), depth, min_relevance=args.min_relevance)
+    run = read_run(args.run)
+    report = mine_negatives(run, read_qrels(qrels_path), depth, min_relevance=args.min_relevance)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     negatives_file = out / "negatives.trec"
-    write_run(negatives_as_run(report, read_run(args.run)), negatives_file, tag="mined")
+    write_run(negatives_as_run(report, run), negatives_file, tag="mined")
     summary = {**report.as_dict(), "depth": list(depth), "run": str(args.run), "qrels": str(qrels_path)}
     (out / "mining_report.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)

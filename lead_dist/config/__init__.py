@@ -6,8 +6,9 @@ The schema (every key, its default; `null` = None):
     stage: distill              # warmup (one model, contrastive) | distill (student + teacher)
     mode: lead                  # distill only: lead | response | contrastive  (warmup: leave unset)
     output_dir: runs/NAME
-    data:    {train: DIR_OF_SHARDS, num_negatives: 3, query_max_length: 32, passage_max_length: 128,
-              num_workers: 0, dev: null (BEIR dir for in-training eval), dev_split: dev, dev_max_queries: 200}
+    data:    {train: DIR_OF_SHARDS|URL|pipe:CMD|SHARD_LIST, num_negatives: 3, query_max_length: 32,
+              passage_max_length: 128, num_workers: 0, dev: null (BEIR dir for in-training eval), dev_split: dev,
+              dev_max_queries: 200, manifest: null, retries: 3, retry_backoff_s: 1.0}
     student: {path: DIR|null, from_teacher_layers: N|null, config: {BertConfig kwargs}|null, tokenizer: DIR|null,
               kind: de, pooling: null (cls|mean), similarity: null (dot|cos), scale: null, projection_dim: null,
               query_augmentation: null, lr: 5e-5, weight_decay: 0.01, grad_clip: 2.0, deepspeed: null|PATH.json}

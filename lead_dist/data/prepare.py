@@ -131,16 +131,15 @@ def _write_train_shards(out: Path, data: Assembled, shards: int | None, seed: in
 
 
 def _write_corpus_shards(out: Path, data: Assembled, shard_size: int) -> list[dict]:
-    passages = data.store.passages()
+    passages = data.store.passages()  # streamed from the store: one record at a time, not a shard's worth
     described, start = [], 0
-    while True:
-        chunk = list(itertools.islice(passages, shard_size))
-        if not chunk:
-            return described
+    while (first := next(passages, None)) is not None:
         path = out / CORPUS_SHARD.format(len(described))
-        write_shard(path, ({"id": pid, "title": t, "text": x} for pid, t, x in chunk), first_key=start)
-        described.append({"name": path.name, "count": len(chunk), **_without_path(describe_file(path))})
-        start += len(chunk)
+        chunk = itertools.chain([first], itertools.islice(passages, shard_size - 1))
+        count = write_shard(path, ({"id": pid, "title": t, "text": x} for pid, t, x in chunk), first_key=start)
+        described.append({"name": path.name, "count": count, **_without_path(describe_file(path))})
+        start += count
+    return described
 
 
 def _without_path(description: dict) -> dict:

@@ -23,9 +23,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from webdataset.gopen import gopen, set_options
-from webdataset.tariterators import tar_file_iterator
-
 from lead_dist.data.errors import ShardError
 
 CHECKSUM_FIELD = "_crc32"
@@ -83,6 +80,8 @@ def read_shard(source: str | Path, expected_count: int | None = None) -> Iterato
     the tar is read by webdataset's `tar_file_iterator`. Failures of the transport or of the tar stream (the
     connection dropped, a truncated file, fewer records than the manifest says) raise `ShardReadError`, which a
     caller may retry; a record that fails its checksum or a member that is not a record is a plain ShardError."""
+    from webdataset.tariterators import tar_file_iterator  # here: importing webdataset imports torch
+
     where = f"shard {source}"
     count = 0
     stream = _open(source, where)
@@ -126,6 +125,8 @@ CURL_HTTP_ERROR = 22  # curl -f: the server answered with an HTTP error
 
 
 def _open(source: str | Path, where: str) -> IO[bytes]:
+    from webdataset.gopen import gopen
+
     try:
         return gopen(str(source), "rb")
     except FileNotFoundError:
@@ -137,6 +138,8 @@ def _open(source: str | Path, where: str) -> IO[bytes]:
 def _close(stream: IO[bytes], *, abandoned: bool) -> None:
     """Close; a command or download we stop reading early is told to ignore its broken pipe."""
     if abandoned:
+        from webdataset.gopen import set_options
+
         set_options(stream, ignore_errors=True)
     stream.close()
 

@@ -2,7 +2,8 @@
 
     HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false .venv/bin/python -m benchmarks.data   (or benchmarks/data.py)
     (options: --data DIR --repeats N --rounds N --batch-size B --query-max-length L --passage-max-length L
-     --workers 0 1 2 --results-dir DIR)
+     --workers 0 1 2 --results-dir DIR --scale-sizes N ... --scale-queries Q --scale-run-depth D --scale-dir DIR
+     --url-passages N --url-rounds R)
 
 Measured in one run (about 1-3 minutes on the shared 2-core machine), written to benchmarks/results/data.json and
 data.png:
@@ -19,6 +20,14 @@ The last three and the ceiling run interleaved in rounds (each once per round), 
 shared machine hits all of them alike; ratios to the ceiling are taken per round, then the median.
 SciFact train has no negative source, so every example is one query and one passage; a run with n negatives
 tokenizes 1 + n passages per example.
+
+At scale (benchmarks/data_at_scale.py, synthetic BEIR-layout data with queries, qrels and a TREC negatives run):
+- `prepare_scaling`: `lead-dist prepare` on 100k, 1M and 4M passages (`--scale-sizes`), each in a fresh process:
+  peak RSS and passages/s; `prepare_rss_4m_over_100k` is the ratio of the peaks (goal <= 1.5). The 4M corpus is
+  about 9 GB on disk with its outputs (`--scale-dir` picks the disk; everything is deleted after each size) and
+  takes 10-20 minutes on the shared 2-core machine: run it with `nice -n 10`.
+- `url_streaming`: TrainStream epochs from a prepared folder on disk and from `http://127.0.0.1` (a separate
+  `http.server` process), interleaved; `http_over_local` is the median ratio (goal >= 0.9).
 
 Rates are medians (min and max kept). The load average is recorded before every timed run, and `cpu_share` (CPU
 seconds this process and its reaped children used / wall seconds) shows how much of a core a step actually got.
@@ -49,7 +58,7 @@ from benchmarks.common import (  # noqa: E402
     package_versions,
     run_summary,
     timed_with_cpu,
-    write_bar_chart,
+    write_bar_grid,
     write_json,
 )
 
@@ -70,8 +79,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--passage-max-length", type=int, default=128)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts")
     parser.add_argument("--results-dir", type=Path, default=None, help="default benchmarks/results")
+    parser.add_argument(
+        "--scale-sizes", type=int, nargs="*", default=[100_000, 1_000_000, 4_000_000],
+        help="passages of the synthetic corpora of the prepare scaling run (none: skip it)",
+    )  # fmt: skip
+    parser.add_argument("--scale-queries", type=int, default=10_000, help="queries of every synthetic corpus")
+    parser.add_argument("--scale-run-depth", type=int, default=20, help="TREC run lines per synthetic query")
+    parser.add_argument("--scale-dir", type=Path, default=None, help="where the synthetic data goes (a temp dir)")
+    parser.add_argument("--url-passages", type=int, default=100_000, help="synthetic corpus of the URL streaming run")
+    parser.add_argument("--url-rounds", type=int, default=5, help="rounds of (local epoch, http epoch)")
     args = parser.parse_args(argv)
-    for key in ("repeats", "rounds", "batch_size", "query_max_length", "passage_max_length"):
+    for key in ("repeats", "rounds", "batch_size", "query_max_length", "passage_max_length", "scale_queries",
+                "scale_run_depth", "url_passages", "url_rounds"):  # fmt: skip
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     if any(w < 0 for w in args.workers):
@@ -301,13 +320,40 @@ def chart(results: dict[str, Any], results_dir: Path | None) -> Path:
         f"query/passage caps {settings['query_max_length']}/{settings['passage_max_length']} tokens; "
         f"{host['date_utc']}"
     )
-    return write_bar_chart(
+    return write_bar_grid(
         RESULT_NAME,
-        [rates, shares],
-        title="lead_dist data pipeline on SciFact",
+        [[rates, shares], at_scale_panels(results)],
+        title="lead_dist data pipeline: SciFact (top), synthetic corpora at scale (bottom)",
         footnote=footnote,
         **({"results_dir": results_dir} if results_dir else {}),
     )
+
+
+def at_scale_panels(results: dict[str, Any]) -> list[BarPanel]:
+    """Peak RSS and passages/s of prepare per corpus size; examples/s streamed from disk and from HTTP."""
+    url = results["url_streaming"]
+    streaming = [("local folder", url["local folder"]), ("http://127.0.0.1", url["http://127.0.0.1"])]
+    panels = [
+        BarPanel(
+            title=f"stream from disk vs HTTP (http/local {results['http_over_local']:.2f})",
+            ylabel="examples / s (median of rounds)",
+            labels=[label for label, _entry in streaming],
+            values=[entry["median_per_second"] for _label, entry in streaming],
+            errors=[(entry["min_per_second"], entry["max_per_second"]) for _label, entry in streaming],
+        )
+    ]
+    scaling = results.get("prepare_scaling")
+    if scaling:
+        labels = [f"{run['passages']:,}\npassages" for run in scaling["runs"]]
+        panels.insert(0, BarPanel(
+            title=f"prepare peak RSS ({scaling['queries']:,} queries each)", ylabel="MiB", labels=labels,
+            values=[run["peak_rss_mib"] for run in scaling["runs"]],
+        ))  # fmt: skip
+        panels.insert(1, BarPanel(
+            title="prepare speed (wall)", ylabel="passages / s", labels=labels,
+            values=[run["passages_per_second"] for run in scaling["runs"]],
+        ))  # fmt: skip
+    return panels
 
 
 def describe_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -370,6 +416,28 @@ def measure_tokenizing(shards: Path, batches: list[list[dict]], args: argparse.N
     return results
 
 
+def measure_at_scale(args: argparse.Namespace) -> dict[str, Any]:
+    """The URL streaming run and the prepare scaling run (benchmarks/data_at_scale.py), with their headline keys."""
+    import tempfile
+
+    from benchmarks.data_at_scale import measure_scaling, measure_url_streaming
+
+    found: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="lead_dist_bench_url_", dir=args.scale_dir) as tmp:
+        found["url_streaming"] = measure_url_streaming(
+            Path(tmp), args.url_passages, args.scale_queries, args.scale_run_depth, args.url_rounds,
+            args.batch_size, log,
+        )  # fmt: skip
+    found["http_over_local"] = found["url_streaming"]["http_over_local"]
+    if args.scale_sizes:
+        scaling = measure_scaling(args.scale_sizes, args.scale_queries, args.scale_run_depth, args.scale_dir, log)
+        found["prepare_scaling"] = scaling
+        peaks = {run["passages"]: run["peak_rss_bytes"] for run in scaling["runs"]}
+        if 100_000 in peaks and 4_000_000 in peaks:
+            found["prepare_rss_4m_over_100k"] = round(peaks[4_000_000] / peaks[100_000], 3)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_dataset(args.data)
@@ -386,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         results["stream_raw"], batches = measure_stream_raw(shards, args)
         results.update(measure_tokenizing(shards, batches, args))
     results["ratio_to_tokenizer_ceiling"] = ratios(results)
+    results.update(measure_at_scale(args))
     results["load_average_at_end"] = load_average()  # before the chart, whose footnote shows it
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     json_path = write_json(RESULT_NAME, results, **({"results_dir": args.results_dir} if args.results_dir else {}))
@@ -393,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"wrote {json_path} and {png_path} in {results['total_seconds']} s")
     for key, value in results["ratio_to_tokenizer_ceiling"].items():
         print(f"{key}: {value}")
+    for key in ("http_over_local", "prepare_rss_4m_over_100k"):
+        print(f"{key}: {results.get(key)}")
     return 0
 
 

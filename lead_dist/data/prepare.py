@@ -10,6 +10,9 @@ qrels, and manifest.json into one folder.
 Without a negative source (SciFact train has none), examples carry empty negative lists and the trainer uses
 in-batch (and cross-rank) negatives only. Training examples are shuffled once (--seed) and split into --shards
 shards whose sizes differ by at most one, so every rank and worker streams an equal share.
+
+Memory does not grow with the corpus: the join runs in an sqlite3 file (store.py) in a temporary folder beside
+--out, removed when prepare ends; the output is byte-identical to the former in-memory join.
 """
 
 from __future__ import annotations

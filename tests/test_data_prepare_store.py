@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_data_fixtures import run_prepare
+from test_data_fixtures import run_prepare, write_beir
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
@@ -289,6 +289,29 @@ def test_prepare_output_is_byte_identical_to_the_in_memory_prepare(name: str, tm
     if name == "demo" and demo_source_digest(tmp_path / "in") != DEMO_SOURCE_SHA256:
         pytest.skip(f"the demo data differs on Python {sys.version.split()[0]} (the digests are for 3.11.7)")
     assert got == EXPECTED[name]
+
+
+def test_the_store_lives_beside_the_output_and_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lead_dist.data import prepare as prepare_module
+    from lead_dist.data.errors import DropShareExceeded
+
+    opened: list[Path] = []
+
+    class Recorded(prepare_module.PrepareStore):
+        def __init__(self, path: Path) -> None:
+            opened.append(Path(path))
+            super().__init__(path)
+
+    monkeypatch.setattr(prepare_module, "PrepareStore", Recorded)
+    write_beir(tmp_path / "src", num_queries=5, num_passages=5)
+    run_prepare("--format", "beir", "--input", tmp_path / "src", "--out", tmp_path / "out")
+    assert opened[0].parent.parent == tmp_path and opened[0].parent.name.startswith(".out.prepare-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # the scratch folder is gone
+    with (tmp_path / "src" / "qrels" / "train.tsv").open("a") as handle:
+        handle.write("q0\tp404\t1\nq1\tp404\t1\n")  # 2 of 7 judgements dropped: over the 5% default
+    with pytest.raises(DropShareExceeded):
+        run_prepare("--format", "beir", "--input", tmp_path / "src", "--out", tmp_path / "failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # neither output nor scratch left
 
 
 if __name__ == "__main__":  # print the expected digests of the code at hand: python tests/test_data_prepare_store.py

@@ -180,7 +180,12 @@ def plot_memory(axes, memory: dict) -> None:
         axes.bar(positions, peaks, width, label=f"{run['passages']:,} passages ({max(run['vectors_per_rank']):,}/rank)")
     axes.set_xticks([i + 0.4 - width / 2 for i in range(len(phases))], phases, rotation=20, ha="right", fontsize=8)
     axes.set_ylabel("peak RSS per rank (GiB)")
-    axes.set_title(f"{memory['world_size']} ranks, {memory['dim']}-d vectors: encode + search memory", fontsize=9)
+    host = memory["machine"]
+    axes.set_title(
+        f"{memory['world_size']} ranks, {memory['dim']}-d vectors: encode + search memory\n"
+        f"({host['cpu_model'][:24]}, load {host['load_average_1_5_15']}, {host['date_utc'][:10]})",
+        fontsize=9,
+    )
     axes.legend(fontsize=7)
 
 

@@ -61,11 +61,18 @@ def _read_small(url: str, *, retries: int, backoff_s: float, limit: int | None =
         stream = None
         try:
             stream = gopen(url, "rb")
-            data = stream.read(limit) if limit is not None else stream.read()
-            if limit is not None and len(data) == limit:
-                set_options(stream, ignore_errors=True)  # we stop early: a broken pipe is expected
-            stream.close()  # reaps a download or command and raises on its failure
-            return data
+            if limit is None:
+                data = stream.read()
+                stream.close()  # reaps a download or command and raises on its failure
+                return data
+            # Only the first bytes are wanted: the bytes decide, not how the reader ends once we stop reading (a
+            # download cut after them, or a broken pipe, must not fail a probe that got what it needed).
+            set_options(stream, ignore_errors=True)
+            data = stream.read(limit)
+            stream.close()
+            if len(data) == limit:
+                return data
+            raise OSError(f"only {len(data)} bytes (reader exit status {getattr(stream, 'status', None)})")
         except OSError as error:
             http_error = getattr(stream, "status", None) == CURL_HTTP_ERROR
             if http_error or attempt == retries:
@@ -102,6 +109,6 @@ def probe_shard(url: str, *, retries: int, backoff_s: float) -> str | None:
         head = _read_small(url, retries=retries, backoff_s=backoff_s, limit=TAR_BLOCK)
     except ShardError as error:
         return str(error)
-    if len(head) < TAR_BLOCK or head[257:262] != b"ustar":
-        return f"{url}: not a tar shard ({len(head)} bytes read, no tar header)"
+    if head[257:262] != b"ustar":
+        return f"{url}: not a tar shard (no tar header in its first {TAR_BLOCK} bytes)"
     return None

@@ -111,6 +111,15 @@ def test_a_missing_manifest_or_shard_fails_at_construction_naming_the_url(prepar
         assert [name for name, _reason in skipping.skipped_shards] == ["train-000003.tar"]
 
 
+def test_a_file_that_is_not_a_manifest_is_named(prepared: Path, tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("<html>a login page</html>")
+    with ShardServer(tmp_path) as server:
+        with pytest.raises(ShardError, match=rf"{server.url}/manifest\.json: not a manifest .*lead-dist prepare"):
+            TrainStream(server.url, batch_size=3, num_negatives=0, seed=0)
+    with pytest.raises(ShardError, match=r"/nowhere/manifest\.json: cannot be read"):
+        TrainStream(f"pipe:cat {tmp_path}/nowhere/{{name}}", batch_size=3, num_negatives=0, seed=0, retries=0)
+
+
 def test_a_corrupt_record_behind_a_url_is_not_retried(prepared: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     copy.mkdir()

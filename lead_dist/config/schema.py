@@ -50,6 +50,9 @@ class DataConfig:
     dev: str | None = None  # BEIR folder for in-training evaluation (with train.eval_every > 0)
     dev_split: str = "dev"
     dev_max_queries: int = 200  # the first N judged queries of the split, by id
+    manifest: str | None = None  # with a brace-expanded shard list in `train`: where its manifest.json is
+    retries: int = 3  # per shard behind a URL, for a dropped connection (see lead_dist/data/remote.py)
+    retry_backoff_s: float = 1.0  # wait before retry n (0-based): retry_backoff_s * 2**n
 
 
 @dataclass

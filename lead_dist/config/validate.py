@@ -184,12 +184,16 @@ def validate(config: Config) -> None:
 def _validate_data(config: Config) -> None:
     d = config.data
     if d.train is None:
-        raise ConfigError("data.train: set it to a folder of training shards written by `lead-dist prepare`")
+        raise ConfigError(
+            "data.train: set it to a folder of training shards written by `lead-dist prepare` (or its URL)"
+        )
     _positive("data.num_negatives", d.num_negatives, zero_ok=True)
     _positive("data.query_max_length", d.query_max_length)
     _positive("data.passage_max_length", d.passage_max_length)
     _positive("data.num_workers", d.num_workers, zero_ok=True)
     _positive("data.dev_max_queries", d.dev_max_queries)
+    _positive("data.retries", d.retries, zero_ok=True)
+    _positive("data.retry_backoff_s", d.retry_backoff_s, zero_ok=True)
 
 
 def _validate_train(config: Config) -> None:

@@ -229,6 +229,9 @@ def train(config: Config, resume: str | None = None) -> dict[str, Any]:
         rank=rank,
         world_size=world,
         num_workers=config.data.num_workers,
+        manifest=config.data.manifest,
+        retries=config.data.retries,
+        retry_backoff_s=config.data.retry_backoff_s,
     )
     total_steps = engines.total_steps_for(config, stream.batches_per_epoch)
     trainees = engines.prepare_trainees(accelerator, config, models, total_steps)

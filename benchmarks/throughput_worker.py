@@ -23,7 +23,8 @@ def main(argv: list[str]) -> int:
         print("usage: throughput_worker.py CONFIG RESULT_PREFIX [key=value ...]", file=sys.stderr)
         return 2
     from lead_dist.config import load_config
-    from lead_dist.train.loop import RUN_FILE, train
+    from lead_dist.train.loop import train
+    from lead_dist.train.setup import RUN_FILE
 
     config_path, prefix, overrides = argv[0], argv[1], argv[2:]
     config = load_config(config_path, overrides)

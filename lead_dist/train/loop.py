@@ -19,12 +19,9 @@ responding at that step (to test the others' timeout).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,15 +29,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lead_dist.config import Config, validate_depths
-from lead_dist.train import engines
+from lead_dist.config import Config
+from lead_dist.train import engines, setup
 from lead_dist.train.dev_eval import evaluate_on_dev, load_dev_set
-from lead_dist.train.engines import Trainee
 from lead_dist.train.faults import Watchdog, collective_failures_explained
-from lead_dist.train.models_from_config import build_models
-
-RUN_FILE = "run.json"
-
+from lead_dist.train.setup import Trainee
 
 # ----------------------------------------------------------------------------------------------------------------
 # set-up helpers
@@ -136,27 +129,6 @@ def _maybe_hang(rank: int, step: int) -> None:
             time.sleep(3600)
 
 
-def write_run_file(config: Config, accelerator: Any, trainees: dict[str, Trainee], **extra: Any) -> None:
-    """`output_dir/run.json`: what ran where (world size, machines, engines) and the full resolved config."""
-    engines_used = {}
-    for name, t in trainees.items():
-        if t.engine is not None:
-            engines_used[name] = f"deepspeed-zero{t.engine.zero_optimization_stage()}"
-        else:
-            engines_used[name] = type(t.model).__name__
-    record = {
-        "world_size": accelerator.num_processes,
-        "num_machines": int(os.environ.get("GROUP_WORLD_SIZE", os.environ.get("NNODES", "1")) or 1),
-        "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
-        "engines": engines_used,
-        "trained": [name for name, t in trainees.items() if t.trained],
-        "config": dataclasses.asdict(config),
-        **extra,
-    }
-    path = Path(config.output_dir) / RUN_FILE
-    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-
-
 def save_checkpoint(
     config: Config, accelerator: Any, trainees: dict[str, Trainee], state: Any, scaler: Any
 ) -> Path | None:
@@ -189,54 +161,15 @@ def save_checkpoint(
 
 def train(config: Config, resume: str | None = None) -> dict[str, Any]:
     """Run the configured training under the current launch (one process, DDP or DeepSpeed). Returns a summary."""
-    from lead_dist.data.stream import TrainStream
-    from lead_dist.lead import LayerSchedule
     from lead_dist.train import checkpoint, checkpoint_contents
     from lead_dist.train.export import export_dir, export_model
-    from lead_dist.train.flops import peak_matmul_flops
     from lead_dist.train.log import TrainLogger
 
-    accelerator = engines.build_accelerator(config)
-    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    device = accelerator.device
-    out = Path(config.output_dir)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    if config.train.grad_accum > 1:
-        warnings.warn(
-            f"train.grad_accum={config.train.grad_accum}: accumulation adds no negatives; each micro-batch's queries "
-            "compete only with that micro-batch's passages. Raise train.batch_size or the number of processes for "
-            "more negatives.",
-            stacklevel=2,
-        )
-
-    models = build_models(config)  # seeded: identical initial weights on every rank, whatever the launch
+    run = setup.set_up(config)
+    accelerator, trainees, stream, schedule = run.accelerator, run.trainees, run.stream, run.schedule
+    rank, world, is_main, device = run.rank, run.world, run.is_main, run.device
+    out, total_steps, scaler, peak = run.out, run.total_steps, run.scaler, run.peak_flops
     warmup = config.stage == "warmup"
-    schedule = None
-    if not warmup and config.mode == "lead":
-        depths = (models["student"].num_layers, models["teacher"].num_layers)
-        validate_depths(config, *depths)
-        fixed = tuple(tuple(pair) for pair in config.lead.fixed) if config.lead.fixed else None
-        schedule = LayerSchedule(
-            config.lead.strategy, *depths, config.lead.k, config.seed, config.lead.resample_every, fixed
-        )
-
-    stream = TrainStream(
-        config.data.train,
-        batch_size=config.train.batch_size,
-        num_negatives=config.data.num_negatives,
-        seed=config.seed,
-        rank=rank,
-        world_size=world,
-        num_workers=config.data.num_workers,
-    )
-    total_steps = engines.total_steps_for(config, stream.batches_per_epoch)
-    trainees = engines.prepare_trainees(accelerator, config, models, total_steps)
-    scaler = engines.make_grad_scaler(config, device)
-
-    # The MFU peak is measured before the RNGs are seeded or restored below: the measurement draws random matrices.
-    peak_dtype = torch.bfloat16 if config.train.mixed_precision == "bf16" else torch.float32
-    peak = peak_matmul_flops(peak_dtype) if is_main else None
 
     # Resume: every rank reads the same committed checkpoint (stale temp dirs are cleared first by the main one).
     if is_main:
@@ -252,7 +185,7 @@ def train(config: Config, resume: str | None = None) -> dict[str, Any]:
     else:
         torch.manual_seed(config.seed + rank)  # each rank its own dropout stream
     if is_main:
-        write_run_file(config, accelerator, trainees, resumed_from=str(resumed_from) if resumed_from else None)
+        setup.write_run_file(run, resumed_from=str(resumed_from) if resumed_from else None)
 
     dev = load_dev_set(config)
     nan_steps = _test_hook_steps("LEAD_DIST_TEST_NAN_AT_STEPS")

@@ -1,8 +1,8 @@
 """Where a step's time goes: its phases (forward + loss, backward, optimizer) and torch.profiler's top operators.
 
-Used when the benchmark misses a goal. The phased step calls the same engine functions as `Variant.step` with a
-clock between them, so its phases add up to one real step; the peer's phases are its forward + MNRL, backward and
-clip + AdamW.
+Used when the benchmark misses a goal. A variant's phases are those `lead_dist.train.step.run_step` clocks in the
+real step (its collation and bookkeeping phases are left out); the peer's phases are its forward + MNRL, backward
+and clip + AdamW.
 """
 
 from __future__ import annotations
@@ -12,29 +12,11 @@ from typing import Any
 
 import torch
 
-from lead_dist.train import engines
-
 
 def _variant_phases(variant: Any) -> dict[str, float]:
-    from lead_dist.train.loop import all_ranks_finite, step_loss
-
-    variant.activate()
-    layers = variant.schedule.at(variant.steps_taken) if variant.schedule is not None else ((), ())
-    t0 = time.perf_counter()
-    with engines.micro_step(variant.trainees, boundary=True):
-        with (
-            engines.capture_outputs(variant.trainees) as captured,
-            engines.autocast(variant.config, torch.device("cpu")),
-        ):
-            total, _ = step_loss(variant.config, variant.trainees, variant.batch, layers)
-        finite = all_ranks_finite(total)
-        t1 = time.perf_counter()
-        engines.backward(variant.trainees, total, captured, finite=finite, grad_accum=1)
-    t2 = time.perf_counter()
-    engines.optimizer_step(variant.trainees)
-    t3 = time.perf_counter()
-    variant.steps_taken += 1
-    return {"forward_and_loss_s": t1 - t0, "backward_s": t2 - t1, "optimizer_s": t3 - t2}
+    variant.step()
+    seconds = variant.last.seconds  # run_step's own clock between its phases
+    return {key: seconds[key] for key in ("forward_and_loss_s", "backward_s", "optimizer_s")}
 
 
 def _peer_phases(peer: Any) -> dict[str, float]:

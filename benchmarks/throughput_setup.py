@@ -14,6 +14,7 @@ size's models once, not once per variant; before each step the variant sets trai
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from lead_dist.config import Config, config_from_dict
-from lead_dist.train import engines, setup
+from lead_dist.train import setup, step
 from lead_dist.train.setup import Trainee
 
 SCIFACT = Path("/work/shared/data/scifact")
@@ -177,6 +178,7 @@ class Variant:
     schedule: Any  # LayerSchedule for mode lead, else None
     examples: int  # queries per step
     steps_taken: int = 0
+    last: Any = None  # the StepResult of the latest step
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))  # where autocast runs
 
     @property
@@ -191,37 +193,26 @@ class Variant:
             trainee.raw.requires_grad_(trainee.trained)
 
     def step(self) -> int:
-        """One optimizer step through the loop's engines and objective; returns the queries it trained on."""
-        from lead_dist.train.loop import all_ranks_finite, step_loss
-
+        """One optimizer step of the real trainer (`lead_dist.train.step.run_step`) on the pre-collated batch; returns
+        the queries it trained on. The step's result (phase times included) is kept in `last`."""
         self.activate()
-        device = self.device
         layers = self.schedule.at(self.steps_taken) if self.schedule is not None else ((), ())
-        with engines.micro_step(self.trainees, boundary=True):
-            with engines.capture_outputs(self.trainees) as captured, engines.autocast(self.config, device):
-                total, _terms = step_loss(self.config, self.trainees, self.batch, layers)
-            finite = all_ranks_finite(total)
-            engines.backward(self.trainees, total, captured, finite=finite, grad_accum=1)
-        engines.optimizer_step(self.trainees)
+        self.last = step.run_step(self.config, self.trainees, itertools.repeat(self.batch), layers, device=self.device)
         self.steps_taken += 1
         return self.examples
 
     def work(self) -> tuple[int, int]:
-        """(FLOPs, non-pad tokens) of one step, counted by lead_dist.train.flops as the loop counts them."""
-        from lead_dist.train.flops import ModelWork, TransformerShape, late_interaction_flops, step_flops, tensor_shape
+        """(FLOPs, non-pad tokens) of one step as the loop counts them (`step.step_work`), plus ColBERT's MaxSim."""
+        from lead_dist.train.flops import late_interaction_flops, tensor_shape
 
-        works, tokens, extra = [], 0, 0
+        flops, tokens = step.step_work(self.trainees, self.batch, warmup=False)
         for name, trainee in self.trainees.items():
-            tokenized = [v for v in self.batch[name].values() if isinstance(v, dict) and "input_ids" in v]
-            tokens += sum(int(t["attention_mask"].sum()) for t in tokenized)
-            shapes = tuple(tensor_shape(t) for t in tokenized)
-            works.append(ModelWork(TransformerShape.of_model(trainee.raw), shapes, trainee.trained))
             if trainee.raw.kind == "cb":
-                (nq, lq), (np_, lp) = shapes
+                (nq, lq), (np_, lp) = (tensor_shape(self.batch[name][side]) for side in ("queries", "passages"))
                 num_scores = 1 + (len(self.schedule.at(0)[1]) if self.schedule is not None else 0)
                 maxsim = late_interaction_flops(nq, np_, lq, lp, trainee.raw.hidden_size, num_scores)
-                extra += maxsim * (3 if trainee.trained else 1)
-        return step_flops(works, extra), tokens
+                flops += maxsim * (3 if trainee.trained else 1)
+        return flops, tokens
 
 
 def make_variants(

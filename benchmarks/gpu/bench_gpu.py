@@ -121,19 +121,14 @@ def make_variant(teacher: Any, student: Any, batch: dict, joint: bool, dtype: st
 
 
 def loss_of(variant: Any, device: torch.device) -> float:
-    """The objective's loss on the batch, no step taken."""
-    from lead_dist.train import engines
-    from lead_dist.train.objective import distill_loss
+    """The objective's loss on the batch as the real step computes it (`step.step_loss`), no step taken."""
+    from lead_dist.train import step
 
     variant.activate()
     for trainee in variant.trainees.values():
         trainee.raw.eval()  # no dropout: both precisions must see the same function
-    layers = variant.schedule.at(0)
-    with torch.no_grad(), engines.autocast(variant.config, device):
-        total, _ = distill_loss(
-            variant.trainees["student"].model, variant.trainees["teacher"].model, variant.batch, layers[0], layers[1],
-            variant.config.lead, teacher_trained=variant.joint, candidates="global", mode="lead",
-        )  # fmt: skip
+    with torch.no_grad(), step.autocast(variant.config, device):
+        total, _ = step.step_loss(variant.config, variant.trainees, variant.batch, variant.schedule.at(0))
     return float(total)
 
 

@@ -5,7 +5,7 @@ tokenizer, lead_dist.json, and for a dual encoder the sentence-transformers modu
 pooling and normalisation). This module adds what training wraps around the model:
 
 - Unwrapping: pass the model as training holds it: the raw module, a DDP wrapper, a DeepSpeed engine, or what
-  `accelerator.prepare` returned; `.module` wrappers are peeled off (see `checkpoint.unwrap_module`).
+  `accelerator.prepare` returned; `.module` wrappers are peeled off (see `resume.unwrap_module`).
 - ZeRO-3: parameters are partitioned across ranks, so EVERY rank must call `export_model` (the gather is a
   collective); the parameters are gathered read-only with `deepspeed.zero.GatheredParameters` and only the main
   process (`is_main=True`) writes. Without ZeRO-3 non-main ranks return at once, so calling it on all ranks is
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from lead_dist.train.checkpoint_contents import unwrap_module
+from lead_dist.train.resume import unwrap_module
 
 ROLES = ("student", "teacher", "model")
 

@@ -21,20 +21,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import torch
-
 from lead_dist.config import Config
+from lead_dist.train import resume as resume_module
 from lead_dist.train import setup
-from lead_dist.train import step as step_module
 from lead_dist.train.dev_eval import evaluate_on_dev, load_dev_set
-from lead_dist.train.faults import Watchdog, collective_failures_explained
-from lead_dist.train.setup import Trainee
+from lead_dist.train.faults import TestHooks, Watchdog, collective_failures_explained
 from lead_dist.train.step import collate, record_nonfinite, run_step
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -48,51 +43,12 @@ def _endless(stream: Any) -> Iterator[list[dict]]:
         stream.set_epoch(stream.epoch + 1)
 
 
-def _test_hook_steps(name: str) -> set[int]:
-    raw = os.environ.get(name, "")
-    return {int(s) for s in raw.split(",") if s.strip()}
-
-
-def _maybe_hang(rank: int, step: int) -> None:
-    spec = os.environ.get("LEAD_DIST_TEST_HANG_RANK", "")
-    if spec and spec.split(":") == [str(rank), str(step)]:
-        while True:  # a stuck rank: the others must notice through their timeout
-            time.sleep(3600)
-
-
-def save_checkpoint(
-    config: Config, accelerator: Any, trainees: dict[str, Trainee], state: Any, scaler: Any
-) -> Path | None:
-    """One atomic checkpoint of everything (see train/checkpoint.py for the protocol and its two barriers)."""
-    from lead_dist.train import checkpoint, checkpoint_contents
-
-    out = Path(config.output_dir)
-    final = None
-    with checkpoint.atomic_checkpoint_dir(
-        out, state.step, is_main=accelerator.is_main_process, token=str(state.step)
-    ) as tmp:
-        step_module.save_trainees(trainees, tmp, is_main=accelerator.is_main_process, scaler=scaler)
-        if accelerator.is_main_process:
-            checkpoint.save_train_state(tmp, state)
-        checkpoint_contents.save_rng_state(tmp, rank=accelerator.process_index)
-        hook = os.environ.get("LEAD_DIST_TEST_SLEEP_IN_SAVE", "")
-        if hook and int(hook.split(":")[0]) == state.step:
-            time.sleep(float(hook.split(":")[1]))  # a test kills the run here, mid-write
-        accelerator.wait_for_everyone()  # every rank's files are on disk before the main process commits
-    accelerator.wait_for_everyone()  # nobody prunes or reads before the rename is done
-    if accelerator.is_main_process:
-        checkpoint.keep_last(out, config.train.keep_last)
-        final = out / checkpoint.checkpoint_name(state.step)
-    return final
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the loop
 
 
 def train(config: Config, resume: str | None = None) -> dict[str, Any]:
     """Run the configured training under the current launch (one process, DDP or DeepSpeed). Returns a summary."""
-    from lead_dist.train import checkpoint, checkpoint_contents
     from lead_dist.train.export import export_dir, export_model
     from lead_dist.train.log import TrainLogger
 
@@ -101,24 +57,12 @@ def train(config: Config, resume: str | None = None) -> dict[str, Any]:
     rank, world, is_main, device = run.rank, run.world, run.is_main, run.device
     out, total_steps, scaler, peak = run.out, run.total_steps, run.scaler, run.peak_flops
 
-    # Resume: every rank reads the same committed checkpoint (stale temp dirs are cleared first by the main one).
-    if is_main:
-        checkpoint.clean_incomplete(out)
-    accelerator.wait_for_everyone()
-    state = checkpoint.TrainState()
-    resumed_from = checkpoint.resolve_resume(out, resume)
-    if resumed_from is not None:
-        step_module.load_trainees(trainees, resumed_from, scaler=scaler)
-        state = checkpoint.load_train_state(resumed_from)
-        stream.load_state_dict(state.data)
-        checkpoint_contents.load_rng_state(resumed_from, rank=rank)
-    else:
-        torch.manual_seed(config.seed + rank)  # each rank its own dropout stream
+    hooks = TestHooks.from_env()
+    state, resumed_from = resume_module.restore(run, resume)
     if is_main:
         setup.write_run_file(run, resumed_from=str(resumed_from) if resumed_from else None)
 
     dev = load_dev_set(config)
-    nan_steps = _test_hook_steps("LEAD_DIST_TEST_NAN_AT_STEPS")
     batches = _endless(stream)
     micro_batches = (collate(config, trainees, next(batches), device) for _ in itertools.count())
     grad_accum = config.train.grad_accum
@@ -138,10 +82,10 @@ def train(config: Config, resume: str | None = None) -> dict[str, Any]:
         while state.step < total_steps:
             started = time.perf_counter()
             step = state.step
-            _maybe_hang(rank, step)
+            hooks.hang_if_chosen(rank, step)
             layers = run.layers_at(step)
             result = run_step(
-                config, trainees, micro_batches, layers, device=device, scaler=scaler, poison=step in nan_steps
+                config, trainees, micro_batches, layers, device=device, scaler=scaler, poison=hooks.poisons(step)
             )
             state.step = step + 1
             state.examples_seen += grad_accum * config.train.batch_size * world
@@ -167,10 +111,10 @@ def train(config: Config, resume: str | None = None) -> dict[str, Any]:
             save_every = config.train.save_every
             if save_every and (state.step % save_every == 0 or state.step == total_steps):
                 with watchdog.paused():
-                    path = save_checkpoint(config, accelerator, trainees, state, scaler)
+                    path = resume_module.save_checkpoint(run, state, hooks)
                 logger.log_event("checkpoint", state.step, path=str(path) if path else None)
             watchdog.beat()
-            time.sleep(float(os.environ.get("LEAD_DIST_TEST_STEP_SLEEP", "0") or 0))
+            hooks.after_step()
 
         # ---- export the trained models (every rank takes part: ZeRO-3 gathers the weights)
         with watchdog.paused():

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -337,54 +336,3 @@ def autocast(config: Config, device: torch.device) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# checkpoint contents of the engines (the atomic directory, RNG and train state live in train/checkpoint.py)
-
-
-def save_trainees(trainees: dict[str, Trainee], directory: Path, *, is_main: bool, scaler: Any = None) -> None:
-    """Write every trained model's weights, optimizer and schedule into `directory` (call on EVERY rank)."""
-    from lead_dist.train.checkpoint_contents import save_module_weights, save_object_state
-
-    for trainee in trainees.values():
-        if not trainee.trained:
-            continue
-        if trainee.engine is not None:
-            # Each rank writes its ZeRO partition (weights, optimizer); DeepSpeed synchronises inside.
-            trainee.engine.save_checkpoint(str(directory), tag=trainee.name, save_latest=False)
-        elif is_main:
-            save_module_weights(trainee.raw, directory / f"{trainee.name}.safetensors")
-            save_object_state(trainee.optimizer, directory / f"{trainee.name}-optimizer.pt")
-        if is_main:
-            save_object_state(trainee.scheduler, directory / f"{trainee.name}-schedule.pt")
-    if scaler is not None and is_main:
-        save_object_state(scaler, directory / "grad-scaler.pt")
-
-
-def load_trainees(trainees: dict[str, Trainee], directory: Path, scaler: Any = None) -> None:
-    """Inverse of `save_trainees`, on every rank."""
-    from lead_dist.train.checkpoint_contents import (
-        load_module_weights,
-        load_object_state,
-        weights_only_deepspeed_loading,
-    )
-
-    for trainee in trainees.values():
-        if not trainee.trained:
-            continue
-        if trainee.engine is not None:
-            weights_only_deepspeed_loading(trainee.engine)  # DeepSpeed's own loader would unpickle anything
-            path, _client = trainee.engine.load_checkpoint(
-                str(directory), tag=trainee.name, load_optimizer_states=True, load_lr_scheduler_states=False
-            )
-            if path is None:
-                raise FileNotFoundError(
-                    f"{directory}: no DeepSpeed checkpoint of the {trainee.name} (tag {trainee.name})"
-                )
-        else:
-            load_module_weights(trainee.raw, directory / f"{trainee.name}.safetensors")
-            load_object_state(trainee.optimizer, directory / f"{trainee.name}-optimizer.pt")
-        load_object_state(trainee.scheduler, directory / f"{trainee.name}-schedule.pt")
-    if scaler is not None:
-        load_object_state(scaler, directory / "grad-scaler.pt")

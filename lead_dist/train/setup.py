@@ -130,7 +130,7 @@ def make_optimizer(module: nn.Module, lr: float, weight_decay: float) -> torch.o
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # The fused kernel updates every parameter in one pass (about 5x faster than the per-tensor loop on CPU,
-    # measured in benchmarks/throughput.py); it needs every parameter on one CPU or CUDA device in a float dtype.
+    # measured by benchmarks/throughput); it needs every parameter on one CPU or CUDA device in a float dtype.
     params = [p for g in groups for p in g["params"]]
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)

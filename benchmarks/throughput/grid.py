@@ -1,14 +1,12 @@
 """What the step benchmark trains: SciFact training examples, the model sizes, and one step of the real trainer.
 
-A `Variant` is one cell of the grid (size x dtype x mode x teacher x frozen/joint). Its `step()` is the body of the
-training loop's iteration (`lead_dist.train.loop.train`): `engines.micro_step`, `engines.capture_outputs`,
-`engines.autocast`, `objective.distill_loss`, the loop's all-ranks-finite check, `engines.backward` and
-`engines.optimizer_step`. Batches are collated once, before timing, so the numbers are the models' step, not the
-tokenizer's (benchmarks/data.py measures collation and streaming).
+A `Variant` is one cell of the grid (size x dtype x mode x teacher x frozen/joint). Its `step()` is the training
+loop's own step, `lead_dist.train.step.run_step`, on a batch collated once before timing (an endless repeat of it),
+so the numbers are the models' step, not the tokenizer's (benchmarks/data measures collation and streaming).
 
 Models are built once per size and shared by the variants (one AdamW per trained model), so the process holds a
 size's models once, not once per variant; before each step the variant sets train mode and `requires_grad` the way
-`engines.prepare_trainees` does for its own frozen/joint choice.
+`setup.prepare_trainees` does for its own frozen/joint choice.
 """
 
 from __future__ import annotations
@@ -215,13 +213,34 @@ class Variant:
         return flops, tokens
 
 
+def make_variant(
+    spec: SizeSpec,
+    mode: str,
+    teacher_kind: str | None,
+    joint: bool,
+    dtype: str,
+    models: dict[str, torch.nn.Module],
+    batch: dict[str, Any],
+    shared: TrainedState,
+    device: torch.device | None = None,
+) -> Variant:
+    """One cell: its run config, its trainees (`models` holds "student" and, unless contrastive, "teacher"), the
+    collated batch of each, and the layer schedule the loop would build (`setup.layer_schedule`)."""
+    config = run_config(spec, mode, teacher_kind, joint, dtype)
+    trainees = {"student": shared.trainee("student", models["student"], True)}
+    if teacher_kind is not None:
+        trainees["teacher"] = shared.trainee("teacher", models["teacher"], joint)
+    schedule = setup.layer_schedule(config, {name: t.raw for name, t in trainees.items()})
+    variant = Variant(spec.name, dtype, mode, teacher_kind, joint, config, trainees, batch, schedule, spec.batch_size)
+    variant.device = device or variant.device
+    return variant
+
+
 def make_variants(
     spec: SizeSpec, models: dict[str, torch.nn.Module], examples: list[dict], dtypes: tuple[str, ...]
 ) -> list[Variant]:
     """The grid of one size: contrastive, then response and LEAD for every teacher kind, frozen and joint."""
-    from lead_dist.config import validate_depths
     from lead_dist.data import collate_for
-    from lead_dist.lead import LayerSchedule
 
     lengths = (spec.query_max_length, spec.passage_max_length)
     batches = {name: collate_for(model, examples, *lengths) for name, model in models.items()}
@@ -233,19 +252,8 @@ def make_variants(
     for dtype in dtypes:
         shared = TrainedState()
         for mode, kind, joint in cells:
-            config = run_config(spec, mode, kind, joint, dtype)
-            trainees = {"student": shared.trainee("student", models["student"], True)}
-            batch: dict[str, Any] = {"student": batches["student"]}
-            schedule = None
-            if kind is not None:
-                teacher = models[f"teacher_{kind}"]
-                trainees["teacher"] = shared.trainee("teacher", teacher, joint)
-                batch["teacher"] = batches[f"teacher_{kind}"]
-            if mode == "lead":
-                depths = (models["student"].num_layers, trainees["teacher"].raw.num_layers)
-                validate_depths(config, *depths)
-                schedule = LayerSchedule("random", *depths, spec.lead_k, config.seed, config.lead.resample_every)
-            variants.append(
-                Variant(spec.name, dtype, mode, kind, joint, config, trainees, batch, schedule, len(examples))
-            )
+            pair = {"student": "student"} | ({"teacher": f"teacher_{kind}"} if kind is not None else {})
+            chosen = {role: models[name] for role, name in pair.items()}
+            batch = {role: batches[name] for role, name in pair.items()}
+            variants.append(make_variant(spec, mode, kind, joint, dtype, chosen, batch, shared))
     return variants

@@ -1,6 +1,6 @@
 """Data pipeline throughput on SciFact: prepare, stream, collate, against the raw tokenizer as the ceiling.
 
-    HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false .venv/bin/python -m benchmarks.data   (or benchmarks/data.py)
+    HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false .venv/bin/python -m benchmarks.data
     (options: --data DIR --repeats N --rounds N --batch-size B --query-max-length L --passage-max-length L
      --workers 0 1 2 --results-dir DIR)
 
@@ -37,10 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as `python benchmarks/data.py`: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     BarPanel,
     interleaved_rounds,
     load_average,

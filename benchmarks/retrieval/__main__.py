@@ -1,7 +1,7 @@
 """Retrieval speed: corpus encoding against sentence-transformers, search against a bare matmul + top-k.
 
-    .venv/bin/python benchmarks/retrieval.py                       # SciFact subset, a few minutes on 2 cores
-    .venv/bin/python benchmarks/retrieval.py --passages 5183 --search-corpus 1000000
+    .venv/bin/python -m benchmarks.retrieval                       # SciFact subset, a few minutes on 2 cores
+    .venv/bin/python -m benchmarks.retrieval --passages 5183 --search-corpus 1000000
 
 Encoding: lead_dist's `encode_passages` (length-sorted blocks, dynamic padding, inference mode) and
 sentence-transformers' `SentenceTransformer.encode` on the same model (the packaged all-MiniLM-L6-v2, 256 tokens)
@@ -17,22 +17,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, log, machine, package_versions, rate_summary, write_json  # noqa: E402
+from benchmarks.common import RESULTS_DIR, log, machine, package_versions, rate_summary, write_json
+from lead_dist.retrieval.encode import encode_passages
+from lead_dist.retrieval.indexes import make_index
+from lead_dist.retrieval.sources import iter_corpus
+from lead_dist.retrieval.text_encoder import load_text_encoder
 
-from lead_dist.retrieval.encode import encode_passages  # noqa: E402
-from lead_dist.retrieval.indexes import make_index  # noqa: E402
-from lead_dist.retrieval.sources import iter_corpus  # noqa: E402
-from lead_dist.retrieval.text_encoder import load_text_encoder  # noqa: E402
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
 
 
 def bench_encode(data: Path, passages: int, repeats: int, batch_size: int, st_batch_size: int) -> dict:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-# What a grid may change in a recipe. Paths and the seed are set by the script itself (see quality.py).
+# What a grid may change in a recipe. Paths and the seed are set by the script itself (see benchmarks/quality/__main__.py).
 ALLOWED_OVERRIDES = frozenset(
     {
         "train.max_steps",

@@ -64,7 +64,7 @@ def _train_call(argv: list[str]) -> tuple[str, list[str], str | None] | None:
         return None
     if not rest or rest[0] != "train":
         return None
-    from lead_dist.train.cli import add_arguments
+    from lead_dist.verbs.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -74,7 +74,7 @@ def _train_call(argv: list[str]) -> tuple[str, list[str], str | None] | None:
 
 
 def _check_prepare(argv: list[str]) -> None:
-    from lead_dist.data.prepare import add_arguments
+    from lead_dist.verbs.prepare import add_arguments
 
     parser = argparse.ArgumentParser(prog="lead-dist prepare", exit_on_error=False)
     add_arguments(parser)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from lead_dist.data import prepare as prepare_module
+from lead_dist.verbs import prepare as prepare_verb
 
 
 def write_beir(
@@ -38,7 +39,7 @@ def write_beir(
 
 def prepare_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    prepare_module.add_arguments(parser)
+    prepare_verb.add_arguments(parser)
     return parser.parse_args([str(a) for a in argv])
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lead_dist.cli import main as cli_main
-from lead_dist.retrieval.runfile import read_run
+from lead_dist.data.readers.trec_run import read_run
 from lead_dist.retrieval.store import iter_shards, read_manifest
 
 pytestmark = pytest.mark.multiprocess

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from lead_dist.cli import main as cli_main
+from lead_dist.data.readers.trec_run import read_run
 from lead_dist.models import load_model
 from lead_dist.retrieval.evaluate import retrieve
 from lead_dist.retrieval.metrics import score_run
 from lead_dist.retrieval.rerank import RerankInputs, candidates_from_run, rerank
-from lead_dist.retrieval.runfile import read_run, write_run
+from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.text_encoder import as_text_encoder
 
 WORDS = "cell protein gene virus dose trial brain mouse risk blood heart lung tumor drug rate".split()
@@ -159,7 +160,7 @@ def test_cli_rerank_writes_evaluate_style_results(rerank_case):
     # only the first stage's top 20 were re-ranked: deeper recall is the first stage's recall@20
     first_at_20 = {q: r[:20] for q, r in read_run(tmp_path / "first.trec").items()}
     qrels_file = tmp_path / "data" / "qrels" / "test.tsv"
-    from lead_dist.retrieval.sources import read_qrels
+    from lead_dist.data.readers.qrels import read_qrels
 
     expected = score_run(first_at_20, read_qrels(qrels_file))["metrics"]["recall@100"]
     assert results["metrics"]["recall@100"] == pytest.approx(expected)

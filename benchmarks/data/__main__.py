@@ -94,9 +94,10 @@ def prepare_arguments(data: Path, out: Path) -> list[str]:
 
 def measure_prepare(data: Path, work: Path, repeats: int) -> tuple[dict[str, Any], Path]:
     from lead_dist.data import prepare as prepare_module
+    from lead_dist.verbs import prepare as prepare_verb
 
     parser = argparse.ArgumentParser()
-    prepare_module.add_arguments(parser)
+    prepare_verb.add_arguments(parser)
     out = work / "scifact-train"
     manifests: list[dict] = []
 

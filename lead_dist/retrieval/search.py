@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lead_dist.retrieval.dist import all_gather_objects
+from lead_dist.distributed import all_gather_objects
 from lead_dist.retrieval.index_base import SearchResult, merge_topk
 from lead_dist.retrieval.indexes import make_index
-from lead_dist.retrieval.store import iter_shards, read_manifest, shards_of_rank
+from lead_dist.retrieval.store import rank_shards, read_manifest
 from lead_dist.retrieval.text_encoder import TextEncoder
 
 
@@ -74,13 +74,5 @@ def search_folder(
         raise ValueError(
             f"dimension mismatch: {folder} holds {manifest['dim']}-d vectors, queries are {queries.shape[1]}-d"
         )
-    blocks = list(iter_shards(folder, shards_of_rank(manifest["num_shards"], rank, world)))
-    local = search_local([b[0] for b in blocks], [b[1] for b in blocks], queries, k, **index_options)
-    return gather_and_merge(local, k)
-
-
-def search_in_memory(
-    vectors: np.ndarray, ids: Sequence[str], queries: np.ndarray, k: int, **index_options
-) -> SearchResult:
-    """Search vectors held by this rank (its share of the corpus) and merge with the other ranks' results."""
-    return gather_and_merge(search_local([vectors], [list(ids)], queries, k, **index_options), k)
+    share = rank_shards(folder, rank, world)
+    return gather_and_merge(search_local(share.vectors, share.ids, queries, k, **index_options), k)

@@ -49,6 +49,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lead_dist.atomic import replace_dir
+
 # No torch or numpy here: this module is used by light processes (tools, the crash tests' children) that should not
 # pay seconds of import time. What goes inside a checkpoint (RNG, module and optimizer state, DeepSpeed loading) is
 # in resume.py.
@@ -128,15 +130,8 @@ def commit_checkpoint(tmp: str | Path, output_dir: str | Path, step: int) -> Pat
     # kill right after this line leaves nothing that looks complete.
     _write_durable(tmp / COMPLETE_MARKER, json.dumps(manifest, indent=1) + "\n")
     _fsync_path(tmp)
-    if final.exists():
-        # Re-saving a step (a resume from an older checkpoint reached it again): move the old one out of the
-        # checkpoint namespace first, since rename() cannot replace a non-empty directory.
-        retired = output_dir / f"{_TEMP_PREFIX}{step:06d}.old-{secrets.token_hex(4)}"
-        os.rename(final, retired)
-        os.rename(tmp, final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+    # Re-saving a step (a resume from an older checkpoint reached it again) retires the old one under a temp name.
+    replace_dir(tmp, final, retired=output_dir / f"{_TEMP_PREFIX}{step:06d}.old-{secrets.token_hex(4)}")
     _fsync_path(output_dir)
     return final
 

@@ -107,22 +107,14 @@ def load_rng_state(directory: str | Path, rank: int = 0) -> None:
 # plain modules, optimizers and schedulers (no accelerate / DeepSpeed)
 
 
-def unwrap_module(model: torch.nn.Module) -> torch.nn.Module:
-    """The user's module inside DDP (`.module`) or a DeepSpeed engine (`.module`); the model itself otherwise."""
-    import torch
-
-    wrapper_names = {"DistributedDataParallel", "DataParallel", "DeepSpeedEngine", "PipelineEngine"}
-    while type(model).__name__ in wrapper_names and isinstance(getattr(model, "module", None), torch.nn.Module):
-        model = model.module
-    return model
-
-
 def save_module_weights(model: torch.nn.Module, path: str | Path) -> Path:
     """Weights as safetensors (shared/tied tensors handled). Main process only."""
     from safetensors.torch import save_model
 
+    from lead_dist.distributed import unwrap
+
     path = Path(path)
-    save_model(unwrap_module(model), str(path))
+    save_model(unwrap(model), str(path))
     return path
 
 
@@ -130,7 +122,9 @@ def load_module_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Strict load: a missing or unexpected key is an error naming the keys (never silently skipped)."""
     from safetensors.torch import load_model
 
-    missing, unexpected = load_model(unwrap_module(model), str(path), strict=False)
+    from lead_dist.distributed import unwrap
+
+    missing, unexpected = load_model(unwrap(model), str(path), strict=False)
     if missing or unexpected:
         raise KeyError(
             f"{path}: weights do not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"

@@ -33,16 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lead_dist.config import Config, ModelConfig, deepspeed_json, validate_depths
+from lead_dist.config import AUTO_ZERO_KEYS, Config, ModelConfig, deepspeed_json, validate_depths
 
 RUN_FILE = "run.json"
-
-# DeepSpeed keys that accelerate fills from `model.config.hidden_size`, which our models keep on `.backbone`.
-_HIDDEN_SIZE_KEYS = {
-    "reduce_bucket_size": lambda h: h * h,
-    "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
-    "stage3_param_persistence_threshold": lambda h: 10 * h,
-}
 
 
 @dataclasses.dataclass
@@ -116,7 +109,7 @@ def deepspeed_plugin_config(section: ModelConfig, config: Config) -> dict[str, A
 
 def _fill_hidden_size_keys(accelerator: Any, hidden_size: int) -> None:
     zero = accelerator.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})
-    for key, value in _HIDDEN_SIZE_KEYS.items():
+    for key, value in AUTO_ZERO_KEYS.items():
         if zero.get(key) == "auto":
             zero[key] = value(hidden_size)
 

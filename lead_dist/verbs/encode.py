@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from lead_dist.retrieval.dist import init_from_env
+from lead_dist.distributed import init_from_env
 from lead_dist.retrieval.store import encode_to_folder
 from lead_dist.retrieval.text_encoder import load_text_encoder
-from lead_dist.retrieval.verbs.common import add_encoder_arguments, check_positive, pick_device
+from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,14 +12,15 @@ import argparse
 import json
 import time
 
-from lead_dist.retrieval.dist import init_from_env
+from lead_dist.data.readers.qrels import read_qrels
+from lead_dist.distributed import init_from_env
 from lead_dist.retrieval.encode import encode_queries
 from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.search import check_compatible, search_folder
-from lead_dist.retrieval.sources import read_qrels, read_queries
+from lead_dist.retrieval.sources import read_queries
 from lead_dist.retrieval.store import read_manifest
 from lead_dist.retrieval.text_encoder import load_text_encoder
-from lead_dist.retrieval.verbs.common import (
+from lead_dist.verbs.common import (
     add_encoder_arguments,
     add_index_arguments,
     check_positive,

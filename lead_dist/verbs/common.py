@@ -1,4 +1,4 @@
-"""Arguments and set-up shared by the retrieval verbs."""
+"""Flags and set-up shared by the retrieval verbs (encode, search, evaluate, rerank)."""
 
 from __future__ import annotations
 

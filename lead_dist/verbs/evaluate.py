@@ -3,6 +3,8 @@
     lead-dist evaluate --model DIR --data ../shared/data/scifact --split test --out results.json
     torchrun --nproc_per_node 8 -m lead_dist.cli evaluate --model DIR --data msmarco-beir --split dev --out r.json
 
+Encoding goes through the resumable embeddings folder; everything after it (input report, query encoding, search,
+merge, metrics) is `lead_dist.retrieval.evaluate.evaluate_passages`, the pipeline the trainer's dev evaluation uses.
 The corpus embeddings go to --embeddings (default: next to --out, `<out stem>.embeddings/`), so an interrupted
 evaluation resumes from its finished shards and the same folder serves `lead-dist search` and `mine` later.
 """
@@ -14,15 +16,15 @@ import json
 import time
 from pathlib import Path
 
-from lead_dist.retrieval.dist import init_from_env
-from lead_dist.retrieval.encode import encode_queries
-from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
+from lead_dist.distributed import init_from_env
+from lead_dist.retrieval.evaluate import evaluate_passages
+from lead_dist.retrieval.metrics import DEFAULT_HIT_KS
 from lead_dist.retrieval.runfile import write_run
-from lead_dist.retrieval.search import check_compatible, search_folder
-from lead_dist.retrieval.sources import InputReport, check_inputs, load_beir_split
-from lead_dist.retrieval.store import empty_passages, encode_to_folder, iter_shards, read_manifest
+from lead_dist.retrieval.search import check_compatible
+from lead_dist.retrieval.sources import load_beir_split
+from lead_dist.retrieval.store import empty_passages, encode_to_folder, passage_ids, rank_shards, read_manifest
 from lead_dist.retrieval.text_encoder import load_text_encoder
-from lead_dist.retrieval.verbs.common import (
+from lead_dist.verbs.common import (
     add_encoder_arguments,
     add_index_arguments,
     check_positive,
@@ -63,29 +65,23 @@ def run(args: argparse.Namespace) -> int:
     manifest = read_manifest(embeddings)
     check_compatible(manifest, encoder, embeddings)
 
-    corpus_ids = {pid for _vectors, ids in iter_shards(embeddings) for pid in ids}
-    judged, report = check_inputs(split.queries, split.qrels, corpus_ids, InputReport())
-    report.empty_passages = empty_passages(embeddings)
-    qids = sorted(judged)
-    started = time.perf_counter()
-    vectors = encode_queries(
-        encoder, [judged[q] for q in qids], max_length=args.query_max_length, batch_size=args.batch_size,
-        dtype=args.dtype,
+    scored = evaluate_passages(
+        encoder, split.queries, split.qrels, rank_shards(embeddings, rank, world),
+        corpus_ids=passage_ids(embeddings), empty_passages=empty_passages(embeddings), k=args.top_k,
+        query_max_length=args.query_max_length, query_batch_size=args.batch_size, dtype=args.dtype,
+        relevance_threshold=args.relevance_threshold, hit_ks=args.hit_k, world=world,
+        index_options=index_options(args, device),
     )  # fmt: skip
-    result = search_folder(embeddings, vectors, args.top_k, rank=rank, world=world, **index_options(args, device))
-    search_s = time.perf_counter() - started
     if rank != 0:
         return 0
-    run_ = result.as_run(qids)
     if args.run_out:
-        write_run(run_, args.run_out)
-    scored = score_run(run_, split.qrels, relevance_threshold=args.relevance_threshold, hit_ks=args.hit_k)
+        write_run(scored["run"], args.run_out)
     results = {
         "metrics": scored["metrics"],
         "num_queries": scored["num_queries"],
         "judged_queries_without_results": scored["judged_queries_without_results"],
         "relevance_threshold": args.relevance_threshold,
-        "input_report": report.as_dict(),
+        "input_report": scored["input_report"],
         "settings": {
             "model": str(args.model), "fingerprint": encoder.fingerprint, "data": str(args.data),
             "split": args.split, "top_k": args.top_k, "query_max_length": args.query_max_length,
@@ -95,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         "timings": {
             "encode_s_rank0": encode_s, "shards_skipped_rank0": encoded["skipped"],
             "passages_per_s_rank0": encoded["encoded"] / encoded["seconds"] if encoded["seconds"] else None,
-            "query_encode_and_search_s": search_s,
+            "query_encode_and_search_s": scored["timings"]["encode_queries_s"] + scored["timings"]["search_s"],
         },
         "per_query": scored["per_query"],
     }  # fmt: skip

@@ -14,9 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-from lead_dist.retrieval.mine import mine_negatives, negatives_as_run, parse_depth
-from lead_dist.retrieval.runfile import read_run, write_run
-from lead_dist.retrieval.sources import read_qrels
+from lead_dist.data.readers.qrels import read_qrels
+from lead_dist.data.readers.trec_run import parse_depth, read_run
+from lead_dist.retrieval.mine import mine_negatives, negatives_as_run
+from lead_dist.retrieval.runfile import write_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,17 +41,18 @@ def run(args: argparse.Namespace) -> int:
         qrels_path = Path(args.input) / "qrels" / f"{args.split}.tsv"
     else:
         raise ValueError("--format msmarco needs --qrels (the qrels of the split the run was made for)")
-    report = mine_negatives(read_run(args.run), read_qrels(qrels_path), depth, min_relevance=args.min_relevance)
+    run = read_run(args.run)
+    report = mine_negatives(run, read_qrels(qrels_path), depth, min_relevance=args.min_relevance)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     negatives_file = out / "negatives.trec"
-    write_run(negatives_as_run(report, read_run(args.run)), negatives_file, tag="mined")
+    write_run(negatives_as_run(report, run), negatives_file, tag="mined")
     summary = {**report.as_dict(), "depth": list(depth), "run": str(args.run), "qrels": str(qrels_path)}
     (out / "mining_report.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
     if args.negatives_only:
         return 0
-    from lead_dist.data import prepare
+    from lead_dist.verbs import prepare
 
     prepare_args = ["--format", args.format, "--input", args.input, "--split", args.split, "--out", str(out),
                     "--negatives-run", str(negatives_file), "--depth", f"1:{depth[1] - depth[0] + 1}",

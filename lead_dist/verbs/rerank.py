@@ -15,14 +15,16 @@ import argparse
 import json
 from pathlib import Path
 
+from lead_dist.config.schema import KINDS
+from lead_dist.data.readers.trec_run import read_run
+from lead_dist.distributed import all_gather_objects, contiguous_share, init_from_env
 from lead_dist.models.factory import load_model
-from lead_dist.retrieval.dist import all_gather_objects, contiguous_share, init_from_env
 from lead_dist.retrieval.encode import Throughput
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
 from lead_dist.retrieval.rerank import RerankInputs, candidates_from_run, rerank
-from lead_dist.retrieval.runfile import read_run, write_run
-from lead_dist.retrieval.sources import InputReport, check_inputs, iter_corpus, load_beir_split
-from lead_dist.retrieval.verbs.common import add_encoder_arguments, check_positive, pick_device
+from lead_dist.retrieval.runfile import write_run
+from lead_dist.retrieval.sources import InputReport, check_inputs, load_beir_split, read_corpus_subset
+from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="TREC run whose top documents are re-ranked (a name torchrun does not swallow, unlike --run)",
     )
-    parser.add_argument("--kind", choices=("de", "cb", "ce"), help="model kind (default: the folder's lead_dist.json)")
+    parser.add_argument("--kind", choices=KINDS, help="model kind (default: the folder's lead_dist.json)")
     parser.add_argument("--depth", type=int, default=100, help="documents re-ranked per query (default 100)")
     parser.add_argument("--out", required=True, help="results JSON to write")
     parser.add_argument("--run-out", help="also write the re-ranked TREC run here")
@@ -61,34 +63,26 @@ def run(args: argparse.Namespace) -> int:
     split = load_beir_split(args.data, args.split)
     first_stage = read_run(args.first_stage)
 
-    corpus_ids: set[str] = set()
     judged, _ = check_inputs(split.queries, split.qrels, None)  # counted again below, with the corpus ids
     qids = sorted(judged)
     share = [qids[i] for i in contiguous_share(len(qids), rank, world)]
     candidates = candidates_from_run(first_stage, args.depth, share)
     wanted = {docid for docids in candidates.values() for docid in docids}
-    passages: dict[str, dict[str, str]] = {}
-    empty_passages = 0
-    for record in iter_corpus(split.corpus_path):
-        corpus_ids.add(record["id"])
-        if not (record["title"].strip() or record["text"].strip()):
-            empty_passages += 1
-        if record["id"] in wanted:
-            passages[record["id"]] = {"title": record["title"], "text": record["text"]}
-    missing = sorted(wanted - corpus_ids)
+    corpus = read_corpus_subset(split.corpus_path, wanted)
+    missing = sorted(wanted - corpus.ids)
     if missing:
         raise SystemExit(
             f"lead-dist rerank: {args.first_stage} names {len(missing)} documents that {split.corpus_path} lacks, e.g. "
             f"{missing[:5]}: was the run made on another corpus?"
         )
-    _judged, report = check_inputs(split.queries, split.qrels, corpus_ids, InputReport())
-    report.empty_passages = empty_passages
+    _judged, report = check_inputs(split.queries, split.qrels, corpus.ids, InputReport())
+    report.empty_passages = corpus.empty_passages
     absent_from_run = [qid for qid in share if not candidates[qid]]  # they count 0 in every metric
 
-    work = sum(len(c) for c in candidates.values()) if model.kind == "ce" else len(passages)
+    work = sum(len(c) for c in candidates.values()) if model.kind == "ce" else len(corpus.passages)
     meter = Throughput(work, f"rerank rank {rank} ({model.kind})", enabled=not args.quiet)
     local_run, timings = rerank(
-        model, RerankInputs(judged, candidates, passages), query_max_length=args.query_max_length,
+        model, RerankInputs(judged, candidates, corpus.passages), query_max_length=args.query_max_length,
         passage_max_length=args.passage_max_length, batch_size=args.batch_size, dtype=args.dtype, progress=meter,
     )  # fmt: skip
     gathered = all_gather_objects((local_run, timings, absent_from_run))

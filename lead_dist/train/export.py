@@ -24,11 +24,15 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lead_dist.atomic import replace_dir
 from lead_dist.distributed import unwrap
+
+if TYPE_CHECKING:
+    from lead_dist.train.setup import Trainee
 
 ROLES = ("student", "teacher", "model")
 
@@ -87,3 +91,13 @@ def export_model(model: torch.nn.Module, path: str | Path, *, is_main: bool = Tr
             finally:
                 inner.train(was_training)
     return final
+
+
+def export_trained(trainees: dict[str, Trainee], output_dir: str | Path, *, is_main: bool) -> dict[str, str]:
+    """Export every trained model of a run to `export_dir(output_dir, name)`; call on every rank (ZeRO-3 gathers).
+    Returns {name: folder}."""
+    return {
+        name: str(export_model(trainee.model, export_dir(output_dir, name), is_main=is_main))
+        for name, trainee in trainees.items()
+        if trainee.trained
+    }

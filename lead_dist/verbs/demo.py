@@ -47,7 +47,7 @@ def _evaluate(model_dir: Path, data_dir: Path, out: Path, config) -> dict[str, f
 
 def _initial_student(config, folder: Path) -> Path:
     """The student before training, exactly as the trainer initialises it (same config section, same seed)."""
-    from lead_dist.train.models_from_config import build_models
+    from lead_dist.train.setup import build_models
 
     models = build_models(config)
     models["student"].save(folder)

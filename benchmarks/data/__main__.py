@@ -1,6 +1,6 @@
 """Data pipeline throughput on SciFact: prepare, stream, collate, against the raw tokenizer as the ceiling.
 
-    HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false .venv/bin/python -m benchmarks.data   (or benchmarks/data.py)
+    HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false .venv/bin/python -m benchmarks.data
     (options: --data DIR --repeats N --rounds N --batch-size B --query-max-length L --passage-max-length L
      --workers 0 1 2 --results-dir DIR --scale-sizes N ... --scale-queries Q --scale-run-depth D --scale-dir DIR
      --url-passages N --url-rounds R)
@@ -21,7 +21,7 @@ shared machine hits all of them alike; ratios to the ceiling are taken per round
 SciFact train has no negative source, so every example is one query and one passage; a run with n negatives
 tokenizes 1 + n passages per example.
 
-At scale (benchmarks/data_at_scale.py, synthetic BEIR-layout data with queries, qrels and a TREC negatives run):
+At scale (benchmarks/data/at_scale.py, synthetic BEIR-layout data with queries, qrels and a TREC negatives run):
 - `prepare_scaling`: `lead-dist prepare` on 100k, 1M and 4M passages (`--scale-sizes`), each in a fresh process:
   peak RSS and passages/s; `prepare_rss_4m_over_100k` is the ratio of the peaks (goal <= 1.5). The 4M corpus is
   about 9 GB on disk with its outputs (`--scale-dir` picks the disk; everything is deleted after each size) and
@@ -46,10 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as `python benchmarks/data.py`: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     BarPanel,
     interleaved_rounds,
     load_average,
@@ -424,10 +421,10 @@ def measure_tokenizing(shards: Path, batches: list[list[dict]], args: argparse.N
 
 
 def measure_at_scale(args: argparse.Namespace) -> dict[str, Any]:
-    """The URL streaming run and the prepare scaling run (benchmarks/data_at_scale.py), with their headline keys."""
+    """The URL streaming run and the prepare scaling run (benchmarks/data/at_scale.py), with their headline keys."""
     import tempfile
 
-    from benchmarks.data_at_scale import measure_scaling, measure_url_streaming
+    from benchmarks.data.at_scale import measure_scaling, measure_url_streaming
 
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="lead_dist_bench_url_", dir=args.scale_dir) as tmp:

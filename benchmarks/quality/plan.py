@@ -16,7 +16,7 @@ import yaml
 
 from lead_dist.config import KINDS as TEACHER_KINDS
 
-# What a grid may change in a recipe. Paths and the seed are set by the script itself (see quality.py).
+# What a grid may change in a recipe. Paths and the seed are set by the script itself (see benchmarks/quality/__main__.py).
 ALLOWED_OVERRIDES = frozenset(
     {
         "train.max_steps",

@@ -7,12 +7,12 @@
 One run measures (benchmarks/results/throughput.json + .png):
 * every grid cell (size x dtype x contrastive | response | LEAD x DE/CB/CE teacher x frozen/joint): examples/s,
   tokens/s, the step's peak RSS and its increase, FLOPs (lead_dist.train.flops) and MFU against the matmul peak
-  measured in this run for the same dtype (`throughput_setup.py` drives the loop's engines and objective);
+  measured in this run for the same dtype (`grid.py`: each cell's step is the loop's `lead_dist.train.step.run_step`);
 * the peer, a sentence-transformers MNRL step on the same student, batch, lengths, threads and dtype
   (`contrastive_vs_st` = lead_dist contrastive examples/s over the peer's, per round, median);
 * LEAD's overhead (`lead_over_response` = LEAD step time over the response step time, same teacher);
 * 1 against 2 processes at the same global batch, and the per-rank memory of a 24-layer teacher under DDP,
-  ZeRO-2 and ZeRO-3 (`throughput_launch.py`, real `lead-dist train` loops under torchrun).
+  ZeRO-2 and ZeRO-3 (`launch.py`, real `lead-dist train` loops under torchrun).
 Every timed cell runs once per round, all cells in turn (the first step of each is a warm-up and is not timed), so
 load from other users of the shared machine hits every cell alike; ratios are taken within a round.
 """
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from benchmarks import common
-from benchmarks.throughput_report import GOALS, goal_status, write_outputs
+from benchmarks.throughput.report import GOALS, goal_status, write_outputs
 
 DTYPES = {"fp32": "no", "bf16": "bf16"}
 
@@ -62,7 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.name = "throughput_quick" if args.quick else "throughput"
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    from benchmarks.throughput_setup import SIZES
+    from benchmarks.throughput.grid import SIZES
 
     for key, values, valid in (("--sizes", args.sizes, SIZES), ("--dtypes", args.dtypes, DTYPES)):
         unknown = [v for v in values if v not in valid]
@@ -79,9 +79,9 @@ def _median_ratio(numerators: list[float], denominators: list[float]) -> float:
 
 def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, float]) -> dict[str, Any]:
     """The grid of one model size: every cell and the peer, warmed up, memory-sampled, then timed round by round."""
-    from benchmarks.throughput_peer import PeerStep
-    from benchmarks.throughput_rss import measure_step_memory, state_gib
-    from benchmarks.throughput_setup import SIZES, build_models, make_variants, scifact_examples
+    from benchmarks.throughput.grid import SIZES, build_models, make_variants, scifact_examples
+    from benchmarks.throughput.memory import measure_step_memory, state_gib
+    from benchmarks.throughput.peer import PeerStep
 
     spec = SIZES[size]
     models = build_models(spec)
@@ -162,7 +162,7 @@ def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, flo
 def profile_misses(per_size: dict[str, Any], goals: dict[str, Any], per_goal: int = 2) -> dict[str, Any]:
     """For the worst `per_goal` misses of each goal and size: the phases of the cells compared and the top
     operators of each. An MFU miss is profiled on the contrastive cell (the student alone) of that size and dtype."""
-    from benchmarks.throughput_profile import phases, top_operators
+    from benchmarks.throughput.phases import phases, top_operators
 
     profiles: dict[str, Any] = {}
     for goal, status in goals.items():
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     launches: dict[str, Any] = {}
     if not args.no_launch:
-        from benchmarks.throughput_launch import large_teacher_memory, prepare_demo_shards, scaling
+        from benchmarks.throughput.launch import large_teacher_memory, prepare_demo_shards, scaling
 
         with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
             shards = prepare_demo_shards(Path(tmp))

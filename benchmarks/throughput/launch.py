@@ -3,10 +3,10 @@
 * scaling: the same global batch on 1 process (2 threads, and 1 thread) and on 2 processes (1 thread each); rounds
   alternate the launches so a change of load hits them alike.
 * large teacher: peak memory per rank of a 24-layer BERT-large-shaped teacher trained jointly with a 6-layer
-  student on 2 processes under DDP, ZeRO-2 and ZeRO-3 (launch/deepspeed JSONs), config in benchmarks/configs.
+  student on 2 processes under DDP, ZeRO-2 and ZeRO-3 (launch/deepspeed JSONs), config in benchmarks/throughput/configs.
 
 Each run writes the loop's own log.jsonl (step times, examples and tokens per second, MFU against the peak the loop
-measures) and one result file per rank from `throughput_worker.py` (world size, peak RSS). The world size every
+measures) and one result file per rank from `worker.py` (world size, peak RSS). The world size every
 rank reports is checked against the number of processes launched: a launch that silently ran one process fails.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 from benchmarks.common import REPO_ROOT, load_average, log
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-WORKER = Path(__file__).resolve().parent / "throughput_worker.py"
+WORKER = "benchmarks.throughput.worker"  # run as a module from the repository root
 CORES = 2  # the build machine's cores: 1 process x 2 threads against 2 processes x 1 thread
 
 
@@ -101,7 +101,7 @@ def run_training(
     prefix = run_dir / "result"
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-    command += ["--master_port", str(_free_port()), str(WORKER), str(config), str(prefix)]
+    command += ["--master_port", str(_free_port()), "-m", WORKER, str(config), str(prefix)]
     command += [f"output_dir={run_dir / 'out'}", *overrides]
     load, start = load_average(), time.perf_counter()
     with open(run_dir / "stderr.txt", "w") as stderr:

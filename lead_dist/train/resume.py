@@ -1,6 +1,19 @@
-"""What goes inside a checkpoint besides the directory protocol of `checkpoint.py`: every RNG of a rank, plain
-module / optimizer / scheduler state, and weights-only loading of DeepSpeed's shards. Everything here is loaded
-with `torch.load(weights_only=True)`. torch and numpy are imported inside the functions (see checkpoint.py).
+"""What is in a checkpoint? Everything a resume needs, written into the atomic directory of `checkpoint.py`:
+
+    step-000100/
+      COMPLETE, train_state.json   the directory protocol and TrainState (checkpoint.py): step, data cursor, counters
+      rng-rank00000.pt ...         every RNG of each rank (python, numpy, torch CPU, CUDA), tensors and ints only
+      student.safetensors          a trained model's weights          } plain module or DDP (main process writes)
+      student-optimizer.pt         its AdamW state                    }
+      student/                     or: its DeepSpeed checkpoint (tag = the model's name; ZeRO shards of every rank)
+      student-schedule.pt          its LR schedule (either engine)
+      teacher...                   the same for a trained teacher ("model..." in the warm-up stage)
+      grad-scaler.pt               the fp16 GradScaler, when there is one
+
+A frozen teacher is rebuilt from its config, never saved. The layer pairs are a pure function of (seed, step), so
+nothing about them is stored. Everything here is loaded with `torch.load(weights_only=True)`, DeepSpeed's shards
+included (`weights_only_deepspeed_loading`). `save_checkpoint` writes one checkpoint on every rank, `restore` is the
+loop's resume (or, without one, its seeding). torch and numpy are imported inside the functions (see checkpoint.py).
 """
 
 from __future__ import annotations
@@ -10,8 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lead_dist.train import checkpoint
+
 if TYPE_CHECKING:
     import torch
+
+    from lead_dist.train.faults import TestHooks
+    from lead_dist.train.setup import Run, Trainee
 
 
 def rng_file(rank: int) -> str:
@@ -166,3 +184,86 @@ def load_object_state(obj: Any, path: str | Path) -> None:
     import torch
 
     obj.load_state_dict(torch.load(Path(path), map_location="cpu", weights_only=True))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the trainees, a whole checkpoint, and the loop's resume
+
+
+def save_trainees(trainees: dict[str, Trainee], directory: Path, *, is_main: bool, scaler: Any = None) -> None:
+    """Write every trained model's weights, optimizer and schedule into `directory` (call on EVERY rank)."""
+    for trainee in trainees.values():
+        if not trainee.trained:
+            continue
+        if trainee.engine is not None:
+            # Each rank writes its ZeRO partition (weights, optimizer); DeepSpeed synchronises inside.
+            trainee.engine.save_checkpoint(str(directory), tag=trainee.name, save_latest=False)
+        elif is_main:
+            save_module_weights(trainee.raw, directory / f"{trainee.name}.safetensors")
+            save_object_state(trainee.optimizer, directory / f"{trainee.name}-optimizer.pt")
+        if is_main:
+            save_object_state(trainee.scheduler, directory / f"{trainee.name}-schedule.pt")
+    if scaler is not None and is_main:
+        save_object_state(scaler, directory / "grad-scaler.pt")
+
+
+def load_trainees(trainees: dict[str, Trainee], directory: Path, scaler: Any = None) -> None:
+    """Inverse of `save_trainees`, on every rank."""
+    for trainee in trainees.values():
+        if not trainee.trained:
+            continue
+        if trainee.engine is not None:
+            weights_only_deepspeed_loading(trainee.engine)  # DeepSpeed's own loader would unpickle anything
+            path, _client = trainee.engine.load_checkpoint(
+                str(directory), tag=trainee.name, load_optimizer_states=True, load_lr_scheduler_states=False
+            )
+            if path is None:
+                raise FileNotFoundError(
+                    f"{directory}: no DeepSpeed checkpoint of the {trainee.name} (tag {trainee.name})"
+                )
+        else:
+            load_module_weights(trainee.raw, directory / f"{trainee.name}.safetensors")
+            load_object_state(trainee.optimizer, directory / f"{trainee.name}-optimizer.pt")
+        load_object_state(trainee.scheduler, directory / f"{trainee.name}-schedule.pt")
+    if scaler is not None:
+        load_object_state(scaler, directory / "grad-scaler.pt")
+
+
+def save_checkpoint(run: Run, state: checkpoint.TrainState, hooks: TestHooks) -> Path | None:
+    """One atomic checkpoint of everything, on every rank (see train/checkpoint.py for the protocol and its two
+    barriers). Returns the committed directory on the main process, None elsewhere."""
+    accelerator, out = run.accelerator, run.out
+    final = None
+    with checkpoint.atomic_checkpoint_dir(out, state.step, is_main=run.is_main, token=str(state.step)) as tmp:
+        save_trainees(run.trainees, tmp, is_main=run.is_main, scaler=run.scaler)
+        if run.is_main:
+            checkpoint.save_train_state(tmp, state)
+        save_rng_state(tmp, rank=run.rank)
+        hooks.pause_in_save(state.step)  # a test kills the run here, mid-write
+        accelerator.wait_for_everyone()  # every rank's files are on disk before the main process commits
+    accelerator.wait_for_everyone()  # nobody prunes or reads before the rename is done
+    if run.is_main:
+        checkpoint.keep_last(out, run.config.train.keep_last)
+        final = out / checkpoint.checkpoint_name(state.step)
+    return final
+
+
+def restore(run: Run, resume: str | None) -> tuple[checkpoint.TrainState, Path | None]:
+    """The loop's start: the state of the checkpoint `resume` names (`latest`, a directory, or None for a fresh
+    start), with the trainees, the data cursor and every RNG of this rank restored; or a fresh state with this
+    rank's dropout stream seeded. Every rank reads the same committed checkpoint (stale temp dirs are cleared first
+    by the main process). Returns the state and the directory resumed from (None for a fresh start)."""
+    import torch
+
+    if run.is_main:
+        checkpoint.clean_incomplete(run.out)
+    run.accelerator.wait_for_everyone()
+    resumed_from = checkpoint.resolve_resume(run.out, resume)
+    if resumed_from is None:
+        torch.manual_seed(run.config.seed + run.rank)  # each rank its own dropout stream
+        return checkpoint.TrainState(), None
+    load_trainees(run.trainees, resumed_from, scaler=run.scaler)
+    state = checkpoint.load_train_state(resumed_from)
+    run.stream.load_state_dict(state.data)
+    load_rng_state(resumed_from, rank=run.rank)
+    return state, resumed_from

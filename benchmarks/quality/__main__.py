@@ -1,8 +1,8 @@
 """Quality benchmark on SciFact: does LEAD beat response-based distillation, and by how much? (issue 6, part 2)
 
-    .venv/bin/python benchmarks/quality.py --quick       # reduced grid: 30 min on the 2-core machine at load 4
-    .venv/bin/python benchmarks/quality.py               # the full grid (configs/scifact/bench/grid.yaml)
-    .venv/bin/python benchmarks/quality.py --dry-run     # print the lead-dist commands, run nothing
+    .venv/bin/python -m benchmarks.quality --quick       # reduced grid: 30 min on the 2-core machine at load 4
+    .venv/bin/python -m benchmarks.quality               # the full grid (configs/scifact/bench/grid.yaml)
+    .venv/bin/python -m benchmarks.quality --dry-run     # print the lead-dist commands, run nothing
 
 The script only orchestrates the `lead-dist` verbs a user has, following the reference pipeline at small scale:
 prepare SciFact train -> warm up a DE teacher from the packaged all-MiniLM-L6-v2 -> evaluate it on SciFact test
@@ -27,11 +27,10 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO_ROOT, RESULTS_DIR, log, machine, package_versions, write_json  # noqa: E402
-from quality_plan import Dataset, Plan, PlanError, load_plan, reductions  # noqa: E402
-from quality_report import build_payload, markdown_table, write_chart  # noqa: E402
-from quality_steps import StepFailed, StepRunner  # noqa: E402
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, log, machine, package_versions, write_json
+from benchmarks.quality.plan import Dataset, Plan, PlanError, load_plan, reductions
+from benchmarks.quality.report import build_payload, markdown_table, write_chart
+from benchmarks.quality.steps import StepFailed, StepRunner
 
 DEFAULT_GRID_FILE = REPO_ROOT / "configs" / "scifact" / "bench" / "grid.yaml"
 
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     payload["versions"] = package_versions("torch", "transformers", "accelerate", "faiss-cpu", "lead_dist")
     payload["wall_seconds_this_invocation"] = round(time.perf_counter() - started, 1)
     payload["reduced_from_full"] = reductions(plan, full) if args.grid != "full" else None
-    payload["command"] = "python benchmarks/quality.py " + (
+    payload["command"] = "python -m benchmarks.quality " + (
         "--quick" if args.grid == "quick" else f"--grid {args.grid}"
     )
     name = args.results_name or ("quality" if args.grid == "full" else f"quality_{args.grid}")

@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from common import REPO_ROOT, BarPanel, write_bar_chart
+from benchmarks.common import REPO_ROOT, BarPanel, write_bar_chart
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 # Teacher kinds that are not single-vector retrievers: evaluated by `lead-dist rerank` of the DE teacher's top list.

@@ -1,4 +1,4 @@
-"""The at-scale runs of benchmarks/data.py.
+"""The at-scale runs of `python -m benchmarks.data` (benchmarks/data/).
 
 1. Scaling (`measure_scaling`): `lead-dist prepare` on synthetic BEIR-layout corpora of growing size, each in a
 fresh process, with its peak RSS (from the kernel's accounting of the finished child) and its speed.

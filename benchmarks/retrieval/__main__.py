@@ -1,7 +1,7 @@
 """Retrieval speed: corpus encoding against sentence-transformers, search against a bare matmul + top-k.
 
-    .venv/bin/python benchmarks/retrieval.py                       # SciFact subset, a few minutes on 2 cores
-    .venv/bin/python benchmarks/retrieval.py --passages 5183 --search-corpus 1000000
+    .venv/bin/python -m benchmarks.retrieval                       # SciFact subset, a few minutes on 2 cores
+    .venv/bin/python -m benchmarks.retrieval --passages 5183 --search-corpus 1000000
 
 Encoding: lead_dist's `encode_passages` (length-sorted blocks, dynamic padding, inference mode) and
 sentence-transformers' `SentenceTransformer.encode` on the same model (the packaged all-MiniLM-L6-v2, 256 tokens)
@@ -18,22 +18,19 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, load_average, log, machine, package_versions, rate_summary, write_json  # noqa: E402
+from benchmarks.common import RESULTS_DIR, load_average, log, machine, package_versions, rate_summary, write_json
+from lead_dist.retrieval.encode import encode_passages
+from lead_dist.retrieval.indexes import make_index
+from lead_dist.retrieval.sources import iter_corpus
+from lead_dist.retrieval.text_encoder import load_text_encoder
 
-from lead_dist.retrieval.encode import encode_passages  # noqa: E402
-from lead_dist.retrieval.indexes import make_index  # noqa: E402
-from lead_dist.retrieval.sources import iter_corpus  # noqa: E402
-from lead_dist.retrieval.text_encoder import load_text_encoder  # noqa: E402
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
 
 
 def bench_encode(data: Path, passages: int, repeats: int, batch_size: int, st_batch_size: int) -> dict:
@@ -202,7 +199,7 @@ def main() -> None:
     parser.add_argument("--search-repeats", type=int, default=7, help="search repeats per contender")
     parser.add_argument(
         "--sections", nargs="+", choices=("speed", "memory"), default=["speed", "memory"],
-        help="speed: encode and search speed; memory: peak RSS per rank at scale (retrieval_memory.py); a section "
+        help="speed: encode and search speed; memory: peak RSS per rank at scale (benchmarks/retrieval/memory.py); a section "
         "left out keeps its last results in retrieval.json",
     )  # fmt: skip
     parser.add_argument("--memory-sizes", type=int, nargs="+", default=[200_000, 1_000_000], help="corpus sizes")
@@ -220,7 +217,7 @@ def main() -> None:
             "search": bench_search(args.search_corpus, args.queries, 384, args.k, args.search_repeats),
         })  # fmt: skip
     if "memory" in args.sections:
-        from retrieval_memory import measure_memory
+        from benchmarks.retrieval.memory import measure_memory
 
         started = time.perf_counter()
         results["memory"] = {"machine": machine(), **measure_memory(args.memory_sizes, args.memory_dir, log)}

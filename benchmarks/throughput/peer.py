@@ -11,12 +11,13 @@ global candidates computes on one process.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lead_dist.train import engines
+from lead_dist.train import setup
 
 
 class PeerStep:
@@ -31,7 +32,7 @@ class PeerStep:
         self.model = SentenceTransformer(self._folder.name, device="cpu")
         self.model.train()
         self.loss = MultipleNegativesRankingLoss(self.model, scale=20.0)
-        self.optimizer = engines.make_optimizer(self.model, 5e-5, 0.01)  # the same AdamW groups as lead_dist's
+        self.optimizer = setup.make_optimizer(self.model, 5e-5, 0.01)  # the same AdamW groups as lead_dist's
         self.dtype = dtype
         self.examples = len(examples)
         num_negatives = len(examples[0]["neg_texts"])
@@ -42,6 +43,7 @@ class PeerStep:
         for n in range(num_negatives):  # MNRL's (anchor, positive, negative_1, .., negative_n) columns
             columns.append(self.model.tokenize([e["neg_texts"][n] for e in examples]))
         self.columns = columns
+        self.seconds: dict[str, float] = {}
 
     def tokens(self) -> int:
         return sum(int(c["attention_mask"].sum()) for c in self.columns)
@@ -50,18 +52,24 @@ class PeerStep:
         return [tuple(c["input_ids"].shape) for c in self.columns]  # type: ignore[misc]
 
     def step(self) -> int:
+        """One step; its phase times (as `run_step` names them) are kept in `seconds`."""
         autocast = (
             torch.autocast(device_type="cpu", dtype=torch.bfloat16)
             if self.dtype == "bf16"
             else torch.autocast(device_type="cpu", enabled=False)
         )
+        t0 = time.perf_counter()
         with autocast:
             # The loss copies nothing it is given, so the pre-tokenized columns can be reused every step.
             value = self.loss([dict(c) for c in self.columns], None)
+        t1 = time.perf_counter()
         value.backward()
+        t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 2.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        self.seconds = {"forward_and_loss_s": t1 - t0, "backward_s": t2 - t1, "optimizer_s": t3 - t2}
         return self.examples
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """The throughput benchmark's goals, its JSON + PNG, and the README table.
 
-.venv/bin/python -m benchmarks.throughput_report benchmarks/results/throughput.json   # print the README table
+.venv/bin/python -m benchmarks.throughput.report benchmarks/results/throughput.json   # print the README table
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The memory section of benchmarks/retrieval.py: peak RSS per rank of `lead-dist encode` and `lead-dist search`
+"""The memory section of `python -m benchmarks.retrieval`: peak RSS per rank of `lead-dist encode` and `lead-dist search`
 on synthetic corpora (200k and 1M passages by default) under `torchrun --nproc_per_node 2`, and a linear model of
 it per index kind that extrapolates to MS MARCO (8.8M passages x 768 dims on 8 ranks).
 
@@ -39,7 +39,7 @@ WORLD = 2
 _WRAPPER = """
 import os, sys
 if sys.argv[1] == "--baseline":
-    from lead_dist.retrieval.dist import init_from_env, barrier
+    from lead_dist.distributed import init_from_env, barrier
     from lead_dist.retrieval.text_encoder import load_text_encoder
     init_from_env()
     load_text_encoder(sys.argv[2], "cpu")
@@ -140,7 +140,7 @@ def measure_size(work: Path, model: Path, passages: int, log: Any) -> dict[str, 
 
 
 def _share(count: int, rank: int) -> range:
-    from lead_dist.retrieval.dist import contiguous_share
+    from lead_dist.distributed import contiguous_share
 
     return contiguous_share(count, rank, WORLD)
 

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from rounding import assert_same_ranking
 
 from lead_dist.cli import main as cli_main
 from lead_dist.retrieval.runfile import read_run
@@ -86,8 +87,12 @@ def test_two_ranks_equal_one_rank(tiny_bert_dir, tmp_path):
     run1, run2 = read_run(tmp_path / "r1"), read_run(tmp_path / "r2")
     assert sorted(run1) == [f"q{i}" for i in range(10)]
     for qid in run1:
-        assert [d for d, _ in run2[qid]] == [d for d, _ in run1[qid]]
-        np.testing.assert_allclose([s for _, s in run2[qid]], [s for _, s in run1[qid]], atol=1e-5)
+        scores = [s for _, s in run1[qid]]
+        np.testing.assert_allclose([s for _, s in run2[qid]], scores, atol=1e-5)
+        # Vectors encoded in other batches agree to rounding, not bit for bit: neighbours closer than twice the score
+        # tolerance may trade places (none do in this data: its closest neighbours are 2.8e-4 apart), so the
+        # metrics below are equal.
+        assert_same_ranking([d for d, _ in run1[qid]], [d for d, _ in run2[qid]], scores, 2e-5, qid)
 
     # evaluate end to end: same metrics; bad input counted
     ev = ["--data", str(data), "--split", "test", "--top-k", "20", "--passage-max-length", "48"]

@@ -1,16 +1,17 @@
 """DeepSpeed ZeRO-2 and ZeRO-3, each on the student and on the teacher, reproduce plain DDP (2 real processes).
 
 Both launches start from the same seeded weights and read the same batches, so per-step losses (mean over ranks,
-logged every step) and the exported student must agree to 1e-4 over 5 LEAD steps, with a jointly trained teacher
-and with a frozen teacher served by a ZeRO-3 inference engine. The DeepSpeed JSONs are the shipped ones in
-launch/deepspeed/. DeepSpeed runs under `torchrun` because accelerate's CPU switch silently drops it (ENVIRONMENT.md).
+logged every step) must agree to 1e-4 and the exported student to float32 rounding carried through AdamW
+(tests/rounding.py) over 5 LEAD steps, with a jointly trained teacher and with a frozen teacher served by a ZeRO-3
+inference engine. The DeepSpeed JSONs are the shipped ones in launch/deepspeed/. DeepSpeed runs under `torchrun`
+because accelerate's CPU switch silently drops it (ENVIRONMENT.md).
 """
 
 from __future__ import annotations
 
 import pytest
 import test_train_loop_helpers as helpers
-import torch
+from rounding import assert_adam_runs_agree
 
 pytestmark = pytest.mark.multiprocess
 
@@ -65,6 +66,12 @@ def test_zero_reproduces_ddp(tmp_path, tmp_path_factory, request, student_json, 
     ddp_student = helpers.exported_weights(reference)
     zero_student = helpers.exported_weights(tmp_path / "run")
     assert ddp_student.keys() == zero_student.keys()
-    for name, tensor in ddp_student.items():
-        torch.testing.assert_close(zero_student[name], tensor, atol=1e-4, rtol=0, msg=name)
+    # ZeRO reduces and clips the gradients in other orders than DDP, so they differ by float32 rounding, which
+    # AdamW amplifies where a gradient entry is within rounding of zero (tests/test_train_loop.py, gradient
+    # accumulation). Bounds propagated through the update in tests/rounding.py; a weight's gradient sums one term
+    # per token of the step on both ranks: 2 x (4 x 16 + 16 x 24).
+    learning_rates = [r["lr"]["student"] for r in helpers.step_records(reference)]
+    assert_adam_runs_agree(
+        zero_student, ddp_student, learning_rates, summed_terms=2 * (4 * 16 + 16 * 24), what="student"
+    )
     assert (tmp_path / "run" / "export" / "teacher").is_dir() == teacher_trained

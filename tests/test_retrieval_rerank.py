@@ -64,9 +64,9 @@ def test_de_reranking_everything_equals_exact_search(tiny_bert_dir):
     for qid, (ids, scores) in zip(sorted(queries), zip(exact.doc_ids, exact.scores, strict=True), strict=True):
         # exact search scores cosines; the DE's score multiplies them by its scale
         expected = np.asarray(scores, dtype=np.float64) * model.scale
-        # The two encode the passages in other batches (other padding, other kernels): the vectors' rounding moves a
-        # score by a relative 1e-5 at most, and the cosine of unit vectors in D dimensions rounds by D eps32 however
-        # small it is (tests/rounding.py), hence an absolute term too.
+        # The two encode the passages in other batches (other padding, other kernels): the encoder's rounding is
+        # allowed a relative 1e-5 (its probabilistic size, tests/rounding.py), and the cosine of unit vectors in D
+        # dimensions rounds by up to D eps32 however small it is, hence an absolute term too.
         dot_rounding = model.scale * reorder_bound(model.hidden_size, 1.0)
         np.testing.assert_allclose([s for _, s in reranked[qid]], expected, rtol=1e-5, atol=dot_rounding)
         # Neighbours closer than twice that may trade places (this data has neighbours 1.4e-4 apart at scale 20).

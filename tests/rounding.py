@@ -118,11 +118,21 @@ def adam_step_bound(steps: int, betas: tuple[float, float] = (0.9, 0.999)) -> fl
     return worst
 
 
+R_GRADIENT = 100  # an entry's gradient counts as well above its rounding when its rounding error is below 1 / R
+
+
+def noisy_share(summed_terms: int) -> float:
+    """Share of a gradient's entries whose rounding error may exceed 1 / R of their value, for a gradient summed from n
+    terms without much cancellation: its entries carry about n eps32 of a typical entry, and about 0.8 R n eps32 of
+    them (a Gaussian's density at zero times the width) lie within R such errors of zero."""
+    return 0.8 * R_GRADIENT * summed_terms * EPS32
+
+
 def assert_adam_runs_agree(
     got: Mapping[str, torch.Tensor],
     expected: Mapping[str, torch.Tensor],
     learning_rates: Sequence[float],
-    summed_terms: int,
+    noisy: float,
     what: str = "",
 ) -> None:
     """Weights after the same AdamW steps taken from gradients that differ only by float32 rounding.
@@ -130,26 +140,24 @@ def assert_adam_runs_agree(
     AdamW's step is lr * m_hat / (sqrt(v_hat) + eps), eps = 1e-8: it does not depend on the gradient's scale, so a
     small gradient's rounding is amplified. Where the two runs' gradients differ by a relative r, m_hat and sqrt(v_hat)
     each differ by at most r, so the steps differ by at most 2 r kappa lr (kappa = `adam_step_bound`). For an entry
-    whose gradient is at least R = 100 times the difference, that is 2 / R kappa lr per step: summed over the steps,
-    the `bulk` bound below. An entry whose gradient lies within R times the difference of zero can take any step in
-    [-kappa lr, kappa lr] in either run, so its weights may differ by up to `cap` = 2 kappa sum(lr); such entries are
-    rare. A gradient entry summed from n terms differs between two orders by about n eps32 of a typical entry, so about
-    a fraction 0.8 R n eps32 of a tensor's entries (the density at zero of a Gaussian, times the width) lies that close
-    to zero; at least one is always allowed. A broken computation moves most entries of a tensor, which this still
-    catches; the gradients themselves are compared through the losses and gradient norms of the same runs.
+    whose rounding error stays below 1 / R of its gradient (R = `R_GRADIENT`), that is 2 / R kappa lr per step:
+    summed over the steps, the `bulk` bound below. Any other entry can take any step in [-kappa lr, kappa lr] in
+    either run, so its weights may differ by up to `cap` = 2 kappa sum(lr); a share `noisy` of each tensor's entries
+    may be such entries (at least one is always allowed). A broken computation moves most entries of a tensor by far
+    more than `bulk`, which this still catches; the gradients themselves are compared through the losses and
+    gradient norms of the same runs.
     """
     kappa = adam_step_bound(len(learning_rates))
     total = sum(learning_rates)
     cap = 2 * kappa * total
-    bulk = 2 / 100 * kappa * total
-    fraction = 0.8 * 100 * summed_terms * EPS32
+    bulk = 2 / R_GRADIENT * kappa * total
     assert got.keys() == expected.keys(), what
     for name, tensor in expected.items():
         difference = (got[name].double() - tensor.double()).abs()
         label = f"{what} {name}"
         assert difference.max() <= cap, f"{label}: {difference.max().item():.3e} beyond what any Adam step allows"
         outliers = int((difference > bulk).sum())
-        allowed = max(1, math.ceil(fraction * tensor.numel()))
+        allowed = max(1, math.ceil(noisy * tensor.numel()))
         assert outliers <= allowed, (
             f"{label}: {outliers} of {tensor.numel()} entries differ by more than {bulk:.2e} "
             f"(rounding allows {allowed}; largest difference {difference.max().item():.3e})"

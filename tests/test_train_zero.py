@@ -66,12 +66,12 @@ def test_zero_reproduces_ddp(tmp_path, tmp_path_factory, request, student_json, 
     ddp_student = helpers.exported_weights(reference)
     zero_student = helpers.exported_weights(tmp_path / "run")
     assert ddp_student.keys() == zero_student.keys()
-    # ZeRO reduces and clips the gradients in other orders than DDP, so they differ by float32 rounding, which
-    # AdamW amplifies where a gradient entry is within rounding of zero (tests/test_train_loop.py, gradient
-    # accumulation). Bounds propagated through the update in tests/rounding.py; a weight's gradient sums one term
-    # per token of the step on both ranks: 2 x (4 x 16 + 16 x 24).
+    # ZeRO reduces the gradients in another order than DDP, so they differ by float32 rounding, which AdamW
+    # amplifies where rounding is large against a gradient entry (tests/test_train_loop.py, gradient accumulation;
+    # bounds in tests/rounding.py). Here the student's gradient is what is left of a cancellation: the fresh BERT's
+    # [CLS] vectors have cosines of 0.99999, its scores of about 32 differ by 1e-3 across candidates, and the
+    # gradient's norm is 0.008 (median entry 5e-7). Against float64, float32 moves 10.5% of its entries by more than
+    # 1% and 1.5% by more than 10% (issue 15): a share of 0.2 may be noisy.
     learning_rates = [r["lr"]["student"] for r in helpers.step_records(reference)]
-    assert_adam_runs_agree(
-        zero_student, ddp_student, learning_rates, summed_terms=2 * (4 * 16 + 16 * 24), what="student"
-    )
+    assert_adam_runs_agree(zero_student, ddp_student, learning_rates, noisy=0.2, what="student")
     assert (tmp_path / "run" / "export" / "teacher").is_dir() == teacher_trained

@@ -119,18 +119,6 @@ def machine() -> dict[str, Any]:
     return description
 
 
-def time_repeats(action: Callable[[], Any], repeats: int) -> tuple[list[float], list[Any]]:
-    """Wall seconds of each of `repeats` calls, and what each call returned."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    seconds, outputs = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        outputs.append(action())
-        seconds.append(time.perf_counter() - start)
-    return seconds, outputs
-
-
 def rate_summary(items: Sequence[int], seconds: Sequence[float]) -> dict[str, Any]:
     """Items per second of each repeat, and their median/min/max. The median is the headline: on a shared
     machine one repeat may lose the CPU to another process, which the spread then shows."""
@@ -254,30 +242,13 @@ def _draw_panel(axes: Any, panel: BarPanel) -> None:
 def write_bar_chart(
     name: str, panels: Sequence[BarPanel], *, title: str = "", footnote: str = "", results_dir: Path = RESULTS_DIR
 ) -> Path:
-    """`<results_dir>/<name>.png`: the panels side by side, each its own bar chart."""
+    """`<results_dir>/<name>.png`: the panels side by side, each its own bar chart (one row of `write_bar_grid`,
+    with wider bars)."""
     if not panels:
         raise ValueError("write_bar_chart: expected at least one panel")
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on the build machines
-    import matplotlib.pyplot as plt
-
-    widths = [max(3.0, 0.9 * len(panel.labels) + 1.5) for panel in panels]
-    figure, axes_row = plt.subplots(
-        1, len(panels), figsize=(sum(widths), 5.0), gridspec_kw={"width_ratios": widths}, squeeze=False
+    return write_bar_grid(
+        name, [panels], title=title, footnote=footnote, results_dir=results_dir, row_height=5.0, bar_width=0.9, dpi=120
     )
-    for axes, panel in zip(axes_row[0], panels, strict=True):
-        _draw_panel(axes, panel)
-    if title:
-        figure.suptitle(title, fontsize=11)
-    if footnote:
-        figure.text(0.01, 0.01, footnote, fontsize=7, color="#555555", wrap=True)
-    figure.tight_layout(rect=(0, 0.06 if footnote else 0, 1, 1))
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{name}.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
 
 
 def write_bar_grid(
@@ -288,6 +259,8 @@ def write_bar_grid(
     footnote: str = "",
     results_dir: Path = RESULTS_DIR,
     row_height: float = 4.2,
+    bar_width: float = 0.45,
+    dpi: int = 110,
 ) -> Path:
     """`<results_dir>/<name>.png`: panels in rows (a long row of bars would make one unreadably wide figure).
 
@@ -299,11 +272,10 @@ def write_bar_grid(
     matplotlib.use("Agg")  # no display on the build machines
     import matplotlib.pyplot as plt
 
-    row_widths = [sum(max(3.0, 0.45 * len(p.labels) + 1.5) for p in row) for row in rows]
-    figure = plt.figure(figsize=(max(row_widths), row_height * len(rows)))
+    row_widths = [[max(3.0, bar_width * len(p.labels) + 1.5) for p in row] for row in rows]
+    figure = plt.figure(figsize=(max(sum(widths) for widths in row_widths), row_height * len(rows)))
     grid = figure.add_gridspec(len(rows), 1)
-    for row_index, row in enumerate(rows):
-        widths = [max(3.0, 0.45 * len(p.labels) + 1.5) for p in row]
+    for row_index, (row, widths) in enumerate(zip(rows, row_widths, strict=True)):
         sub = grid[row_index].subgridspec(1, len(row), width_ratios=widths)
         for column, panel in enumerate(row):
             _draw_panel(figure.add_subplot(sub[0, column]), panel)
@@ -311,9 +283,10 @@ def write_bar_grid(
         figure.suptitle(title, fontsize=11)
     if footnote:
         figure.text(0.01, 0.005, footnote, fontsize=7, color="#555555", wrap=True)
-    figure.tight_layout(rect=(0, 0.03 if footnote else 0, 1, 0.98 if title else 1))
+    footnote_space = 0.3 / (row_height * len(rows)) if footnote else 0  # about 0.3 inch, whatever the height
+    figure.tight_layout(rect=(0, footnote_space, 1, 0.98 if title else 1))
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.png"
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return path

@@ -1,7 +1,8 @@
-"""The `lead-dist` command: one verb per pipeline step, each in its own module.
+"""The `lead-dist` command: one verb per pipeline step, each in its own module under lead_dist/verbs/.
 
-A verb module exposes `add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their verb
-runs, so `lead-dist --help` does not pay for torch, transformers or DeepSpeed.
+A verb module exposes `add_arguments(parser)` and `run(args) -> int`: it parses, checks its inputs and calls
+library functions; library modules hold no argparse. Modules are imported only when their verb runs, so
+`lead-dist --help` does not pay for torch, transformers or DeepSpeed.
 """
 
 from __future__ import annotations
@@ -12,18 +13,15 @@ import sys
 
 # verb -> (module, one-line help). Add a verb here when its module lands.
 VERBS: dict[str, tuple[str, str]] = {
-    "prepare": ("lead_dist.data.prepare", "read a retrieval dataset into training/corpus shards + manifest"),
+    "prepare": ("lead_dist.verbs.prepare", "read a retrieval dataset into training/corpus shards + manifest"),
     "split": ("lead_dist.verbs.split", "carve a dev split out of a BEIR train split (never trained on) -> BEIR folder"),
-    "train": ("lead_dist.train.cli", "train a model (warm-up) or distil a student (LEAD) under accelerate launch"),
-    "encode": ("lead_dist.retrieval.verbs.encode", "encode a corpus into resumable embedding shards (per rank)"),
-    "search": ("lead_dist.retrieval.verbs.search", "search embedding shards with a model's queries; TREC run out"),
-    "evaluate": ("lead_dist.retrieval.verbs.evaluate", "encode + search + score a BEIR split (nDCG@10, MRR@10, ...)"),
-    "rerank": (
-        "lead_dist.retrieval.verbs.rerank",
-        "re-rank a first-stage run's top documents with a DE, CB or CE + score",
-    ),
-    "mine": ("lead_dist.retrieval.verbs.mine", "hard negatives from a run (depth range, positives removed) -> shards"),
-    "demo": ("lead_dist.demo", "run the main job on the embedded default data (no download)"),
+    "train": ("lead_dist.verbs.train", "train a model (warm-up) or distil a student (LEAD) under accelerate launch"),
+    "encode": ("lead_dist.verbs.encode", "encode a corpus into resumable embedding shards (per rank)"),
+    "search": ("lead_dist.verbs.search", "search embedding shards with a model's queries; TREC run out"),
+    "evaluate": ("lead_dist.verbs.evaluate", "encode + search + score a BEIR split (nDCG@10, MRR@10, ...)"),
+    "rerank": ("lead_dist.verbs.rerank", "re-rank a first-stage run's top documents with a DE, CB or CE + score"),
+    "mine": ("lead_dist.verbs.mine", "hard negatives from a run (depth range, positives removed) -> shards"),
+    "demo": ("lead_dist.verbs.demo", "run the main job on the embedded default data (no download)"),
 }
 
 

@@ -1,4 +1,8 @@
-"""Rank helpers and the gradient-carrying gather the cross-rank candidate set needs. Imports nothing of ours.
+"""Rank helpers, unwrapping, and the gradient-carrying gather the cross-rank candidate set needs. Imports nothing
+of ours, so training and retrieval share one copy of each helper.
+
+Joining a process group: `init_from_env()` for the retrieval verbs (torchrun / accelerate launch describe the group
+in the environment); the trainer's group is made by accelerate. `rank()` / `world_size()` answer 0 / 1 without one.
 
 Gradient scaling of `gather_with_grad` (open_clip's convention), worked out:
 rank r of N holds B queries and its own candidates x_r; after the gather every rank scores its queries against
@@ -18,11 +22,24 @@ The backward uses all_reduce then slices (gloo has no reduce_scatter); every ran
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["all_reduce_mean", "gather_padded", "gather_with_grad", "is_main", "rank", "world_size"]
+__all__ = [
+    "all_gather_objects",
+    "all_reduce_mean",
+    "barrier",
+    "contiguous_share",
+    "gather_with_grad",
+    "init_from_env",
+    "rank",
+    "unwrap",
+    "world_size",
+]
 
 # Shapes are exchanged as a fixed-length vector so ranks with different tensor ranks still meet in one collective.
 _MAX_DIMS = 8
@@ -42,9 +59,58 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def is_main() -> bool:
-    """True on rank 0 (and in a single process): the one that writes files and logs."""
-    return rank() == 0
+def init_from_env() -> tuple[int, int]:
+    """(rank, world_size); joins the process group a launcher described in the environment (WORLD_SIZE > 1).
+
+    NCCL on the GPU of LOCAL_RANK when CUDA is available, else gloo. Already in a group: that group's answer.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable `obj`, in rank order (just [obj] when alone)."""
+    if not _active():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for when alone)."""
+    if _active():
+        dist.barrier()
+
+
+def contiguous_share(count: int, rank: int, world: int) -> range:
+    """Rank's contiguous slice of `count` items; sizes differ by at most one, earlier ranks take the extra."""
+    base, extra = divmod(count, world)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP / a DeepSpeed engine (`.module`) or torch.compile (`._orig_mod`) wrappers.
+
+    Peels every layer of wrapping (accelerate may compile a DDP-wrapped model). A lead_dist model has no attribute
+    named `module` or `_orig_mod`, so an unwrapped model comes back as it is.
+    """
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):
+            model = model.module
+        else:
+            return model
 
 
 def all_reduce_mean(x: Tensor | float) -> Tensor | float:
@@ -103,7 +169,7 @@ def _gather(t: Tensor, shapes: list[tuple[int, ...]]) -> Tensor:
     if len(trailing) != 1:
         raise ValueError(
             f"gather_with_grad needs the same shape on every rank except dim 0; got per-rank shapes {shapes} "
-            "(use gather_padded to pad a ragged dim)"
+            "(pad a ragged dim first, as ColBERT.pad_tokens does for token length)"
         )
     sizes = [shape[0] for shape in shapes]
     if t.dtype == torch.bool:  # gloo cannot all_gather bool; masks travel as uint8
@@ -119,29 +185,3 @@ def gather_with_grad(t: Tensor) -> Tensor:
     if not _active():
         return t
     return _gather(t, _all_shapes(t))
-
-
-def gather_padded(t: Tensor, dim: int, pad_value: float | int | bool = 0) -> Tensor:
-    """Like gather_with_grad, after padding dimension `dim` (>= 1) with `pad_value` to its longest size over ranks.
-
-    For ColBERT token states [B, T, D] and masks [B, T] whose token length T differs by rank: gather both with the
-    same `dim=1` (states padded with 0, masks with 0 = "token does not count"). Gradients of padding are dropped.
-    """
-    if t.dim() == 0:
-        raise ValueError("gather_padded needs a tensor with at least 2 dims, got a scalar")
-    dim = dim % t.dim()
-    if dim == 0:
-        raise ValueError("gather_padded: dim 0 is the gathered dim and may already differ by rank; pass dim >= 1")
-    if not _active():
-        return t
-    shapes = _all_shapes(t)
-    if len({len(shape) for shape in shapes}) != 1:
-        raise ValueError(f"gather_padded needs tensors of the same number of dims on every rank; got {shapes}")
-    longest = max(shape[dim] for shape in shapes)
-    missing = longest - t.shape[dim]
-    if missing:
-        pad_shape = list(t.shape)
-        pad_shape[dim] = missing
-        t = torch.cat([t, t.new_full(pad_shape, pad_value)], dim=dim)
-    padded_shapes = [tuple(longest if i == dim else n for i, n in enumerate(shape)) for shape in shapes]
-    return _gather(t, padded_shapes)

@@ -1,21 +1,19 @@
-"""The quality protocol's rules (benchmarks/quality_curves.py, quality_summary.py) and the recipes it runs
+"""The quality protocol's rules (benchmarks/quality/curves.py, summary.py) and the recipes it runs
 (configs/scifact/bench/grid.yaml): every method the same steps and batches from the same warmed student, the
 one-key variants really differ by one key, and the summary has exactly the keys issue 16 lists."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from quality_curves import plateau  # noqa: E402
-from quality_plan import load_plan  # noqa: E402
-from quality_summary import SUMMARY_KEYS, build_summary, mean_curve  # noqa: E402
+from benchmarks.quality.curves import plateau
+from benchmarks.quality.plan import load_plan
+from benchmarks.quality.summary import SUMMARY_KEYS, build_summary, mean_curve
 
+REPO = Path(__file__).resolve().parents[1]
 GRID = REPO / "configs" / "scifact" / "bench" / "grid.yaml"
 
 

@@ -1,15 +1,13 @@
 """The quality benchmark's step runner: a finished step is skipped on resume; a changed command or a changed recipe
-file refuses the resume instead of mixing two plans' results (benchmarks/quality_steps.py)."""
+file refuses the resume instead of mixing two plans' results (benchmarks/quality/steps.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from quality_steps import StepFailed, StepRunner  # noqa: E402
+from benchmarks.quality.steps import StepFailed, StepRunner
 
 
 def test_resume_skips_done_steps_and_refuses_changed_commands_or_recipes(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def _train_call(argv: list[str]) -> tuple[str, list[str], str | None] | None:
         return None
     if not rest or rest[0] != "train":
         return None
-    from lead_dist.train.cli import add_arguments
+    from lead_dist.verbs.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -74,7 +74,7 @@ def _train_call(argv: list[str]) -> tuple[str, list[str], str | None] | None:
 
 
 def _check_prepare(argv: list[str]) -> None:
-    from lead_dist.data.prepare import add_arguments
+    from lead_dist.verbs.prepare import add_arguments
 
     parser = argparse.ArgumentParser(prog="lead-dist prepare", exit_on_error=False)
     add_arguments(parser)
@@ -125,12 +125,11 @@ def test_data_preparation_commands_in_the_comments_parse(path: str) -> None:
 @pytest.mark.parametrize("grid", ["quick", "full"])
 def test_benchmark_grid_names_its_script_and_every_run_loads(path: str, grid: str) -> None:
     script = _steps(_first_comment(path))[0]
-    assert script[0].endswith("python") and (REPO / script[1]).is_file(), f"{path}: first line must run a script"
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from quality_plan import load_plan
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    assert script[0].endswith("python") and script[1] == "-m", f"{path}: first line must run a benchmark module"
+    module = REPO / script[2].replace(".", "/")
+    assert (module / "__main__.py").is_file() or module.with_suffix(".py").is_file(), f"{path}: no module {script[2]}"
+    from benchmarks.quality.plan import load_plan
+
     plan = load_plan(path, grid, REPO)
     assert plan.runs, f"{path}: grid {grid} runs nothing"
     overrides = [f"{key}={value}" for key, value in plan.distill_overrides.items()]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from lead_dist.data import prepare as prepare_module
+from lead_dist.verbs import prepare as prepare_verb
 
 
 def write_beir(
@@ -38,9 +39,63 @@ def write_beir(
 
 def prepare_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    prepare_module.add_arguments(parser)
+    prepare_verb.add_arguments(parser)
     return parser.parse_args([str(a) for a in argv])
 
 
 def run_prepare(*argv: str) -> dict:
     return prepare_module.prepare(prepare_args(*argv))
+
+
+class ShardServer:
+    """A real HTTP server (`http.server`) on 127.0.0.1 in a thread, serving `folder`; it records every request
+    path and can misbehave per file: `cut={name: n}` sends the full Content-Length header but only the first half
+    of the file and closes the connection, the first n times the file is asked for.
+
+        with ShardServer(folder) as server:   # server.url = "http://127.0.0.1:PORT"
+            ...
+    """
+
+    def __init__(self, folder: Path, *, cut: dict[str, int] | None = None) -> None:
+        import functools
+        import http.server
+        import socket
+
+        self.requests: list[str] = []
+        self.cuts_left = dict(cut or {})
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                name = self.path.rsplit("/", 1)[-1]
+                server.requests.append(name)
+                if server.cuts_left.get(name, 0) > 0:
+                    server.cuts_left[name] -= 1
+                    data = (Path(folder) / name).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                super().do_GET()
+
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
+        )
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> ShardServer:
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -204,8 +204,3 @@ def test_corrupt_record_is_an_error_naming_the_shard(prepared: Path, tmp_path: P
     for workers in (0, 2):
         with pytest.raises(ShardError, match=r"train-000001\.tar.*checksum mismatch"):  # also from a worker
             list(TrainStream(folder, batch_size=4, num_negatives=1, seed=0, num_workers=workers))
-
-
-def test_collate_runs_inside_the_workers(prepared: Path) -> None:
-    stream = TrainStream(prepared, batch_size=4, num_negatives=2, seed=0, num_workers=2, collate=len)
-    assert list(stream) == [4] * 12

@@ -50,3 +50,40 @@ def test_evaluate_model_equals_brute_force(tiny_bert_dir):
         2,
     )
     assert result["num_queries"] == 6
+
+
+def test_the_evaluate_verb_and_the_hook_give_the_same_result(tiny_bert_dir, tmp_path):
+    """One pipeline: `lead-dist evaluate` (corpus encoded into an embeddings folder) and `evaluate_model` (corpus
+    encoded in memory) share everything after the encoding, and encode the same batches (one shard, fewer than 64
+    queries), so metrics, per-query values and the input report agree exactly."""
+    import json
+
+    from lead_dist.cli import main as cli_main
+    from lead_dist.models import load_model
+
+    rng = random.Random(3)
+    corpus = [
+        {"id": f"d{i}", "title": rng.choice(["", "gene"]), "text": " ".join(rng.choices(WORDS, k=rng.randint(1, 20)))}
+        for i in range(40)
+    ]
+    corpus[7]["title"], corpus[7]["text"] = "", ""
+    queries = {f"q{i}": " ".join(rng.choices(WORDS, k=3)) for i in range(10)}
+    qrels = {f"q{i}": {f"d{rng.randrange(40)}": rng.randint(1, 2), "absent": 1} for i in range(7)}
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": r["id"], **r}) + "\n" for r in corpus))
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (data / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"{q}\t{d}\t{g}\n" for q, docs in qrels.items() for d, g in docs.items())
+    )
+    load_model(tiny_bert_dir, kind="de", pooling="mean", similarity="cos").save(tmp_path / "model")
+
+    args = ["--model", str(tmp_path / "model"), "--data", str(data), "--out", str(tmp_path / "verb.json")]
+    assert cli_main(["evaluate", *args, "--top-k", "10", "--passage-max-length", "32", "--quiet"]) == 0
+    verb = json.loads((tmp_path / "verb.json").read_text())
+    hook = evaluate_model(load_model(tmp_path / "model"), queries, corpus, qrels, k=10, passage_max_length=32)
+    assert verb["metrics"] == hook["metrics"]
+    assert verb["per_query"] == hook["per_query"]
+    assert verb["input_report"] == hook["input_report"]
+    assert (hook["input_report"]["empty_passages"], hook["input_report"]["qrels_docs_absent_from_corpus"]) == (1, 7)

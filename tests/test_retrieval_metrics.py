@@ -8,8 +8,9 @@ import random
 import pytest
 import pytrec_eval
 
+from lead_dist.data.readers.trec_run import read_run
 from lead_dist.retrieval.metrics import METRIC_KEYS, score_run
-from lead_dist.retrieval.runfile import read_run, write_run
+from lead_dist.retrieval.runfile import write_run
 
 # q1: judged d1 (grade 2), d2 (1), d3 (0), d9 (1, never retrieved). Run: d3, d1, d4 (unjudged), d2.
 # q2: one relevant d5, retrieved at rank 11 behind ten unjudged documents.

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from lead_dist.cli import main as cli_main
-from lead_dist.retrieval.mine import mine_negatives, negatives_as_run, parse_depth
+from lead_dist.data.readers.trec_run import parse_depth
+from lead_dist.retrieval.mine import mine_negatives, negatives_as_run
 from lead_dist.retrieval.runfile import write_run
 
 

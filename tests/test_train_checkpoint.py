@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lead_dist.train import checkpoint as ck
-from lead_dist.train import checkpoint_contents as contents
+from lead_dist.train import resume as contents
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -192,7 +192,7 @@ _RESUMER = textwrap.dedent(
     import json, random, sys
     import numpy as np, torch
     from lead_dist.train import checkpoint as ck
-    from lead_dist.train import checkpoint_contents as contents
+    from lead_dist.train import resume as contents
     random.seed(1); np.random.seed(1); torch.manual_seed(1)  # a fresh process's RNGs, different from the run's
     contents.load_rng_state(sys.argv[1], rank=3)
     print(json.dumps({
@@ -228,17 +228,29 @@ def test_train_state_json_round_trip_and_errors(tmp_path: Path) -> None:
     state = ck.TrainState(
         step=120,
         data={"epoch": 2, "position": 17, "seed": 888},
-        layer_selection={"student": [0, 2], "teacher": [3, 7], "drawn_at": 120},
         nonfinite_in_row=1,
         nonfinite_total=4,
         examples_seen=960,
     )
     ck.save_train_state(tmp_path, state)
     assert ck.load_train_state(tmp_path) == state
-    with pytest.raises(TypeError, match="TrainState.extra is not JSON-serialisable"):
-        ck.save_train_state(tmp_path, ck.TrainState(extra={"bad": torch.ones(1)}))
+    with pytest.raises(TypeError, match="TrainState.data is not JSON-serialisable"):
+        ck.save_train_state(tmp_path, ck.TrainState(data={"bad": torch.ones(1)}))
     (tmp_path / ck.TRAIN_STATE_FILE).write_text(json.dumps({"step": 1, "stepz": 2}))
     with pytest.raises(ValueError, match="unknown keys \\['stepz'\\]"):
+        ck.load_train_state(tmp_path)
+
+
+def test_train_state_of_an_earlier_version_still_loads(tmp_path: Path) -> None:
+    """Checkpoints written before `layer_selection` and `extra` were retired hold them empty (nothing ever set them):
+    they resume; a non-empty one is not ours and is refused like any unknown key."""
+    earlier = {"step": 7, "data": {"epoch": 0}, "layer_selection": {}, "nonfinite_in_row": 0, "nonfinite_total": 1}
+    (tmp_path / ck.TRAIN_STATE_FILE).write_text(json.dumps(earlier | {"examples_seen": 56, "extra": {}}))
+    assert ck.load_train_state(tmp_path) == ck.TrainState(
+        step=7, data={"epoch": 0}, nonfinite_total=1, examples_seen=56
+    )
+    (tmp_path / ck.TRAIN_STATE_FILE).write_text(json.dumps(earlier | {"extra": {"note": 1}}))
+    with pytest.raises(ValueError, match="unknown keys \\['extra'\\]"):
         ck.load_train_state(tmp_path)
 
 

@@ -23,7 +23,7 @@ _SCRIPT = textwrap.dedent(
     import torch, deepspeed, torch.distributed as dist
     from deepspeed.runtime.zero.partition_parameters import GatheredParameters
     from lead_dist.models import load_model
-    from lead_dist.train import checkpoint_contents as contents
+    from lead_dist.train import resume as contents
     from lead_dist.train.export import export_model, is_zero3_partitioned
 
     model_dir, work = sys.argv[1], sys.argv[2]

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import test_train_loop_helpers as helpers
-import torch
+from rounding import assert_adam_runs_agree, noisy_share
 
 from lead_dist.config import config_from_dict
 from lead_dist.train.loop import train
@@ -102,10 +102,15 @@ def test_gradient_accumulation_equals_the_larger_batch_when_nothing_crosses_quer
         assert [r["grad_norm"][role] for r in accum] == pytest.approx(norms4, rel=1e-4)
         expected = helpers.exported_weights(results["batch4"], role)
         got = helpers.exported_weights(results["accum2x2"], role)
-        for key, tensor in expected.items():
-            # Adam divides by sqrt(v): on entries whose gradient is near zero, rounding differences of the two
-            # summation orders grow to a few percent of one step (lr 1e-3 / 5e-4), hence 1e-4 and not 1e-7.
-            torch.testing.assert_close(got[key], tensor, atol=1e-4, rtol=0, msg=f"{role} {key}")
+        # The two runs sum each gradient in another order, so their gradients differ by float32 rounding, and AdamW
+        # (a step of lr * m / (sqrt(v) + 1e-8), whatever the gradient's scale) turns that into a whole step's worth
+        # where a gradient entry is within rounding of zero: seen on teacher layer 2 output.dense.weight[42, 15],
+        # gradient 9.3e-10 in one run and 9.5e-9 in the other (against 1.2e-2 in its largest entries), weights
+        # 5e-5 apart after 3 steps here (beyond 1e-4 on the machine of issue 15). Bounds propagated through the
+        # update in tests/rounding.py. A weight's gradient sums one term per token of the step, 4 x 16 + 16 x 24,
+        # so up to 0.43% of the entries may sit that close to zero (0.25% to 0.34% measured against float64).
+        learning_rates = [r["lr"][role] for r in batch4]
+        assert_adam_runs_agree(got, expected, learning_rates, noisy_share(4 * 16 + 16 * 24), what=role)
     losses = [r["loss"]["total"] for r in batch4]
     assert max(losses) - min(losses) > 1e-3, "the models did train"
 

@@ -167,7 +167,7 @@ def test_num_layers_keeps_the_first_blocks_of_a_loaded_model(tiny_bert_dir):
     import torch
 
     from lead_dist.models import load_model
-    from lead_dist.train.models_from_config import build_models
+    from lead_dist.train.setup import build_models
 
     raw = _distill(student={"path": str(tiny_bert_dir), "num_layers": 1}, teacher={"path": str(tiny_bert_dir)})
     models = build_models(config_from_dict(raw))

@@ -10,6 +10,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from rounding import assert_within, colbert_score_bound
 from test_train_objective_cases import (
     CASES,
     NEGATIVES,
@@ -175,8 +176,11 @@ def test_colbert_padding_to_the_longest_rank_leaves_scores_unchanged() -> None:
     )
     final, per_layer = colbert.score(q, joined)
     separate = [colbert.score(q, r) for r in per_rank]
-    torch.testing.assert_close(final, torch.cat([s[0] for s in separate], dim=1), rtol=0, atol=1e-10)
-    torch.testing.assert_close(per_layer, torch.cat([s[1] for s in separate], dim=2), rtol=0, atol=1e-10)
+    # The same token vectors, scored in other shapes (other kernels, other summation orders): equal up to rounding
+    # of the dot products and the query-token sum in the models' dtype (float64 here; tests/rounding.py).
+    final_bound, layers_bound = colbert_score_bound(q, joined)
+    assert_within(final, torch.cat([s[0] for s in separate], dim=1), final_bound, "final")
+    assert_within(per_layer, torch.cat([s[1] for s in separate], dim=2), layers_bound, "layers")
     assert final.shape == (4, 4 * GROUP) and per_layer.shape == (2, 4, 4 * GROUP)
 
 

@@ -15,8 +15,9 @@ from transformers import AutoTokenizer, BertConfig
 
 from lead_dist.config import LeadConfig
 from lead_dist.data import collate_for
+from lead_dist.distributed import unwrap
 from lead_dist.models import model_from_config
-from lead_dist.train.objective import distill_loss, unwrap, warmup_loss
+from lead_dist.train.objective import distill_loss, warmup_loss
 
 WORLD = 2
 QUERIES_PER_RANK = 2

@@ -1,16 +1,17 @@
 """DeepSpeed ZeRO-2 and ZeRO-3, each on the student and on the teacher, reproduce plain DDP (2 real processes).
 
 Both launches start from the same seeded weights and read the same batches, so per-step losses (mean over ranks,
-logged every step) and the exported student must agree to 1e-4 over 5 LEAD steps, with a jointly trained teacher
-and with a frozen teacher served by a ZeRO-3 inference engine. The DeepSpeed JSONs are the shipped ones in
-launch/deepspeed/. DeepSpeed runs under `torchrun` because accelerate's CPU switch silently drops it (ENVIRONMENT.md).
+logged every step) must agree to 1e-4 and the exported student to float32 rounding carried through AdamW
+(tests/rounding.py) over 5 LEAD steps, with a jointly trained teacher and with a frozen teacher served by a ZeRO-3
+inference engine. The DeepSpeed JSONs are the shipped ones in launch/deepspeed/. DeepSpeed runs under `torchrun`
+because accelerate's CPU switch silently drops it (ENVIRONMENT.md).
 """
 
 from __future__ import annotations
 
 import pytest
 import test_train_loop_helpers as helpers
-import torch
+from rounding import assert_adam_runs_agree
 
 pytestmark = pytest.mark.multiprocess
 
@@ -65,6 +66,12 @@ def test_zero_reproduces_ddp(tmp_path, tmp_path_factory, request, student_json, 
     ddp_student = helpers.exported_weights(reference)
     zero_student = helpers.exported_weights(tmp_path / "run")
     assert ddp_student.keys() == zero_student.keys()
-    for name, tensor in ddp_student.items():
-        torch.testing.assert_close(zero_student[name], tensor, atol=1e-4, rtol=0, msg=name)
+    # ZeRO reduces the gradients in another order than DDP, so they differ by float32 rounding, which AdamW
+    # amplifies where rounding is large against a gradient entry (tests/test_train_loop.py, gradient accumulation;
+    # bounds in tests/rounding.py). Here the student's gradient is what is left of a cancellation: the fresh BERT's
+    # [CLS] vectors have cosines of 0.99999, its scores of about 32 differ by 1e-3 across candidates, and the
+    # gradient's norm is 0.008 (median entry 5e-7). Against float64, float32 moves 10.5% of its entries by more than
+    # 1% and 1.5% by more than 10% (issue 15): a share of 0.2 may be noisy.
+    learning_rates = [r["lr"]["student"] for r in helpers.step_records(reference)]
+    assert_adam_runs_agree(zero_student, ddp_student, learning_rates, noisy=0.2, what="student")
     assert (tmp_path / "run" / "export" / "teacher").is_dir() == teacher_trained

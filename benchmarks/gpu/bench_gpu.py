@@ -1,7 +1,9 @@
 """GPU check and throughput of lead_dist in one call (run by benchmarks/gpu/run.sh on a lent H100 / H200).
 
-    python benchmarks/gpu/bench_gpu.py --out OUT/gpu_throughput.json             # on the GPU machine
-    python benchmarks/gpu/bench_gpu.py --dry-run --out /tmp/gpu_dry.json         # here: CPU, tiny shapes
+    python -m benchmarks.gpu.bench_gpu --out OUT/gpu_throughput.json             # on the GPU machine
+    python -m benchmarks.gpu.bench_gpu --dry-run --out /tmp/gpu_dry.json         # here: CPU, tiny shapes
+
+(from the repository root, which is how the GPU machine runs the carried working tree: lead_dist is not installed)
 
 Writes one JSON with:
 * correctness: the LEAD loss of one batch in bf16 autocast against fp32 (relative difference within `--bf16-rtol`),
@@ -9,7 +11,7 @@ Writes one JSON with:
   DeepSpeed (losses of the first steps within tolerance, engine reported by the run as deepspeed-zero2);
 * training throughput and MFU in bf16 of a BERT-base-sized 12-layer teacher (random weights from its config) with
   a 6-layer student cut from it, LEAD with global candidates, passages of 144 tokens and queries of 32, teacher
-  frozen and joint (the loop's engines and objective, as benchmarks/throughput_setup.py drives them);
+  frozen and joint (each step is the loop's `lead_dist.train.step.run_step`, as in benchmarks/throughput);
 * corpus encoding: passages/s of the student and of the teacher (bf16, inference mode, 144 tokens);
 * exact search over 1M x 768 vectors with lead_dist's torch backend (queries/s; top-10 checked against a plain
   full matmul on a sample of queries).
@@ -23,7 +25,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +33,7 @@ from typing import Any
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))  # lead_dist from the carried working tree (not installed on the GPU machine)
+from benchmarks.common import REPO_ROOT, write_json
 
 CARRIED_TOKENIZER = REPO_ROOT / ".cache" / "gpu_wheels" / "minilm_tokenizer"
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
@@ -102,38 +102,24 @@ def random_batch(args: argparse.Namespace, vocab: int, device: torch.device) -> 
 
 
 def make_variant(teacher: Any, student: Any, batch: dict, joint: bool, dtype: str, device: torch.device) -> Any:
-    """A benchmarks.throughput_setup.Variant on `device` (same engines, objective and schedule)."""
-    from benchmarks.throughput_setup import SizeSpec, TrainedState, Variant, run_config
-    from lead_dist.lead import LayerSchedule
+    """A LEAD cell of the throughput grid (benchmarks.throughput.grid) on `device`, K = 3 layer pairs."""
+    from benchmarks.throughput.grid import SizeSpec, TrainedState, make_variant
 
-    k = min(3, student.num_layers)
-    spec = SizeSpec("gpu", None, {}, len(batch["student"]["queries"]["input_ids"]), 0, 32, 144, k)
-    config = run_config(spec, "lead", "de", joint, dtype)
-    shared = TrainedState()
-    trainees = {
-        "student": shared.trainee("student", student, True),
-        "teacher": shared.trainee("teacher", teacher, joint),
-    }
-    schedule = LayerSchedule("random", student.num_layers, teacher.num_layers, k, config.seed, 10)
-    variant = Variant("gpu", dtype, "lead", "de", joint, config, trainees, batch, schedule, spec.batch_size)
-    variant.device = device
-    return variant
+    queries = len(batch["student"]["queries"]["input_ids"])
+    spec = SizeSpec("gpu", None, {}, queries, 0, 32, 144, min(3, student.num_layers))
+    models = {"student": student, "teacher": teacher}
+    return make_variant(spec, "lead", "de", joint, dtype, models, batch, TrainedState(), device)
 
 
 def loss_of(variant: Any, device: torch.device) -> float:
-    """The objective's loss on the batch, no step taken."""
-    from lead_dist.train import engines
-    from lead_dist.train.objective import distill_loss
+    """The objective's loss on the batch as the real step computes it (`step.step_loss`), no step taken."""
+    from lead_dist.train import step
 
     variant.activate()
     for trainee in variant.trainees.values():
         trainee.raw.eval()  # no dropout: both precisions must see the same function
-    layers = variant.schedule.at(0)
-    with torch.no_grad(), engines.autocast(variant.config, device):
-        total, _ = distill_loss(
-            variant.trainees["student"].model, variant.trainees["teacher"].model, variant.batch, layers[0], layers[1],
-            variant.config.lead, teacher_trained=variant.joint, candidates="global", mode="lead",
-        )  # fmt: skip
+    with torch.no_grad(), step.autocast(variant.config, device):
+        total, _ = step.step_loss(variant.config, variant.trainees, variant.batch, variant.schedule.at(0))
     return float(total)
 
 
@@ -176,40 +162,30 @@ def check_zero2(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """`lead-dist train` on 1 process with and without ZeRO-2 from the same seed: the losses of its steps agree.
 
     In fp32 ("no") the two must agree to 1e-3 (the same arithmetic up to reduction order); in bf16 (GPU only) to 5%,
-    since DeepSpeed casts its model to bf16 while the plain path autocasts around fp32 weights."""
-    shards = workdir / "shards"
-    subprocess.run(
-        [sys.executable, "-m", "lead_dist.cli", "prepare", "--format", "demo", "--input", str(workdir / "demo"),
-         "--out", str(shards), "--shards", "2"],
-        check=True, cwd=REPO_ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+    since DeepSpeed casts its model to bf16 while the plain path autocasts around fp32 weights. Each run is the
+    throughput benchmark's launch (benchmarks.throughput.launch: the training loop under torchrun)."""
+    from benchmarks.common import usable_cores
+    from benchmarks.throughput.launch import ENGINES, prepare_demo_shards, run_training
+
+    shards = prepare_demo_shards(workdir)
     config = REPO_ROOT / "benchmarks" / "gpu" / "zero2_check.yaml"
     precisions = {"no": 1e-3} | ({} if args.device == "cpu" else {"bf16": 0.05})  # DeepSpeed's bf16 needs a GPU
     report: dict[str, Any] = {}
     for precision, tolerance in precisions.items():
-        losses, engines_used = {}, {}
-        for name, extra in (
-            ("plain", []),
-            (
-                "zero2",
-                ["student.deepspeed=launch/deepspeed/zero2.json", "teacher.deepspeed=launch/deepspeed/zero2.json"],
-            ),
-        ):
-            out = workdir / f"{precision}-{name}"
-            command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29533"]
-            command += ["-m", "lead_dist.cli", "train", str(config), f"data.train={shards}", f"output_dir={out}"]
-            command += [f"train.mixed_precision={precision}", f"student.tokenizer={args.tokenizer}"]
-            command += [f"teacher.tokenizer={args.tokenizer}", *extra]
+        runs = {}
+        for name in ("plain", "zero2"):
+            overrides = [f"data.train={shards}", f"train.mixed_precision={precision}"]
+            overrides += [f"student.tokenizer={args.tokenizer}", f"teacher.tokenizer={args.tokenizer}"]
+            overrides += ENGINES["zero2"] if name == "zero2" else []
             # Bounded well inside the GPU call's own limit: a hung launch costs this check only, not the whole call.
             try:
-                proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
-            except subprocess.TimeoutExpired:
-                return {**report, "ok": False, "error": f"{precision} {name} run did not finish within 240 s"}
-            if proc.returncode != 0:
-                return {**report, "ok": False, "error": f"{precision} {name} run failed: {proc.stderr[-3000:]}"}
-            records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
-            losses[name] = [r["loss"]["total"] for r in records if "loss" in r and "step_s" in r]
-            engines_used[name] = json.loads((out / "run.json").read_text())["engines"]
+                runs[name] = run_training(config, 1, overrides, workdir, threads=usable_cores(), timeout_s=240)
+            except RuntimeError as exc:
+                return {**report, "ok": False, "error": f"{precision} {name} run failed: {str(exc)[-3000:]}"}
+            if "stopped" in runs[name]:
+                return {**report, "ok": False, "error": f"{precision} {name} run stopped: {runs[name]['stopped']}"}
+        losses = {name: [s["loss"]["total"] for s in run["steps"]] for name, run in runs.items()}
+        engines_used = {name: run["ranks"][0]["engines"] for name, run in runs.items()}
         pairs = list(zip(losses["plain"], losses["zero2"], strict=True))
         worst = max(abs(a - b) / max(abs(a), 1e-12) for a, b in pairs)
         engine_ok = engines_used["zero2"].get("student") == "deepspeed-zero2"
@@ -337,8 +313,7 @@ def profile_frozen_step(teacher: Any, student: Any, batch: dict, device: torch.d
 
 def write_report(report: dict[str, Any], path: str) -> None:
     """Written after every stage, so a call cut off at its time limit still brings back what was measured."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    write_json(Path(path).stem, report, Path(path).parent)
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """GPU check of the retrieval verbs: `lead-dist evaluate` (DE) and `lead-dist rerank` (CB, CE) on the GPU give the
-CPU's results (run by benchmarks/gpu/run.sh after bench_gpu.py; here `--device cpu` compares CPU with CPU).
+CPU's results (run by benchmarks/gpu/run.sh after bench_gpu; here `--device cpu` compares CPU with CPU).
 
-    python benchmarks/gpu/check_retrieval.py --out OUT/gpu_retrieval.json [--device cuda]
+    python -m benchmarks.gpu.check_retrieval --out OUT/gpu_retrieval.json [--device cuda]
 
 Tiny random models (2 layers, 64 wide, the carried MiniLM tokenizer) and a synthetic BEIR folder of 300 passages
 and 30 judged queries, so the check takes seconds. Each verb runs twice through the real CLI, once with
@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))
+from benchmarks.common import REPO_ROOT
+
 CARRIED_TOKENIZER = REPO_ROOT / ".cache" / "gpu_wheels" / "minilm_tokenizer"
 WORDS = "cell protein gene virus dose trial brain mouse risk blood heart lung tumor drug rate wing flow lift".split()
 
@@ -70,7 +70,7 @@ def cli(args: list[str]) -> None:
 
 
 def compare_runs(cpu: Path, other: Path, atol: float) -> dict[str, Any]:
-    from lead_dist.retrieval.runfile import read_run
+    from lead_dist.data.readers.trec_run import read_run
 
     a, b = read_run(cpu), read_run(other)
     worst, overlap = 0.0, []

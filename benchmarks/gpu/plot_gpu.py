@@ -1,6 +1,6 @@
 """Chart of the GPU run's JSON (benchmarks/results/throughput_gpu.json -> throughput_gpu.png), drawn here.
 
-    .venv/bin/python benchmarks/gpu/plot_gpu.py [--json benchmarks/results/throughput_gpu.json]
+    .venv/bin/python -m benchmarks.gpu.plot_gpu [--json benchmarks/results/throughput_gpu.json]
 
 The GPU call brings back only JSON and text; this draws its training throughput and MFU against the 35% goal.
 """
@@ -12,8 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import RESULTS_DIR, BarPanel, write_bar_chart  # noqa: E402
+from benchmarks.common import RESULTS_DIR, BarPanel, write_bar_chart
 
 MFU_GOAL = 0.35
 

@@ -47,5 +47,5 @@ save_file({k: t.float() for k, t in load_file(source / "model.safetensors").item
           metadata={"format": "pt"})
 PY
 if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/nvidia_smi.csv" || true; fi
-"$PYTHON" benchmarks/quality.py --grid gpu --out "$OUT/run" --results-dir "$OUT" --results-name quality_gpu \
+"$PYTHON" -m benchmarks.quality --grid gpu --out "$OUT/run" --results-dir "$OUT" --results-name quality_gpu \
     --base-model "$BASE" --jobs "$JOBS" "$@" 2>&1 | tee "$OUT/quality_gpu.log"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The one GPU call (H100 / H200). Prepare HERE first:   bash benchmarks/gpu/build_wheels.sh
-# then run on the lent machine with the wheel folder carried, e.g. (the session's `run` tool):
+# then run on the lent machine with the wheel folder carried, from the repository root (the benchmarks run as
+# modules, `python -m benchmarks.gpu.bench_gpu`; lead_dist is not installed there), e.g. (the session's `run` tool):
 #     run(command="bash benchmarks/gpu/run.sh", carry=[".cache/gpu_wheels"], timeout_s=540)
 # On the GPU machine it installs the carried wheels into a folder on PYTHONPATH, next to the system
-# torch/transformers/accelerate (no network: --no-index), checks the imports, then runs bench_gpu.py, which writes
-# $OUT/gpu_throughput.json, and check_retrieval.py, which writes $OUT/gpu_retrieval.json
+# torch/transformers/accelerate (no network: --no-index), checks the imports, then runs bench_gpu, which writes
+# $OUT/gpu_throughput.json, and check_retrieval, which writes $OUT/gpu_retrieval.json
 # (copy them to benchmarks/results/throughput_gpu.json and gpu_retrieval.json). Here, to check the script on the CPU:
 #     OUT=/tmp/gpu_dry bash benchmarks/gpu/run.sh --dry-run
 set -euo pipefail
@@ -26,7 +27,7 @@ if ! "$PYTHON" -c 'import deepspeed, webdataset, tensorboard' 2>/dev/null; then
         "$WHEELS"/*.whl
     export PYTHONPATH="$ENV_DIR${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
 "$PYTHON" - <<'PY'
 import accelerate, deepspeed, torch, transformers, webdataset
@@ -37,13 +38,13 @@ PY
 if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/nvidia_smi.csv" || true; fi
 # RUN_BENCH=0 or RUN_RETRIEVAL=0 leaves a part out (e.g. to repeat only the other one within the device budget).
 if [ "${RUN_BENCH:-1}" = 1 ]; then
-    "$PYTHON" benchmarks/gpu/bench_gpu.py --out "$OUT/gpu_throughput.json" --tokenizer "$WHEELS/minilm_tokenizer" "$@" 2>&1 \
+    "$PYTHON" -m benchmarks.gpu.bench_gpu --out "$OUT/gpu_throughput.json" --tokenizer "$WHEELS/minilm_tokenizer" "$@" 2>&1 \
         | tee "$OUT/bench_gpu.log"
 fi
 if [ "${RUN_RETRIEVAL:-1}" = 1 ]; then
     # evaluate (DE) and rerank (CB, CE) on the GPU against the CPU; with --dry-run the CPU against itself
     DEVICE=cuda
     case " $* " in *" --dry-run "*) DEVICE=cpu ;; esac
-    "$PYTHON" benchmarks/gpu/check_retrieval.py --out "$OUT/gpu_retrieval.json" --device "$DEVICE" \
+    "$PYTHON" -m benchmarks.gpu.check_retrieval --out "$OUT/gpu_retrieval.json" --device "$DEVICE" \
         --tokenizer "$WHEELS/minilm_tokenizer" 2>&1 | tee "$OUT/check_retrieval.log"
 fi

@@ -175,9 +175,20 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     return config_from_dict(apply_overrides(raw, overrides), source=str(path) if path else "<overrides>")
 
 
+def fill_defaults(config: Config) -> Config:
+    """The defaults that depend on other keys, filled in place: a distill run's mode is `lead`; a model section's
+    candidate set is `group` for a cross encoder (it scores only the pairs it is given) and `global` otherwise."""
+    if config.stage == "distill" and config.mode is None:
+        config.mode = "lead"
+    for section in (config.student, config.teacher, config.model):
+        if section is not None and section.candidates is None:
+            section.candidates = "group" if section.kind == "ce" else "global"
+    return config
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     try:
-        config = _build(Config, raw, "")
+        config = fill_defaults(_build(Config, raw, ""))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     try:

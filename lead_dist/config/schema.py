@@ -1,4 +1,8 @@
-"""The run configuration's typed sections, their defaults and the allowed values (see the package docstring)."""
+"""The run configuration's typed sections, their defaults and the allowed values: the one schema.
+
+A YAML config has the top-level keys of `Config` and one mapping per section (`data`, `student`, `teacher` or
+`model`, `lead`, `train`); `null` means None. Every config file starts with the command that runs it.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +29,14 @@ STUDENT_ONLY_KEYS = ("from_teacher_layers",)
 TEACHER_ONLY_KEYS = ("trained",)
 
 
-# DeepSpeed zero_optimization keys the trainer fills from the model's hidden size when they say "auto".
-AUTO_ZERO_KEYS = ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold")
+# DeepSpeed zero_optimization keys the trainer fills from the model's hidden size h when they say "auto" (what
+# accelerate would fill from `model.config.hidden_size`, which our models keep on `.backbone`); validation refuses
+# "auto" on any other key.
+AUTO_ZERO_KEYS: dict[str, typing.Callable[[int], int]] = {
+    "reduce_bucket_size": lambda h: h * h,
+    "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
+    "stage3_param_persistence_threshold": lambda h: 10 * h,
+}
 
 
 class ConfigError(ValueError):
@@ -35,26 +45,42 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    train: str | None = None
+    train: str | None = None  # folder of training shards written by `lead-dist prepare` (required)
     num_negatives: int = 3
     query_max_length: int = 32
     passage_max_length: int = 128
     num_workers: int = 0
-    dev: str | None = None
+    dev: str | None = None  # BEIR folder for in-training evaluation (with train.eval_every > 0)
     dev_split: str = "dev"
-    dev_max_queries: int = 200
+    dev_max_queries: int = 200  # the first N judged queries of the split, by id
+    manifest: str | None = None  # with a brace-expanded shard list in `train`: where its manifest.json is
+    retries: int = 3  # per shard behind a URL, for a dropped connection (see lead_dist/data/remote.py)
+    retry_backoff_s: float = 1.0  # wait before retry n (0-based): retry_backoff_s * 2**n
 
 
 @dataclass
 class ModelConfig:
+    """One model section (`student`, `teacher`, or `model` for warm-up).
+
+    The model comes from exactly one source: `path` (a saved folder, a packaged hub id), `from_teacher_layers`
+    (student only: the teacher's first N blocks) or `config` (fresh random weights from BertConfig kwargs, with
+    `tokenizer` naming the tokenizer folder). With `path`, `num_layers: N` keeps only the loaded model's first N
+    blocks (e.g. all-MiniLM-L6-v2's first 3 layers, whatever the teacher). Model options left null (pooling,
+    similarity, scale for a DE; projection_dim, query_augmentation for a ColBERT) take the folder's stored value,
+    else the model's default (a cosine DE: scale 20); options of another kind are an error.
+    `candidates` (teacher and warm-up model): null means `group` for a cross encoder and `global` (every passage
+    of every rank) otherwise, filled at parsing; the student is scored over the teacher's candidate set (contrastive
+    mode without a teacher: global). `trained` (teacher only): false freezes it. `grad_clip: 0` disables clipping.
+    """
+
     path: str | None = None
     from_teacher_layers: int | None = None
     num_layers: int | None = None  # with `path`: keep only the loaded model's first N blocks
     config: dict[str, Any] | None = None
     tokenizer: str | None = None
-    kind: str = "de"
-    pooling: str | None = None
-    similarity: str | None = None
+    kind: str = "de"  # KINDS
+    pooling: str | None = None  # POOLINGS
+    similarity: str | None = None  # SIMILARITIES
     scale: float | None = None
     layer_pooling: str | None = None  # DE: how LEAD's per-layer scores pool (None = as `pooling`)
     layer_similarity: str | None = None  # DE: ... and compare (None = as `similarity`)
@@ -64,9 +90,9 @@ class ModelConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     grad_clip: float = 2.0
-    deepspeed: str | None = None
+    deepspeed: str | None = None  # a DeepSpeed JSON (launch/deepspeed/); batch, accumulation, clipping say "auto"
     trained: bool = True
-    candidates: str | None = None
+    candidates: str | None = None  # CANDIDATES
 
     def model_options(self) -> dict[str, Any]:
         """Keyword options for `lead_dist.models` loaders: only those set, so a folder's stored options (its
@@ -85,9 +111,9 @@ class CoefConfig:
 
 @dataclass
 class LeadConfig:
-    k: int = 5
-    strategy: str = "random"
-    fixed: list[list[int]] | None = None
+    k: int = 5  # layer pairs per step
+    strategy: str = "random"  # STRATEGIES
+    fixed: list[list[int]] | None = None  # strategy fixed: [[student_layer, teacher_layer], ...], k of them
     resample_every: int = 10
     temperature: float = 1.0
     layer_temperature: float = 10.0
@@ -98,25 +124,27 @@ class LeadConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 8
-    max_steps: int = 1000
+    batch_size: int = 8  # queries per rank per micro-batch
+    max_steps: int = 1000  # optimizer steps
     warmup_ratio: float = 0.1
+    # Micro-batches per optimizer step. Accumulation does not add negatives: each micro-batch's queries are scored
+    # against that micro-batch's candidates only (in-batch and cross-rank), never against earlier micro-batches'.
     grad_accum: int = 1
-    mixed_precision: str = "no"
+    mixed_precision: str = "no"  # PRECISIONS
     log_every: int = 10
-    eval_every: int = 0
-    save_every: int = 100
+    eval_every: int = 0  # steps between in-training evaluations on data.dev; 0: none
+    save_every: int = 100  # steps between checkpoints (and the last step); 0: none
     keep_last: int = 3
     max_nonfinite_in_row: int = 5
-    rank_timeout_s: float = 300.0
-    num_epochs: int | None = None
+    rank_timeout_s: float = 300.0  # a collective waiting longer on a dead or stuck rank fails
+    num_epochs: int | None = None  # when set, also stop after this many passes over the data
 
 
 @dataclass
 class Config:
     seed: int = 888
-    stage: str = "distill"
-    mode: str | None = None
+    stage: str = "distill"  # STAGES: warmup (one model, contrastive) | distill (student + teacher)
+    mode: str | None = None  # distill only, MODES; null means lead (filled at parsing); warm-up: leave unset
     output_dir: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
     student: ModelConfig | None = None

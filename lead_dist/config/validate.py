@@ -44,8 +44,6 @@ def _validate_model(name: str, m: ModelConfig) -> None:
     for option in (*DE_OPTION_KEYS, "projection_dim", "query_augmentation"):
         if getattr(m, option) is not None and option not in own[m.kind]:
             raise ConfigError(f"{name}.{option}: not an option of a {m.kind!r} model; remove it")
-    if m.candidates is None:  # a cross encoder can only score its own group; bi-encoders default to the global batch
-        m.candidates = "group" if m.kind == "ce" else "global"
     _one_of(f"{name}.candidates", m.candidates, CANDIDATES)
     sources = [k for k in ("path", "from_teacher_layers", "config") if getattr(m, k) is not None]
     if len(sources) != 1:
@@ -129,7 +127,11 @@ def _validate_deepspeed(name: str, m: ModelConfig, config: Config) -> None:
 
 
 def validate(config: Config) -> None:
-    """Every check that needs no model loaded. Raises ConfigError naming the key and the fix."""
+    """Every check that needs no model loaded. Raises ConfigError naming the key and the fix.
+
+    Reads the config and never changes it: the defaults that depend on other keys (mode, candidates) are filled
+    by `parse.fill_defaults` before this runs.
+    """
     _one_of("stage", config.stage, STAGES)
     if config.stage == "warmup":
         if config.mode is not None:
@@ -142,8 +144,6 @@ def validate(config: Config) -> None:
         _validate_model("model", config.model)
         models = {"model": config.model}
     else:
-        if config.mode is None:
-            config.mode = "lead"
         _one_of("mode", config.mode, MODES)
         if config.model is not None:
             raise ConfigError("model: used by stage warmup only; for distill use 'student' and 'teacher'")
@@ -186,12 +186,16 @@ def validate(config: Config) -> None:
 def _validate_data(config: Config) -> None:
     d = config.data
     if d.train is None:
-        raise ConfigError("data.train: set it to a folder of training shards written by `lead-dist prepare`")
+        raise ConfigError(
+            "data.train: set it to a folder of training shards written by `lead-dist prepare` (or its URL)"
+        )
     _positive("data.num_negatives", d.num_negatives, zero_ok=True)
     _positive("data.query_max_length", d.query_max_length)
     _positive("data.passage_max_length", d.passage_max_length)
     _positive("data.num_workers", d.num_workers, zero_ok=True)
     _positive("data.dev_max_queries", d.dev_max_queries)
+    _positive("data.retries", d.retries, zero_ok=True)
+    _positive("data.retry_backoff_s", d.retry_backoff_s, zero_ok=True)
 
 
 def _validate_train(config: Config) -> None:
@@ -266,8 +270,6 @@ def _validate_engines(config: Config, models: dict[str, ModelConfig]) -> None:
                 f"ZeRO stage 3 (got stage {zero_stage(config.teacher)}); use launch/deepspeed/zero3_inference.json "
                 "or drop teacher.deepspeed"
             )
-    if config.train.grad_accum > 1:
-        pass  # a warning, not an error: the trainer logs that accumulation adds no negatives
 
 
 def validate_depths(config: Config, student_depth: int, teacher_depth: int | None) -> None:

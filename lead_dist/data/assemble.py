@@ -10,6 +10,9 @@ Rules (each drop is listed in the manifest with file, line and reason; shares ar
   split are ignored and counted.
 - examples: one per query with at least one positive. When a negatives source is given, a query left with no
   negative is dropped (so every batch has the same group size), unless keep_without_negatives.
+
+Everything the join holds lives in a `PrepareStore` (an sqlite3 file, see store.py), not in dicts: memory does not
+grow with the corpus. The rules are applied one input record at a time, in input order, as they always were.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 from lead_dist.data.drops import DropLog
 from lead_dist.data.readers.records import Judgement, NegativeList, Passage, Query
+from lead_dist.data.store import PrepareStore
 
 
 @dataclass
@@ -35,47 +39,100 @@ class SourceBundle:
 
 @dataclass
 class Assembled:
-    corpus: dict[str, tuple[str, str]]  # id -> (title, text), in source order
-    queries: dict[str, str]
-    examples: list[dict]  # {"qid", "pos_ids", "neg_ids"}, in order of first positive judgement
-    qrels: list[tuple[str, str, float]]  # every kept judgement of the split, for evaluation
+    store: PrepareStore  # passages, queries, qrels and the kept examples (table `kept`, in order)
+    num_examples: int
     stats: dict[str, int]
     has_negative_source: bool
 
 
-def _load_passages(passages: Iterable[Passage], log: DropLog) -> dict[str, tuple[str, str]]:
-    corpus: dict[str, tuple[str, str]] = {}
+def _load_passages(passages: Iterable[Passage], log: DropLog, store: PrepareStore) -> None:
     for passage in passages:
         log.seen("passages")
-        if passage.id in corpus:
+        empty = not passage.text.strip() and not passage.title.strip()
+        # An empty passage is never stored, so its id is looked up; any other is stored unless its id is taken.
+        duplicate = (
+            store.has_passage(passage.id) if empty else not store.add_passage(passage.id, passage.title, passage.text)
+        )
+        if duplicate:
             log.drop("passages", passage.id, "duplicate passage id (first kept)", passage.source, passage.line)
-        elif not passage.text.strip() and not passage.title.strip():
+        elif empty:
             log.drop("passages", passage.id, "empty title and text", passage.source, passage.line)
-        else:
-            corpus[passage.id] = (passage.title, passage.text)
-    return corpus
 
 
-def _load_queries(queries: Iterable[Query], log: DropLog) -> dict[str, str]:
-    result: dict[str, str] = {}
-    empty: set[str] = set()
+def _load_queries(queries: Iterable[Query], log: DropLog, store: PrepareStore) -> None:
     for query in queries:
         log.seen("queries")
-        if query.id in result or query.id in empty:
+        if store.query_state(query.id) != "unseen":
             log.drop("queries", query.id, "duplicate query id (first kept)", query.source, query.line)
         elif not query.text.strip():
-            empty.add(query.id)
+            store.add_query(query.id, query.text, kept=False)
             log.drop("queries", query.id, "empty query text", query.source, query.line)
         else:
-            result[query.id] = query.text
-    return result
+            store.add_query(query.id, query.text, kept=True)
+
+
+def _join_judgements(
+    judgements: Iterable[Judgement], log: DropLog, store: PrepareStore, stats: dict[str, int], min_relevance: float
+) -> None:
+    for judgement in judgements:
+        log.seen("judgements")
+        qid, pid = judgement.qid, judgement.pid
+        reason = None
+        if store.query_state(qid) != "kept":
+            reason = "query id not in queries (or dropped)"
+        elif not store.has_passage(pid):
+            reason = "passage id not in corpus (or dropped)"
+        elif not store.add_judged_pair(qid, pid):
+            reason = "duplicate judgement (first kept)"
+        if reason:
+            log.drop("judgements", f"{qid}\t{pid}", reason, judgement.source, judgement.line)
+            continue
+        store.add_qrel(qid, pid, judgement.score)
+        if judgement.score >= min_relevance:
+            store.add_positive(qid, pid)
+        else:
+            stats["judgements_below_min_relevance"] += 1
+
+
+def _add_extra_positives(judgements: Iterable[Judgement], store: PrepareStore, stats: dict[str, int]) -> None:
+    for judgement in judgements:
+        qid, pid = judgement.qid, judgement.pid
+        if store.query_state(qid) == "kept" and store.has_passage(pid) and not store.is_positive(qid, pid):
+            store.add_positive(qid, pid)
+            store.add_qrel(qid, pid, judgement.score)
+            stats["positives_added_from_triples"] += 1
+
+
+def _join_negatives(
+    negative_lists: Iterable[NegativeList], log: DropLog, store: PrepareStore, stats: dict[str, int]
+) -> None:
+    for negative_list in negative_lists:
+        qid = negative_list.qid
+        if not store.has_positives(qid):
+            stats["negative_lists_for_queries_without_positives"] += 1
+            continue
+        for pid in negative_list.pids:
+            log.seen("negatives")
+            if not store.has_passage(pid):
+                source, line = negative_list.source, negative_list.line
+                log.drop("negatives", pid, "passage id not in corpus (or dropped)", source, line, qid=qid)
+            elif store.is_positive(qid, pid):
+                stats["negatives_removed_as_positive"] += 1
+            elif not store.add_negative(qid, pid):
+                stats["negatives_duplicates_removed"] += 1
 
 
 def assemble(
-    bundle: SourceBundle, log: DropLog, *, min_relevance: float = 1, keep_without_negatives: bool = False
+    bundle: SourceBundle,
+    log: DropLog,
+    store: PrepareStore,
+    *,
+    min_relevance: float = 1,
+    keep_without_negatives: bool = False,
 ) -> Assembled:
-    corpus = _load_passages(bundle.passages(), log)
-    queries = _load_queries(bundle.queries(), log)
+    """Join the bundle's sources into `store`; the kept examples end up in its table `kept`, in order."""
+    _load_passages(bundle.passages(), log, store)
+    _load_queries(bundle.queries(), log, store)
     stats = {
         "judgements_below_min_relevance": 0,
         "positives_added_from_triples": 0,
@@ -83,84 +140,15 @@ def assemble(
         "negatives_duplicates_removed": 0,
         "negative_lists_for_queries_without_positives": 0,
     }
-    positives: dict[str, list[str]] = {}
-    qrels: list[tuple[str, str, float]] = []
-    seen_pairs: set[tuple[str, str]] = set()
-    for judgement in bundle.judgements():
-        log.seen("judgements")
-        qid, pid = judgement.qid, judgement.pid
-        reason = None
-        if qid not in queries:
-            reason = "query id not in queries (or dropped)"
-        elif pid not in corpus:
-            reason = "passage id not in corpus (or dropped)"
-        elif (qid, pid) in seen_pairs:
-            reason = "duplicate judgement (first kept)"
-        if reason:
-            log.drop("judgements", f"{qid}\t{pid}", reason, judgement.source, judgement.line)
-            continue
-        seen_pairs.add((qid, pid))
-        qrels.append((qid, pid, judgement.score))
-        if judgement.score >= min_relevance:
-            positives.setdefault(qid, []).append(pid)
-        else:
-            stats["judgements_below_min_relevance"] += 1
+    _join_judgements(bundle.judgements(), log, store, stats, min_relevance)
     if bundle.extra_positives is not None:
-        for judgement in bundle.extra_positives():
-            qid, pid = judgement.qid, judgement.pid
-            if qid in queries and pid in corpus and pid not in positives.get(qid, ()):
-                positives.setdefault(qid, []).append(pid)
-                qrels.append((qid, pid, judgement.score))
-                stats["positives_added_from_triples"] += 1
-    negatives: dict[str, list[str]] = {}
+        _add_extra_positives(bundle.extra_positives(), store, stats)
     if bundle.negatives is not None:
-        seen_negatives: dict[str, set[str]] = {}
-        for negative_list in bundle.negatives():
-            qid = negative_list.qid
-            if qid not in positives:
-                stats["negative_lists_for_queries_without_positives"] += 1
-                continue
-            kept = negatives.setdefault(qid, [])
-            already = seen_negatives.setdefault(qid, set())
-            own_positives = set(positives[qid])
-            for pid in negative_list.pids:
-                log.seen("negatives")
-                if pid not in corpus:
-                    log.drop(
-                        "negatives",
-                        pid,
-                        "passage id not in corpus (or dropped)",
-                        negative_list.source,
-                        negative_list.line,
-                        qid=qid,
-                    )
-                elif pid in own_positives:
-                    stats["negatives_removed_as_positive"] += 1
-                elif pid in already:
-                    stats["negatives_duplicates_removed"] += 1
-                else:
-                    already.add(pid)
-                    kept.append(pid)
-    examples = []
-    for qid, pos_ids in positives.items():
+        _join_negatives(bundle.negatives(), log, store, stats)
+    for qid, negatives in store.example_queries():
         log.seen("examples")
-        neg_ids = negatives.get(qid, [])
-        if bundle.negatives is not None and not neg_ids and not keep_without_negatives:
+        if bundle.negatives is not None and negatives == 0 and not keep_without_negatives:
             log.drop("examples", qid, "no negative left after filtering", "(assembled)", 0)
-            continue
-        examples.append({"qid": qid, "pos_ids": pos_ids, "neg_ids": neg_ids})
-    return Assembled(corpus, queries, examples, qrels, stats, bundle.negatives is not None)
-
-
-def materialise(example: dict, queries: dict[str, str], corpus: dict[str, tuple[str, str]]) -> dict:
-    """An example with its texts, as written into a training shard."""
-    return {
-        "qid": example["qid"],
-        "query": queries[example["qid"]],
-        "pos_ids": list(example["pos_ids"]),
-        "pos_titles": [corpus[p][0] for p in example["pos_ids"]],
-        "pos_texts": [corpus[p][1] for p in example["pos_ids"]],
-        "neg_ids": list(example["neg_ids"]),
-        "neg_titles": [corpus[p][0] for p in example["neg_ids"]],
-        "neg_texts": [corpus[p][1] for p in example["neg_ids"]],
-    }
+        else:
+            store.keep_example(qid)
+    return Assembled(store, store.count_kept(), stats, bundle.negatives is not None)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lead_dist.data.manifest import read_manifest
-from lead_dist.data.readers.beir import read_qrels
+from lead_dist.data.readers.qrels import read_qrels
 from lead_dist.data.shards import read_shard
 
 
@@ -29,8 +29,4 @@ def read_eval_queries(folder: str | Path) -> list[dict]:
 
 def read_eval_qrels(folder: str | Path) -> dict[str, dict[str, int]]:
     """{qid: {pid: score}} from the prepared qrels.tsv (scores as integers, as pytrec_eval wants)."""
-    path = Path(folder) / read_manifest(folder)["evaluation"]["qrels"]
-    qrels: dict[str, dict[str, int]] = {}
-    for judgement in read_qrels(path):
-        qrels.setdefault(judgement.qid, {})[judgement.pid] = int(judgement.score)
-    return qrels
+    return read_qrels(Path(folder) / read_manifest(folder)["evaluation"]["qrels"])

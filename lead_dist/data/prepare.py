@@ -10,56 +10,37 @@ qrels, and manifest.json into one folder.
 Without a negative source (SciFact train has none), examples carry empty negative lists and the trainer uses
 in-batch (and cross-rank) negatives only. Training examples are shuffled once (--seed) and split into --shards
 shards whose sizes differ by at most one, so every rank and worker streams an equal share.
+The command line (flags, exit codes) is lead_dist/verbs/prepare.py; `prepare(args)` takes its parsed flags.
+
+Memory does not grow with the corpus: the join runs in an sqlite3 file (store.py) in a temporary folder beside
+--out, removed when prepare ends; the output is byte-identical to the former in-memory join.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
+import contextlib
+import itertools
 import json
 import math
 import random
-import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from lead_dist.data.assemble import Assembled, SourceBundle, assemble, materialise
+from lead_dist.data.assemble import Assembled, SourceBundle, assemble
 from lead_dist.data.drops import DropLog
-from lead_dist.data.errors import DataFormatError, DropShareExceeded
 from lead_dist.data.manifest import FORMAT_VERSION, describe_file, negatives_summary, write_manifest
 from lead_dist.data.readers.trec_run import parse_depth
 from lead_dist.data.shards import write_shard
-from lead_dist.data.sources import FORMATS, add_run_negatives, beir_bundle, msmarco_bundle, reference_bundle
+from lead_dist.data.sources import add_run_negatives, beir_bundle, msmarco_bundle, reference_bundle
+from lead_dist.data.store import PrepareStore
 
 TRAIN_SHARD = "train-{:06d}.tar"
 CORPUS_SHARD = "corpus-{:06d}.tar"
 AUTO_SHARD_TARGET = 5000  # examples per training shard when --shards is not given
 AUTO_MIN_SHARDS = 8  # enough for 2 ranks x 4 workers (or 8 ranks x 1) without a rank going dry
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
-    parser.add_argument("--input", help="BEIR/MS MARCO folder, reference JSON file, or (demo) where to write it")
-    parser.add_argument("--out", required=True, help="output folder (shards, queries.jsonl, qrels.tsv, manifest)")
-    parser.add_argument("--split", default="train", help="qrels split to prepare (default train)")
-    parser.add_argument("--passages", help="reference format: passage tsv (id<TAB>text<TAB>title, 1-based)")
-    parser.add_argument("--id-offset", type=int, default=0, help="reference format: added to JSON passage ids")
-    parser.add_argument("--collection", help="msmarco: collection.tsv (default <input>/collection.tsv)")
-    parser.add_argument("--queries", help="msmarco: queries tsv (default <input>/queries.<split>.tsv)")
-    parser.add_argument("--qrels", help="msmarco: qrels (default <input>/qrels.<split>.tsv)")
-    parser.add_argument("--triples", help="msmarco: id triples qid<TAB>pos<TAB>neg as the negative source")
-    parser.add_argument("--negative-lists", help="msmarco: qid<TAB>pid,pid,... as the negative source")
-    parser.add_argument("--negatives-run", help="TREC run file as the negative source (positives removed)")
-    parser.add_argument("--depth", default="1:100", help="run positions FIRST:LAST (1-based, inclusive) kept")
-    parser.add_argument("--shards", type=int, help="number of training shards (default: 8, or ~5000 per shard)")
-    parser.add_argument("--corpus-shard-size", type=int, default=50_000, help="passages per corpus shard")
-    parser.add_argument("--no-corpus", action="store_true", help="skip the corpus shards")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the one-time shuffle of training examples")
-    parser.add_argument("--min-relevance", type=float, default=1, help="judgement score that counts as positive")
-    parser.add_argument(
-        "--max-drop-share", type=float, default=0.05, help="fail when a larger share of any input kind is dropped"
-    )
-    parser.add_argument(
-        "--keep-without-negatives", action="store_true", help="keep queries whose negative list ends up empty"
-    )
 
 
 def _bundle_for(args: argparse.Namespace) -> SourceBundle:
@@ -99,37 +80,40 @@ def _options(args: argparse.Namespace) -> dict:
 
 def _clear_old_outputs(out: Path) -> None:
     # Only our own file names: a stale shard from an earlier run must not be streamed with the new manifest.
-    for pattern in ("train-*.tar", "corpus-*.tar", "*.tar.tmp"):
+    for pattern in ("train-*.tar", "corpus-*.tar", "*.tar.*.tmp"):
         for path in out.glob(pattern):
             path.unlink()
 
 
 def _write_train_shards(out: Path, data: Assembled, shards: int | None, seed: int) -> list[dict]:
-    examples = list(data.examples)
-    random.Random(seed).shuffle(examples)
-    total = len(examples)
+    total = data.num_examples
     if total == 0:
         return []
+    # The one-time shuffle permutes example positions: shuffle() swaps by index only, so shuffling the positions
+    # gives the order shuffling the examples themselves gave, without holding them (4 bytes per example).
+    order = array.array("l", range(total))
+    random.Random(seed).shuffle(order)
     count = shards if shards is not None else max(AUTO_MIN_SHARDS, math.ceil(total / AUTO_SHARD_TARGET))
     count = min(count, total)
     described, start = [], 0
     for index, size in enumerate(equal_shard_sizes(total, count)):
         path = out / TRAIN_SHARD.format(index)
-        chunk = examples[start : start + size]
-        write_shard(path, (materialise(e, data.queries, data.corpus) for e in chunk), first_key=start)
+        chunk = order[start : start + size]
+        write_shard(path, (data.store.kept_example(position) for position in chunk), first_key=start)
         described.append({"name": path.name, "count": size, **_without_path(describe_file(path))})
         start += size
     return described
 
 
 def _write_corpus_shards(out: Path, data: Assembled, shard_size: int) -> list[dict]:
-    items = list(data.corpus.items())
-    described = []
-    for index, start in enumerate(range(0, len(items), shard_size)):
-        path = out / CORPUS_SHARD.format(index)
-        chunk = items[start : start + shard_size]
-        write_shard(path, ({"id": pid, "title": t, "text": x} for pid, (t, x) in chunk), first_key=start)
-        described.append({"name": path.name, "count": len(chunk), **_without_path(describe_file(path))})
+    passages = data.store.passages()  # streamed from the store: one record at a time, not a shard's worth
+    described, start = [], 0
+    while (first := next(passages, None)) is not None:
+        path = out / CORPUS_SHARD.format(len(described))
+        chunk = itertools.chain([first], itertools.islice(passages, shard_size - 1))
+        count = write_shard(path, ({"id": pid, "title": t, "text": x} for pid, t, x in chunk), first_key=start)
+        described.append({"name": path.name, "count": count, **_without_path(describe_file(path))})
+        start += count
     return described
 
 
@@ -139,15 +123,29 @@ def _without_path(description: dict) -> dict:
 
 def _write_evaluation_files(out: Path, data: Assembled) -> int:
     """queries.jsonl ({"id","text"}) of every judged query of the split, and its qrels in BEIR tsv layout."""
-    judged = list(dict.fromkeys(qid for qid, _pid, _score in data.qrels))
+    judged = 0
     with (out / "queries.jsonl").open("w", encoding="utf-8", newline="\n") as handle:
-        for qid in judged:
-            handle.write(json.dumps({"id": qid, "text": data.queries[qid]}, ensure_ascii=False) + "\n")
+        for qid, text in data.store.judged_queries():
+            handle.write(json.dumps({"id": qid, "text": text}, ensure_ascii=False) + "\n")
+            judged += 1
     with (out / "qrels.tsv").open("w", encoding="utf-8", newline="\n") as handle:
         handle.write("query-id\tcorpus-id\tscore\n")
-        for qid, pid, score in data.qrels:
+        for qid, pid, score in data.store.qrels():
             handle.write(f"{qid}\t{pid}\t{int(score) if float(score).is_integer() else score}\n")
-    return len(judged)
+    return judged
+
+
+@contextlib.contextmanager
+def _scratch_store(out: Path) -> Iterator[PrepareStore]:
+    """The join's sqlite3 file, in a temporary folder beside the output (where the space for the output is),
+    removed when prepare ends, also when it fails."""
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.resolve().name}.prepare-", dir=out.resolve().parent) as scratch:
+        store = PrepareStore(Path(scratch) / "join.sqlite")
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def prepare(args: argparse.Namespace) -> dict:
@@ -159,27 +157,37 @@ def prepare(args: argparse.Namespace) -> dict:
     if not 0 <= args.max_drop_share <= 1:
         raise ValueError(f"--max-drop-share {args.max_drop_share}: expected a share between 0 and 1")
     bundle = _bundle_for(args)
-    log = DropLog()
-    data = assemble(bundle, log, min_relevance=args.min_relevance, keep_without_negatives=args.keep_without_negatives)
-    log.check(args.max_drop_share)  # before writing anything, so a failed run leaves no half-made folder behind
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_old_outputs(out)
+    with _scratch_store(out) as store:
+        log = DropLog()
+        data = assemble(
+            bundle, log, store, min_relevance=args.min_relevance, keep_without_negatives=args.keep_without_negatives
+        )
+        log.check(args.max_drop_share)  # before writing anything, so a failed run leaves no half-made folder behind
+        out.mkdir(parents=True, exist_ok=True)
+        _clear_old_outputs(out)
+        manifest = _write_outputs(args, out, bundle, data, log)
+    write_manifest(out, manifest)
+    return manifest
+
+
+def _write_outputs(args: argparse.Namespace, out: Path, bundle: SourceBundle, data: Assembled, log: DropLog) -> dict:
+    """Every shard and evaluation file; returns the manifest describing them."""
     train_shards = _write_train_shards(out, data, args.shards, args.seed)
     corpus_shards = [] if args.no_corpus else _write_corpus_shards(out, data, args.corpus_shard_size)
     num_eval_queries = _write_evaluation_files(out, data)
-    negative_counts = [len(e["neg_ids"]) for e in data.examples]
-    manifest = {
+    num_positive_pairs, negative_counts = data.store.kept_counts()
+    return {
         "format_version": FORMAT_VERSION,
         "format": args.format,
         "split": args.split,
         "options": _options(args),
         "sources": [describe_file(path) for path in bundle.files],
-        "num_queries": len(data.examples),
-        "num_positive_pairs": sum(len(e["pos_ids"]) for e in data.examples),
-        "num_passages": len(data.corpus),
+        "num_queries": data.num_examples,
+        "num_positive_pairs": num_positive_pairs,
+        "num_passages": data.store.count_passages(),
         "num_eval_queries": num_eval_queries,
-        "num_qrels": len(data.qrels),
+        "num_qrels": data.store.count_qrels(),
         "has_negatives": data.has_negative_source,
         "negatives_per_query": negatives_summary(negative_counts),
         "stats": data.stats,
@@ -187,21 +195,3 @@ def prepare(args: argparse.Namespace) -> dict:
         "shards": {"train": train_shards, "corpus": corpus_shards},
         "evaluation": {"queries": "queries.jsonl", "qrels": "qrels.tsv"},
     }
-    write_manifest(out, manifest)
-    return manifest
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        manifest = prepare(args)
-    except (DataFormatError, DropShareExceeded, ValueError) as error:
-        print(f"lead-dist prepare: error: {error}", file=sys.stderr)
-        return 2
-    drops = sum(sum(reasons.values()) for reasons in manifest["drops"]["counts"].values())
-    print(
-        f"prepared {manifest['num_queries']} training queries ({manifest['num_positive_pairs']} positive pairs, "
-        f"negatives/query {manifest['negatives_per_query']['mean']}) in {len(manifest['shards']['train'])} shards, "
-        f"{manifest['num_passages']} passages in {len(manifest['shards']['corpus'])} corpus shards, "
-        f"{drops} drops; manifest {Path(args.out) / 'manifest.json'}"
-    )
-    return 0

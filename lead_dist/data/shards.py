@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
+from lead_dist.atomic import atomic_open
 from lead_dist.data.errors import ShardError
 
 CHECKSUM_FIELD = "_crc32"
 _MEMBER_NAME = re.compile(r"^(\d{9})\.json$")
-_MAX_MEMBER_BYTES = 256 * 1024 * 1024  # a header claiming more is damaged, not a record
 
 
 def _canonical(record: dict) -> bytes:
@@ -57,9 +57,8 @@ def decode_record(data: bytes, where: str) -> dict:
 def write_shard(path: str | Path, records: Iterable[dict], first_key: int = 0) -> int:
     """Write `records` as one shard (atomically, via a temporary file); returns the number written."""
     path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
     count = 0
-    with temporary.open("wb") as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic_open(path, "wb") as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for count, record in enumerate(records, start=1):
             data = encode_record(record)
             info = tarfile.TarInfo(f"{first_key + count - 1:09d}.json")
@@ -69,35 +68,87 @@ def write_shard(path: str | Path, records: Iterable[dict], first_key: int = 0) -
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
-    os.replace(temporary, path)
     return count
 
 
-def read_shard(path: str | Path, expected_count: int | None = None) -> Iterator[dict]:
-    """Yield the records of one shard in order; damaged, truncated or short shards raise ShardError."""
-    path = Path(path)
+def read_shard(source: str | Path, expected_count: int | None = None) -> Iterator[dict]:
+    """Yield the records of one shard in order; damaged, truncated or short shards raise ShardError.
+
+    `source` is a local path or any URL webdataset's `gopen` opens (http(s) through curl, `pipe:COMMAND`, ...);
+    the tar is read by webdataset's `tar_file_iterator`. Failures of the transport or of the tar stream (the
+    connection dropped, a truncated file, fewer records than the manifest says) raise `ShardReadError`, which a
+    caller may retry; a record that fails its checksum or a member that is not a record is a plain ShardError."""
+    from webdataset.tariterators import tar_file_iterator  # here: importing webdataset imports torch
+
+    where = f"shard {source}"
     count = 0
+    stream = _open(source, where)
+    finished = False
     try:
-        with path.open("rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
-            for member in tar:
-                where = f"shard {path}, member {member.name!r}"
-                if not member.isfile() or not _MEMBER_NAME.match(member.name):
-                    raise ShardError(f"{where}: unexpected member (expected regular files named <9 digits>.json)")
-                if member.size > _MAX_MEMBER_BYTES:
-                    raise ShardError(f"{where}: member claims {member.size} bytes (corrupt header)")
-                extracted = tar.extractfile(member)
-                data = extracted.read() if extracted is not None else b""
-                if len(data) != member.size:
-                    raise ShardError(f"{where}: truncated ({len(data)} of {member.size} bytes)")
-                yield decode_record(data, where)
-                count += 1
+        for sample in tar_file_iterator(stream, skip_meta=None):
+            member = f"{where}, member {sample['fname']!r}"
+            if not _MEMBER_NAME.match(sample["fname"]):
+                raise ShardError(f"{member}: unexpected member (expected regular files named <9 digits>.json)")
+            yield decode_record(sample["data"], member)
+            count += 1
+        _close(stream, abandoned=False)
+        finished = True
     except ShardError:
         raise
-    except FileNotFoundError:
-        raise ShardError(f"shard {path}: file not found") from None
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-        raise ShardError(f"shard {path}: unreadable after {count} records ({type(error).__name__}: {error})") from None
+        problem = _close_after_error(stream, error)
+        raise ShardReadError(f"{where}: unreadable after {count} records ({problem})", count, stream) from None
+    finally:
+        if not finished:
+            _close(stream, abandoned=True)
     if expected_count is not None and count != expected_count:
-        raise ShardError(
-            f"shard {path}: holds {count} records but the manifest says {expected_count} (truncated or corrupt)"
+        raise ShardReadError(
+            f"{where}: holds {count} records but the manifest says {expected_count} (truncated or corrupt)",
+            count,
+            stream,
         )
+
+
+class ShardReadError(ShardError):
+    """The transport or the tar stream failed after `records` good records; `http_error` when the server refused
+    the request (curl's exit status 22: 4xx, or 5xx after curl's own retries), which retrying does not change."""
+
+    def __init__(self, message: str, records: int = 0, stream: object = None) -> None:
+        super().__init__(message)
+        self.records = records
+        self.http_error = getattr(stream, "status", None) == CURL_HTTP_ERROR and "curl" in str(stream)
+
+
+CURL_HTTP_ERROR = 22  # curl -f: the server answered with an HTTP error
+
+
+def _open(source: str | Path, where: str) -> IO[bytes]:
+    from webdataset.gopen import gopen
+
+    try:
+        return gopen(str(source), "rb")
+    except FileNotFoundError:
+        raise ShardError(f"{where}: file not found") from None
+    except (OSError, ValueError) as error:
+        raise ShardReadError(f"{where}: cannot be opened ({type(error).__name__}: {error})") from None
+
+
+def _close(stream: IO[bytes], *, abandoned: bool) -> None:
+    """Close; a command or download we stop reading early is told to ignore its broken pipe."""
+    if abandoned:
+        from webdataset.gopen import set_options
+
+        set_options(stream, ignore_errors=True)
+    stream.close()
+
+
+def _close_after_error(stream: IO[bytes], error: BaseException) -> str:
+    """Reap the reading process, whose exit status says more than the tar reader's error (curl's 18: the
+    connection dropped mid-file; 22: an HTTP error such as 404)."""
+    problem = f"{type(error).__name__}: {error}"
+    try:
+        stream.close()
+    except OSError as close_error:
+        status = getattr(stream, "status", None)
+        problem = f"{problem}; the reader exited with status {status}: {close_error}"
+    return problem

@@ -18,17 +18,23 @@ Resume: `position` counts the batches handed out this epoch. Restarting at posit
 logical worker (p + d) % W and skips the batches it already gave, so the DataLoader's round robin continues with
 batch p, p + 1, ... exactly as the uninterrupted run. Shards are re-read from their start to skip (no seeking).
 
-Damaged shards: a shard whose size differs from the manifest is an error, or with on_bad_shard="skip" left out
-of the plan on every rank alike (the same files give the same decision) and listed in `skipped_shards`. Damage
-found while reading (checksum, truncation) is always a ShardError naming the shard: skipping then would leave
-this rank short of batches and hang the others.
+Where the shards are: `shards` is a local folder, a folder URL, a `pipe:` command or a brace-expanded shard list
+(location.py); files are opened and their tars read through webdataset (shards.py). Behind a URL, a shard whose
+transfer fails mid-way is read again from its start up to `retries` times and the records already yielded are
+skipped (remote.py), so the plan, the resume cursor and the per-record checksums are the same as for local files.
+
+Damaged shards: a local shard whose size differs from the manifest (a shard behind a URL that cannot be opened or
+is no tar) is an error, or with on_bad_shard="skip" left out of the plan on every rank alike (the same files give
+the same decision) and listed in `skipped_shards`. Damage found while reading (checksum, truncation, a failed last
+retry) is always a ShardError naming the shard: skipping then would leave this rank short of batches and hang the
+others.
 """
 
 from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +42,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lead_dist.data.errors import ShardError
-from lead_dist.data.manifest import file_sha256, read_manifest
+from lead_dist.data.location import parse_location
+from lead_dist.data.manifest import file_sha256
+from lead_dist.data.remote import probe_shard, read_manifest_at, records_with_retries, remote_sha256
 from lead_dist.data.sampling import sample_example
 from lead_dist.data.shards import read_shard
 
@@ -66,7 +74,9 @@ class TrainStream:
         shuffle_buffer: int = 1000,
         on_bad_shard: str = "error",
         verify_checksums: bool = False,
-        collate: Callable[[list[dict]], Any] | None = None,
+        manifest: str | None = None,
+        retries: int = 3,
+        retry_backoff_s: float = 1.0,
     ) -> None:
         if batch_size < 1 or num_negatives < 0 or shuffle_buffer < 1 or num_workers < 0:
             raise ValueError(
@@ -77,14 +87,23 @@ class TrainStream:
             raise ValueError(f"TrainStream: rank {rank} outside world_size {world_size}")
         if on_bad_shard not in ("error", "skip"):
             raise ValueError(f"TrainStream: on_bad_shard={on_bad_shard!r}; expected 'error' or 'skip'")
-        self.folder = Path(shards)
+        if retries < 0 or retry_backoff_s < 0:
+            raise ValueError(
+                f"TrainStream: expected retries >= 0 and retry_backoff_s >= 0, got {retries}, {retry_backoff_s}"
+            )
+        self.location = parse_location(str(shards), manifest)
+        self.folder = self.location.text  # what error messages name
         self.batch_size, self.num_negatives, self.seed = batch_size, num_negatives, seed
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
-        self.shuffle_buffer, self.collate = shuffle_buffer, collate
-        manifest = read_manifest(self.folder)
-        self.has_negatives = bool(manifest.get("has_negatives"))
+        self.shuffle_buffer = shuffle_buffer
+        self.retries, self.retry_backoff_s = (0, 0.0) if self.location.is_local else (retries, retry_backoff_s)
+        manifest_data = read_manifest_at(self.location, retries=self.retries, backoff_s=self.retry_backoff_s)
+        described = manifest_data["shards"]["train"]
+        if self.location.kind == "list":
+            described = self.location.shards_in_list(described)
+        self.has_negatives = bool(manifest_data.get("has_negatives"))
         self.skipped_shards: list[tuple[str, str]] = []
-        self.shards = self._usable_shards(manifest["shards"]["train"], on_bad_shard, verify_checksums)
+        self.shards = self._usable_shards(described, on_bad_shard, verify_checksums)
         parts = self.world_size * self.logical_workers
         if not self.shards:
             raise ShardError(f"{self.folder}: no usable training shards (the prepared split has no training examples)")
@@ -97,30 +116,47 @@ class TrainStream:
         self.epoch = 0
         self.position = 0
 
-    def _usable_shards(self, described: list[dict], on_bad_shard: str, verify: bool) -> list[tuple[Path, int]]:
+    def _usable_shards(self, described: list[dict], on_bad_shard: str, verify: bool) -> list[tuple[str, int]]:
+        """(name, record count) of every shard to stream. Local files are checked against the manifest's size;
+        behind a URL each shard is opened and its first header read (every shard on every rank with
+        on_bad_shard="skip", so that all ranks decide alike; otherwise each rank checks every world_size-th)."""
         usable = []
-        for entry in described:
-            path = self.folder / entry["name"]
-            problem = None
-            if not path.is_file():
-                problem = "missing"
-            elif path.stat().st_size != entry["bytes"]:
-                problem = f"{path.stat().st_size} bytes, manifest says {entry['bytes']} (truncated or replaced)"
-            elif verify and file_sha256(path) != entry["sha256"]:
-                problem = "sha256 differs from the manifest (corrupt)"
+        for index, entry in enumerate(described):
+            if self.location.is_local:
+                problem = _local_problem(Path(self.location.url(entry["name"])), entry, verify)
+            elif on_bad_shard == "skip" or index % self.world_size == self.rank:
+                problem = self._remote_problem(entry, verify)
+            else:
+                problem = None
             if problem is None:
-                usable.append((path, int(entry["count"])))
+                usable.append((entry["name"], int(entry["count"])))
             elif on_bad_shard == "skip":
                 self.skipped_shards.append((entry["name"], problem))
             else:
-                raise ShardError(f"shard {path}: {problem}; pass on_bad_shard='skip' to leave it out")
+                raise ShardError(
+                    f"shard {self.location.url(entry['name'])}: {problem}; pass on_bad_shard='skip' to leave it out"
+                )
         return usable
+
+    def _remote_problem(self, entry: dict, verify: bool) -> str | None:
+        url = self.location.url(entry["name"])
+        problem = probe_shard(url, retries=self.retries, backoff_s=self.retry_backoff_s)
+        if problem is None and verify and remote_sha256(url, self.retries, self.retry_backoff_s) != entry["sha256"]:
+            problem = "sha256 differs from the manifest (corrupt)"
+        return problem
+
+    def records(self, name: str, count: int) -> Iterator[dict]:
+        """One shard's records in order, each once (retried from the shard's start when a URL fails mid-way)."""
+        url = self.location.url(name)
+        if self.location.is_local:
+            return read_shard(url, expected_count=count)
+        return records_with_retries(url, count, retries=self.retries, backoff_s=self.retry_backoff_s)
 
     @property
     def logical_workers(self) -> int:
         return max(1, self.num_workers)
 
-    def _plan(self, epoch: int) -> list[list[list[tuple[Path, int]]]]:
+    def _plan(self, epoch: int) -> list[list[list[tuple[str, int]]]]:
         """plan[rank][worker] = the shards that part streams, for this epoch."""
         order = list(range(len(self.shards)))
         random.Random(f"lead_dist.shards:{self.seed}:{epoch}").shuffle(order)
@@ -131,8 +167,8 @@ class TrainStream:
             plan.append([own[w :: self.logical_workers] for w in range(self.logical_workers)])
         return plan
 
-    def _batches_per_part(self, plan: list[list[list[tuple[Path, int]]]]) -> int:
-        return min(sum(count for _path, count in part) for rank in plan for part in rank) // self.batch_size
+    def _batches_per_part(self, plan: list[list[list[tuple[str, int]]]]) -> int:
+        return min(sum(count for _name, count in part) for rank in plan for part in rank) // self.batch_size
 
     @property
     def batches_per_epoch(self) -> int:
@@ -140,7 +176,7 @@ class TrainStream:
 
     @property
     def examples_per_epoch(self) -> int:
-        return sum(count for _path, count in self.shards)
+        return sum(count for _name, count in self.shards)
 
     @property
     def examples_left_out_per_epoch(self) -> int:
@@ -162,7 +198,7 @@ class TrainStream:
             "num_workers": self.num_workers,
             "batch_size": self.batch_size,
             "num_negatives": self.num_negatives,
-            "shards": [path.name for path, _count in self.shards],
+            "shards": [name for name, _count in self.shards],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -173,7 +209,7 @@ class TrainStream:
                     f"TrainStream.load_state_dict: saved {key}={state[key]} but this stream has "
                     f"{key}={getattr(self, key)}; an exact resume needs the same {key}"
                 )
-        if "shards" in state and state["shards"] != [path.name for path, _count in self.shards]:
+        if "shards" in state and state["shards"] != [name for name, _count in self.shards]:
             raise ValueError("TrainStream.load_state_dict: the saved stream used a different set of shards")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
@@ -234,27 +270,37 @@ class _EpochPart(IterableDataset):
         rng = random.Random(f"lead_dist.shuffle:{stream.seed}:{self.epoch}:{stream.rank}:{worker}")
         made = 0
         batch: list[dict] = []
-        for record in _shuffled(shards, rng, stream.shuffle_buffer):
+        for record in _shuffled(stream, shards, rng):
             batch.append(record)
             if len(batch) < stream.batch_size:
                 continue
             if made >= skip:
-                examples = [
+                yield [
                     sample_example(r, seed=stream.seed, epoch=self.epoch, num_negatives=stream.num_negatives)
                     for r in batch
                 ]
-                yield stream.collate(examples) if stream.collate is not None else examples
             made += 1
             batch = []
             if made == self.per_part:
                 return
 
 
-def _shuffled(shards: list[tuple[Path, int]], rng: random.Random, buffer_size: int) -> Iterator[dict]:
-    """Records of the shards in order, mixed through a buffer of `buffer_size` (deterministic given rng)."""
+def _local_problem(path: Path, entry: dict, verify: bool) -> str | None:
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != entry["bytes"]:
+        return f"{path.stat().st_size} bytes, manifest says {entry['bytes']} (truncated or replaced)"
+    if verify and file_sha256(path) != entry["sha256"]:
+        return "sha256 differs from the manifest (corrupt)"
+    return None
+
+
+def _shuffled(stream: TrainStream, shards: list[tuple[str, int]], rng: random.Random) -> Iterator[dict]:
+    """Records of the shards in order, mixed through a buffer of `stream.shuffle_buffer` (deterministic given rng)."""
+    buffer_size = stream.shuffle_buffer
     buffer: list[dict] = []
-    for path, count in shards:
-        for record in read_shard(path, expected_count=count):
+    for name, count in shards:
+        for record in stream.records(name, count):
             if len(buffer) < buffer_size:
                 buffer.append(record)
                 continue

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("random", "last", "skip", "fixed")
+from lead_dist.config.schema import STRATEGIES  # the one list, also what config validation checks
 
 LayerPairs = tuple[tuple[int, ...], tuple[int, ...]]
 
@@ -158,7 +158,3 @@ class LayerSchedule:
             resample_every=self.resample_every,
             fixed=self.fixed,
         )
-
-    def window(self, step: int) -> int:
-        """Index of the resampling window `step` falls in (the draw changes only when this changes)."""
-        return step // self.resample_every

@@ -24,15 +24,14 @@ from torch import Tensor
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lead_dist.config.schema import POOLINGS, SIMILARITIES
 from lead_dist.models.backbone import run_backbone, stack_or_empty
 from lead_dist.models.base import RetrievalModel, check_options
-from lead_dist.models.folder import write_sentence_transformers
 from lead_dist.models.reps import Reps
+from lead_dist.models.st_folder import write_sentence_transformers
 from lead_dist.models.tokenization import build_batch, check_same_length, segment_ids, special_id
 
 DE_OPTIONS = ("pooling", "similarity", "scale", "max_seq_length", "layer_pooling", "layer_similarity", "layer_scale")
-POOLINGS = ("cls", "mean")
-SIMILARITIES = ("dot", "cos")
 # A cosine similarity lives in [-1, 1]: without a scale its softmax over candidates is nearly flat.
 DEFAULT_COS_SCALE = 20.0
 

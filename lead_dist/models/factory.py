@@ -14,12 +14,14 @@ from typing import Any
 from transformers import PretrainedConfig
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lead_dist.config.schema import KINDS
 from lead_dist.models.backbone import build_backbone, load_backbone, load_tokenizer, truncated_copy
 from lead_dist.models.base import RetrievalModel
 from lead_dist.models.colbert import ColBERT
 from lead_dist.models.cross_encoder import CrossEncoder
 from lead_dist.models.dual_encoder import DualEncoder
-from lead_dist.models.folder import KINDS, read_lead_config, read_sentence_transformers, resolve_folder
+from lead_dist.models.folder import read_lead_config, resolve_folder
+from lead_dist.models.st_folder import read_sentence_transformers
 
 logger = logging.getLogger(__name__)
 

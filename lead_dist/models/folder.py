@@ -1,11 +1,11 @@
-"""The files lead_dist adds to a transformers model folder, and the sentence-transformers files it reads/writes.
+"""The files lead_dist adds to a transformers model folder (the sentence-transformers files: st_folder.py).
 
 A saved model folder holds:
     config.json, model.safetensors, tokenizer files   the backbone, loadable by transformers' AutoModel
     lead_dist.json                                    {"format": 1, "kind": "de"|"cb"|"ce", "options": {...}}
     lead_head.safetensors                             parts the kind adds (ColBERT projection, CE head), if any
     modules.json, sentence_bert_config.json,          DE only: lets sentence_transformers load the folder with
-    1_Pooling/config.json, 2_Normalize/               the same pooling and normalisation
+    1_Pooling/config.json, 2_Normalize/               the same pooling and normalisation (st_folder.py)
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lead_dist.config.schema import KINDS
+
 LEAD_CONFIG = "lead_dist.json"
 HEAD_WEIGHTS = "lead_head.safetensors"
 FORMAT_VERSION = 1
-KINDS = ("de", "cb", "ce")
 # What a model folder needs from the hub: configs, safetensors weights, tokenizer files, sentence-transformers
 # modules. Never pickled `*.bin` weights, never code.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_Normalize/*"]
@@ -112,70 +113,3 @@ def remove_kind_files(folder: Path) -> None:
     for name in ("1_Pooling", "2_Normalize"):
         if (folder / name).is_dir():
             shutil.rmtree(folder / name)
-
-
-# --- sentence-transformers -------------------------------------------------------------------------------------
-
-_ST_TRANSFORMER = "sentence_transformers.models.Transformer"
-_ST_POOLING = "sentence_transformers.models.Pooling"
-_ST_NORMALIZE = "sentence_transformers.models.Normalize"
-_POOLING_FLAGS = {
-    "cls": "pooling_mode_cls_token",
-    "mean": "pooling_mode_mean_tokens",
-    "max": "pooling_mode_max_tokens",
-    "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
-}
-
-
-def read_sentence_transformers(folder: Path) -> dict[str, Any] | None:
-    """DE options implied by a sentence-transformers folder (pooling, similarity, max_seq_length), or None.
-
-    Pooling comes from the Pooling module's config; a Normalize module means cosine similarity. Only the
-    Transformer -> Pooling [-> Normalize] pipeline is understood: anything else (Dense layers, ...) is an error,
-    since dropping a module would silently change the embeddings.
-    """
-    modules_path = folder / "modules.json"
-    if not modules_path.is_file():
-        return None
-    modules = json.loads(modules_path.read_text())
-    kinds = [str(module.get("type", "")).rsplit(".", 1)[-1] for module in modules]
-    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
-        raise ValueError(
-            f"{modules_path}: only Transformer -> Pooling [-> Normalize] pipelines can load as a DE, found {kinds}"
-        )
-    pooling_path = folder / modules[1].get("path", "1_Pooling") / "config.json"
-    if not pooling_path.is_file():
-        raise FileNotFoundError(f"{modules_path} lists a Pooling module but {pooling_path} is missing")
-    pooling_config = json.loads(pooling_path.read_text())
-    modes = [mode for mode, flag in _POOLING_FLAGS.items() if pooling_config.get(flag)]
-    if len(modes) != 1 or modes[0] not in ("cls", "mean"):
-        raise ValueError(f"{pooling_path}: lead_dist supports exactly one of cls or mean pooling, found {modes}")
-    options: dict[str, Any] = {"pooling": modes[0], "similarity": "cos" if len(kinds) == 3 else "dot"}
-    st_config = folder / "sentence_bert_config.json"
-    if st_config.is_file():
-        max_seq_length = json.loads(st_config.read_text()).get("max_seq_length")
-        if max_seq_length is not None:
-            options["max_seq_length"] = int(max_seq_length)
-    return options
-
-
-def write_sentence_transformers(
-    folder: Path, *, pooling: str, normalize: bool, hidden_size: int, max_seq_length: int
-) -> None:
-    """Write the module files that make `SentenceTransformer(folder)` pool (and normalise) as the DE does."""
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": _ST_TRANSFORMER},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST_POOLING},
-    ]
-    if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": _ST_NORMALIZE})
-        (folder / "2_Normalize").mkdir(exist_ok=True)
-    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-    (folder / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2) + "\n"
-    )
-    pooling_config = {"word_embedding_dimension": hidden_size} | {
-        flag: mode == pooling for mode, flag in _POOLING_FLAGS.items()
-    }
-    (folder / "1_Pooling").mkdir(exist_ok=True)
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config, indent=2) + "\n")

@@ -6,7 +6,7 @@ corpus larger than one matmul still gives the exact answer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,7 @@ class TorchExactIndex(DenseIndex):
         self.dtype = dtype
         self.corpus_chunk = corpus_chunk
         self.query_chunk = query_chunk
-        self._parts: list[torch.Tensor] = []
-        self._matrix: torch.Tensor | None = None
+        self._parts: list[torch.Tensor] = []  # one per add(), never concatenated: no second copy of the corpus
         self._ids: list[str] = []
 
     def add(self, embeddings: np.ndarray, ids: Sequence[str]) -> None:
@@ -39,31 +38,30 @@ class TorchExactIndex(DenseIndex):
         if len(ids) != embeddings.shape[0]:
             raise ValueError(f"{len(ids)} ids for {embeddings.shape[0]} vectors")
         self._parts.append(torch.from_numpy(np.ascontiguousarray(embeddings)).to(self.device, self.dtype))
-        self._matrix = None
         self._ids.extend(str(i) for i in ids)
 
     def __len__(self) -> int:
         return len(self._ids)
 
-    def _corpus(self) -> torch.Tensor:
-        if self._matrix is None:
-            self._matrix = torch.cat(self._parts) if self._parts else torch.empty(0, self.dim, device=self.device)
-            self._parts = [self._matrix]
-        return self._matrix
+    def _chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """(offset, rows) slices of at most `corpus_chunk` rows, part by part."""
+        offset = 0
+        for part in self._parts:
+            for start in range(0, part.shape[0], self.corpus_chunk):
+                yield offset + start, part[start : start + self.corpus_chunk]
+            offset += part.shape[0]
 
     @torch.inference_mode()
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
         self._check_dim(queries, "query vectors")
-        corpus = self._corpus()
-        k_eff = min(k, corpus.shape[0])
+        k_eff = min(k, len(self._ids))
         all_scores, all_positions = [], []
         q_all = torch.from_numpy(np.ascontiguousarray(queries)).to(self.device, self.dtype)
         for q_start in range(0, q_all.shape[0], self.query_chunk):
             q = q_all[q_start : q_start + self.query_chunk]
             best_scores = torch.full((q.shape[0], 0), float("-inf"), device=self.device)
             best_positions = torch.zeros((q.shape[0], 0), dtype=torch.long, device=self.device)
-            for c_start in range(0, corpus.shape[0], self.corpus_chunk):
-                chunk = corpus[c_start : c_start + self.corpus_chunk]
+            for c_start, chunk in self._chunks():
                 scores = (q @ chunk.T).float()
                 top = torch.topk(scores, min(k_eff, chunk.shape[0]), dim=1)
                 # merge the running best with this chunk's best; only the union can hold the overall top-k

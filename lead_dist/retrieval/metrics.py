@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import pytrec_eval
 
+from lead_dist.data.readers.qrels import Qrels
 from lead_dist.retrieval.runfile import Run
-from lead_dist.retrieval.sources import Qrels
 
 METRIC_KEYS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000", "map@1000")
 DEFAULT_HIT_KS = (20, 100)

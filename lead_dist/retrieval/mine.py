@@ -1,5 +1,7 @@
 """Hard negatives from a run: keep ranks FIRST..LAST of each query, remove every judged positive.
 
+The depth range is parsed by `lead_dist.data.readers.trec_run.parse_depth`, the same function `prepare --depth` uses.
+
 The reference code compared string and integer ids and so kept positives among the negatives (LEAD_SPEC 12):
 here ids are strings on both sides and every document with grade >= `min_relevance` is removed, wherever it ranks.
 """
@@ -8,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lead_dist.data.readers.qrels import Qrels
 from lead_dist.retrieval.runfile import Run
-from lead_dist.retrieval.sources import Qrels
 
 
 @dataclass
@@ -23,17 +25,6 @@ class MiningReport:
 
     def as_dict(self) -> dict:
         return {key: value for key, value in vars(self).items() if key != "negatives"}
-
-
-def parse_depth(text: str) -> tuple[int, int]:
-    """ "30:200" -> (30, 200): 1-based ranks, both ends included; "200" means 1:200."""
-    try:
-        first, last = (int(part) for part in text.split(":", 1)) if ":" in text else (1, int(text))
-    except ValueError:
-        raise ValueError(f"depth {text!r}: expected FIRST:LAST ranks, e.g. 30:200") from None
-    if first < 1 or last < first:
-        raise ValueError(f"depth {text!r}: expected 1 <= FIRST <= LAST")
-    return first, last
 
 
 def mine_negatives(run: Run, qrels: Qrels, depth: tuple[int, int], *, min_relevance: int = 1) -> MiningReport:

@@ -1,4 +1,6 @@
 """Search: each rank indexes the shards it holds, searches every query, and the per-rank top-k lists are merged.
+No rank ever holds more than its own share of the corpus's vectors (read shard by shard into its index); what
+crosses ranks is each rank's top-k ids and scores per query.
 
 Inner-product top-k is decomposable: the global top-k lies in the union of every shard's top-k, so merging the
 per-rank lists (keeping the maximum scores) gives exactly the single-index answer.
@@ -6,12 +8,12 @@ per-rank lists (keeping the maximum scores) gives exactly the single-index answe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from lead_dist.retrieval.dist import all_gather_objects
+from lead_dist.distributed import all_gather_objects
 from lead_dist.retrieval.index_base import SearchResult, merge_topk
 from lead_dist.retrieval.indexes import make_index
 from lead_dist.retrieval.store import iter_shards, read_manifest, shards_of_rank
@@ -45,10 +47,23 @@ def search_local(
     search_params: str | None = None,
 ) -> SearchResult:
     """Index the given passage blocks in one index and return the top-k of every query."""
-    index = make_index(
-        backend, queries.shape[1], factory=factory, device=device, fp16=fp16, search_params=search_params
-    )
-    for block, block_ids in zip(vectors, ids, strict=True):
+    blocks = zip(vectors, ids, strict=True)
+    return search_blocks(blocks, queries, k, backend=backend, factory=factory, device=device, fp16=fp16,
+                         search_params=search_params)  # fmt: skip
+
+
+def search_blocks(
+    blocks: Iterable[tuple[np.ndarray, Sequence[str]]],
+    queries: np.ndarray,
+    k: int,
+    *,
+    backend: str = "torch",
+    **index_options,
+) -> SearchResult:
+    """Add (vectors, ids) blocks to one index as they come, then search: a caller that reads the blocks lazily
+    holds one block beside the index, never a second copy of its share of the corpus."""
+    index = make_index(backend, queries.shape[1], **index_options)
+    for block, block_ids in blocks:
         if len(block_ids):
             index.add(block, block_ids)
     return index.search(queries, k)
@@ -74,13 +89,5 @@ def search_folder(
         raise ValueError(
             f"dimension mismatch: {folder} holds {manifest['dim']}-d vectors, queries are {queries.shape[1]}-d"
         )
-    blocks = list(iter_shards(folder, shards_of_rank(manifest["num_shards"], rank, world)))
-    local = search_local([b[0] for b in blocks], [b[1] for b in blocks], queries, k, **index_options)
-    return gather_and_merge(local, k)
-
-
-def search_in_memory(
-    vectors: np.ndarray, ids: Sequence[str], queries: np.ndarray, k: int, **index_options
-) -> SearchResult:
-    """Search vectors held by this rank (its share of the corpus) and merge with the other ranks' results."""
-    return gather_and_merge(search_local([vectors], [list(ids)], queries, k, **index_options), k)
+    shards = iter_shards(folder, shards_of_rank(manifest["num_shards"], rank, world))  # read one at a time
+    return gather_and_merge(search_blocks(shards, queries, k, **index_options), k)

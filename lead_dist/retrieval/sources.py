@@ -1,4 +1,6 @@
-"""Readers for what evaluation and mining consume: corpus, queries, qrels (BEIR and MS MARCO layouts).
+"""Readers for what evaluation and mining consume: corpus, queries (BEIR and MS MARCO layouts), a BEIR split.
+
+Qrels are read by `lead_dist.data.readers.qrels.read_qrels` (one reader for every consumer).
 
 Bad input is counted, not dropped silently: empty texts are kept (they still occupy an id the qrels may name) and
 counted in `InputReport`; malformed lines raise with the file and line number.
@@ -11,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lead_dist.data.readers import beir, msmarco
-
-Qrels = dict[str, dict[str, int]]
+from lead_dist.data.readers.qrels import Qrels, read_qrels
 
 
 @dataclass
@@ -68,6 +69,27 @@ def iter_corpus(path: str | Path) -> Iterator[dict[str, str]]:
         yield {"id": passage.id, "title": passage.title, "text": passage.text}
 
 
+@dataclass
+class CorpusSubset:
+    """The passages a re-ranking needs, found in one pass over the corpus, and what that pass counted."""
+
+    passages: dict[str, dict[str, str]]  # wanted id -> {"title", "text"}, for the wanted ids the corpus has
+    ids: set[str]  # every id of the corpus (for the input report and the missing-document check)
+    empty_passages: int
+
+
+def read_corpus_subset(path: str | Path, wanted: set[str]) -> CorpusSubset:
+    """Stream the corpus once: keep the `wanted` passages, collect every id, count empty passages."""
+    subset = CorpusSubset({}, set(), 0)
+    for record in iter_corpus(path):
+        subset.ids.add(record["id"])
+        if not (record["title"].strip() or record["text"].strip()):
+            subset.empty_passages += 1
+        if record["id"] in wanted:
+            subset.passages[record["id"]] = {"title": record["title"], "text": record["text"]}
+    return subset
+
+
 def count_corpus(path: str | Path) -> int:
     """Number of records, by counting non-blank lines (cheap next to encoding them) or from a prepared manifest."""
     file = _corpus_file(Path(path))
@@ -86,19 +108,6 @@ def read_queries(path: str | Path) -> dict[str, str]:
         file = file / "queries.jsonl"
     records = beir.read_queries(file) if file.suffix == ".jsonl" else msmarco.read_queries(file)
     return {query.id: query.text for query in records}
-
-
-def read_qrels(path: str | Path) -> Qrels:
-    """Qrels {qid: {docid: grade}} from a BEIR tsv (query-id, corpus-id, score; header) or TREC (qid 0 docid rel)."""
-    file = Path(path)
-    with open(file, encoding="utf-8") as handle:
-        first = next((line for line in handle if line.strip()), "")
-    # BEIR rows have three tab-separated fields; TREC rows four whitespace-separated ones.
-    judgements = beir.read_qrels(file) if len(first.rstrip("\n").split("\t")) == 3 else msmarco.read_qrels(file)
-    qrels: Qrels = {}
-    for judgement in judgements:
-        qrels.setdefault(judgement.qid, {})[judgement.pid] = int(judgement.score)
-    return qrels
 
 
 @dataclass

@@ -15,14 +15,15 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lead_dist.retrieval.dist import barrier, contiguous_share
+from lead_dist.atomic import atomic_open, atomic_write_bytes
+from lead_dist.distributed import barrier, contiguous_share
 from lead_dist.retrieval.encode import Throughput, encode_passages
 from lead_dist.retrieval.sources import count_corpus, iter_corpus
 from lead_dist.retrieval.text_encoder import TextEncoder
@@ -31,20 +32,13 @@ MANIFEST = "manifest.json"
 MAX_SHARD_SIZE = 100_000
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _atomic_write_json(path: Path, obj: object) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:  # a file object: np.save adds no ".npy" to its name
+        np.save(handle, array)
 
 
 def shard_name(index: int) -> str:
@@ -56,6 +50,14 @@ def read_manifest(folder: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path}: not an embeddings folder (run `lead-dist encode` first)")
     return json.loads(path.read_text())
+
+
+@dataclass
+class RankPassages:
+    """One rank's share of an encoded corpus: blocks of vectors [n, dim] and their passage ids (what it searches)."""
+
+    vectors: list[np.ndarray]
+    ids: list[list[str]]
 
 
 def shards_of_rank(num_shards: int, rank: int, world: int) -> range:
@@ -154,16 +156,22 @@ def encode_to_folder(
     return summary
 
 
-def iter_shards(folder: str | Path, shard_indices: range | None = None) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """(vectors, ids) of each shard; refuses an unfinished encode, naming the missing shards."""
-    out = Path(folder)
+def _finished(out: Path) -> dict:
+    """The manifest of a folder whose every shard is done; an unfinished encode is refused, naming the shards."""
     manifest = read_manifest(out)
-    indices = shard_indices if shard_indices is not None else range(manifest["num_shards"])
     missing = [k for k in range(manifest["num_shards"]) if not (out / f"{shard_name(k)}.done.json").exists()]
     if missing:
         raise RuntimeError(
             f"{out}: encode unfinished, shards {missing[:10]} missing; rerun `lead-dist encode` to resume"
         )
+    return manifest
+
+
+def iter_shards(folder: str | Path, shard_indices: range | None = None) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """(vectors, ids) of each shard; refuses an unfinished encode, naming the missing shards."""
+    out = Path(folder)
+    manifest = _finished(out)
+    indices = shard_indices if shard_indices is not None else range(manifest["num_shards"])
     for k in indices:
         vectors = np.load(out / f"{shard_name(k)}.npy")
         ids = json.loads((out / f"{shard_name(k)}.ids.json").read_text())
@@ -172,6 +180,20 @@ def iter_shards(folder: str | Path, shard_indices: range | None = None) -> Itera
                 f"{out / shard_name(k)}: {vectors.shape} vectors for {len(ids)} ids, dim {manifest['dim']}"
             )
         yield vectors, ids
+
+
+def rank_shards(folder: str | Path, rank: int = 0, world: int = 1) -> RankPassages:
+    """The shards `rank` owns (its contiguous block), loaded; refuses an unfinished encode like `iter_shards`."""
+    manifest = read_manifest(folder)
+    blocks = list(iter_shards(folder, shards_of_rank(manifest["num_shards"], rank, world)))
+    return RankPassages([vectors for vectors, _ids in blocks], [ids for _vectors, ids in blocks])
+
+
+def passage_ids(folder: str | Path) -> set[str]:
+    """Every passage id of a finished embeddings folder (read from the ids files, not the vectors)."""
+    out = Path(folder)
+    num_shards = _finished(out)["num_shards"]
+    return {pid for k in range(num_shards) for pid in json.loads((out / f"{shard_name(k)}.ids.json").read_text())}
 
 
 def empty_passages(folder: str | Path) -> int:

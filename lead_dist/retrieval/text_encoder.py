@@ -3,9 +3,10 @@
 Two kinds of model folder are accepted:
 - a lead_dist dual encoder (a folder with lead_dist.json, loaded by `lead_dist.models.load_model`), whose
   `tokenize_*` and `forward(...).final` define the representation;
-- a plain transformers / sentence-transformers folder (e.g. the packaged all-MiniLM-L6-v2): the pooling is read from
-  `1_Pooling/config.json` (mean or CLS), and vectors are L2-normalised when `modules.json` lists a Normalize module,
-  so inner product = the cosine the model was trained with.
+- a plain transformers / sentence-transformers folder (e.g. the packaged all-MiniLM-L6-v2): pooling (mean or CLS)
+  and normalisation come from `lead_dist.models.st_folder.read_sentence_transformers`, the strict parser
+  `load_model` uses too; vectors are L2-normalised when `modules.json` lists a Normalize module, so inner product
+  = the cosine the model was trained with. A bare transformers folder (no modules.json) pools the mean, unnormalised.
 
 Every encoder carries a fingerprint (a hash of its weights and its pooling) that is stored with the embeddings, so
 an index is never searched with vectors from another model.
@@ -14,12 +15,13 @@ an index is never searched with vectors from another model.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from lead_dist.config.schema import POOLINGS
 
 
 def model_fingerprint(module: nn.Module, extra: str = "") -> str:
@@ -67,8 +69,8 @@ class HFTextEncoder(TextEncoder):
     """A transformers backbone with sentence-transformers pooling: mean (masked) or CLS, optional L2 norm."""
 
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str = "mean", normalize: bool = True) -> None:
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.model = backbone.eval()
         self.tokenizer = tokenizer
         self.pooling = pooling
@@ -152,30 +154,13 @@ def load_text_encoder(path: str | Path, device: str | torch.device | None = None
     else:
         # the strict loader: no randomly initialised pooler (it would change the fingerprint on every load)
         from lead_dist.models.backbone import load_backbone, load_tokenizer
+        from lead_dist.models.st_folder import read_sentence_transformers
 
-        pooling, normalize = _sentence_transformers_head(folder)
+        # the one strict parser (shared with load_model); a bare transformers folder: mean pooling, no norm
+        options = read_sentence_transformers(folder) or {"pooling": "mean", "similarity": "dot"}
+        pooling, normalize = options["pooling"], options["similarity"] == "cos"
         backbone, _ignored = load_backbone(folder)
         encoder = HFTextEncoder(backbone.eval(), load_tokenizer(folder), pooling, normalize)
     if device is not None:
         encoder.to(device)
     return encoder
-
-
-def _sentence_transformers_head(folder: Path) -> tuple[str, bool]:
-    """(pooling, normalize) from a sentence-transformers folder; a bare transformers folder means (mean, False)."""
-    modules_file = folder / "modules.json"
-    if not modules_file.exists():
-        return "mean", False
-    modules = json.loads(modules_file.read_text())
-    types = [m.get("type", "") for m in modules]
-    normalize = any(t.endswith("Normalize") for t in types)
-    pooling = "mean"
-    for module in modules:
-        if module.get("type", "").endswith("Pooling"):
-            config = json.loads((folder / module["path"] / "config.json").read_text())
-            if config.get("pooling_mode_cls_token"):
-                pooling = "cls"
-            elif not config.get("pooling_mode_mean_tokens", True):
-                modes = [k for k, v in config.items() if k.startswith("pooling_mode") and v]
-                raise ValueError(f"{folder / module['path']}/config.json: pooling {modes} not supported (mean or cls)")
-    return pooling, normalize

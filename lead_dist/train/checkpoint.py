@@ -5,9 +5,8 @@ Layout of `output_dir` (only names matching `step-NNNNNN` with a `COMPLETE` mark
     output_dir/
       step-000100/                 complete: every file fsynced, COMPLETE written last, then renamed into place
         COMPLETE                   JSON manifest {"step", "files": {relative path: size in bytes}}
-        train_state.json           TrainState (step, data cursor, layer-selection state, non-finite counters)
-        rng-rank00000.pt           every RNG of rank 0 (python, numpy, torch CPU, CUDA), tensors/ints only
-        ...                        whatever the writer put there (model/optimizer files, accelerate/DeepSpeed state)
+        train_state.json           TrainState (step, data cursor, non-finite counters, examples seen)
+        ...                        whatever the writer put there (lead_dist's: see train/resume.py)
       ckpt-000200.tmp-1a2b3c4d/    a save in progress (or one killed mid-write): ignored, removed by `clean_incomplete`
 
 How a save goes (`atomic_checkpoint_dir`): every rank writes into the same temporary directory
@@ -17,43 +16,24 @@ the directory and renames it to `step-STEP` in one `os.rename`, then fsyncs `out
 manifest exists with the recorded size, so a torn write, a half-renamed replacement or a deleted file is never
 taken for a checkpoint.
 
-Multi-rank protocol (the barriers are the caller's job, this module never calls a collective):
+Multi-rank protocol (the barriers are the caller's job, this module never calls a collective; `resume.save_checkpoint`
+is the loop's use of it):
 
     token = <same string on every rank>            # e.g. f"{step}" after clean_incomplete() ran at start-up,
                                                    # or a random hex broadcast from the main process
-    with atomic_checkpoint_dir(out, step, is_main=acc.is_main_process, token=token) as tmp:
-        acc.save_state(str(tmp))                   # every rank writes its shards into the same tmp dir
-        if acc.is_main_process:
+    with atomic_checkpoint_dir(out, step, is_main=is_main, token=token) as tmp:
+        ...                                        # every rank writes its files into the same tmp dir
+        if is_main:
             save_train_state(tmp, state)
-        save_rng_state(tmp, rank=acc.process_index)
-        acc.wait_for_everyone()                    # BARRIER 1: all shards are on disk before the main renames
-    acc.wait_for_everyone()                        # BARRIER 2: nobody reads or prunes before the rename is done
-    if acc.is_main_process:
-        keep_last(out, cfg.train.keep_last)
+        barrier()                                  # BARRIER 1: all files are on disk before the main renames
+    barrier()                                      # BARRIER 2: nobody reads or prunes before the rename is done
+    if is_main:
+        keep_last(out, keep)
 
 `output_dir` must be a filesystem every rank sees (one node, or a shared filesystem across nodes).
 Call `clean_incomplete(output_dir)` on the main process at start-up (before BARRIER-guarded work) so a
-deterministic token never reuses a stale temp directory from a killed attempt.
-
-How this fits accelerate and DeepSpeed (read from accelerate 1.15 `Accelerator.save_state/load_state` and
-DeepSpeed 0.19 `DeepSpeedEngine.save_checkpoint`):
-- `accelerator.save_state(tmp)` writes into any directory we give it: model weights (`model.safetensors`,
-  `model_1.safetensors`, ...), optimizers (`optimizer.bin`), schedulers (`scheduler.bin`), the GradScaler and its
-  own RNG files (`random_states_{rank}.pkl`). Every rank calls it; for plain DDP only the main process writes
-  weights. Do NOT enable `ProjectConfiguration(automatic_checkpoint_naming=True)`: that picks its own directory
-  names, prunes by itself and is not atomic. `accelerator.load_state(path)` reads the same files back with
-  `torch.load(weights_only=True)`.
-- Under DeepSpeed, `save_state` calls `engine.save_checkpoint(tmp, "pytorch_model")` for each prepared engine
-  (`pytorch_model_1`, ... for the second), which writes per-rank ZeRO shards and contains its own barriers, so
-  every rank must call it. The engine's optimizer states live inside those shards (accelerate writes a torch LR
-  scheduler that DeepSpeed does not own to `scheduler.bin` as usual). DeepSpeed's own loader
-  uses `torch.load(weights_only=False)`; call `checkpoint_contents.weights_only_deepspeed_loading(engine)` on every engine before
-  loading, which makes it `weights_only=True` with DeepSpeed's few data classes allowed (tested: ZeRO-3 resume
-  is exact, a tampered shard is refused). Everything else this module writes is loaded with `weights_only=True`.
-- Do not use `accelerator.register_for_checkpointing` for TrainState: accelerate reloads those objects with
-  `weights_only=False`. Use `save_train_state` / `load_train_state` (JSON) instead.
-- Without accelerate, `checkpoint_contents.save_module_weights` / `save_object_state` cover a plain module, a torch optimizer
-  and an LR scheduler.
+deterministic token never reuses a stale temp directory from a killed attempt. Progress is stored as JSON
+(`save_train_state` / `load_train_state`) rather than pickled, so loading a checkpoint never runs code.
 """
 
 from __future__ import annotations
@@ -69,9 +49,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lead_dist.atomic import replace_dir
+
 # No torch or numpy here: this module is used by light processes (tools, the crash tests' children) that should not
 # pay seconds of import time. What goes inside a checkpoint (RNG, module and optimizer state, DeepSpeed loading) is
-# in checkpoint_contents.py.
+# in resume.py.
 
 COMPLETE_MARKER = "COMPLETE"
 TRAIN_STATE_FILE = "train_state.json"
@@ -148,15 +130,8 @@ def commit_checkpoint(tmp: str | Path, output_dir: str | Path, step: int) -> Pat
     # kill right after this line leaves nothing that looks complete.
     _write_durable(tmp / COMPLETE_MARKER, json.dumps(manifest, indent=1) + "\n")
     _fsync_path(tmp)
-    if final.exists():
-        # Re-saving a step (a resume from an older checkpoint reached it again): move the old one out of the
-        # checkpoint namespace first, since rename() cannot replace a non-empty directory.
-        retired = output_dir / f"{_TEMP_PREFIX}{step:06d}.old-{secrets.token_hex(4)}"
-        os.rename(final, retired)
-        os.rename(tmp, final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+    # Re-saving a step (a resume from an older checkpoint reached it again) retires the old one under a temp name.
+    replace_dir(tmp, final, retired=output_dir / f"{_TEMP_PREFIX}{step:06d}.old-{secrets.token_hex(4)}")
     _fsync_path(output_dir)
     return final
 
@@ -167,7 +142,7 @@ def atomic_checkpoint_dir(
 ) -> Iterator[Path]:
     """Yield a temporary directory to write checkpoint `step` into; on exit the main process commits it.
 
-    Any writer works inside the block (accelerate `save_state`, DeepSpeed `save_checkpoint`, the helpers below).
+    Any writer works inside the block (DeepSpeed `save_checkpoint`, the helpers of resume.py, plain files).
     Single process: leave `token` out (a random one is drawn). Several ranks: pass the same `token` on every rank
     and put a barrier at the END of the block (see the module docstring), because the main process renames as
     soon as it leaves the block. If the block raises, the main process deletes the temp directory and re-raises;
@@ -291,11 +266,14 @@ class TrainState:
 
     step: int = 0  # optimizer steps completed
     data: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainStream.state_dict()
-    layer_selection: dict[str, Any] = dataclasses.field(default_factory=dict)  # current pairs, next resample step
     nonfinite_in_row: int = 0
     nonfinite_total: int = 0
-    examples_seen: int = 0
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # free-form, must be JSON-serialisable
+    examples_seen: int = 0  # over every rank; for the reader of the checkpoint (nothing resumes from it)
+
+
+# Fields that checkpoints of earlier versions hold and that nothing ever set: the layer pairs are a pure function of
+# (seed, step). Such a checkpoint still loads when they are empty, as lead_dist always wrote them.
+_RETIRED_FIELDS = ("layer_selection", "extra")
 
 
 def save_train_state(directory: str | Path, state: TrainState) -> Path:
@@ -318,6 +296,9 @@ def load_train_state(directory: str | Path) -> TrainState:
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{path}: missing; a checkpoint written by lead_dist always has one") from err
     fields = {f.name for f in dataclasses.fields(TrainState)}
+    for name in _RETIRED_FIELDS:
+        if isinstance(payload, dict) and payload.get(name, None) == {}:
+            del payload[name]
     unknown = set(payload) - fields
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected a subset of {sorted(fields)}")

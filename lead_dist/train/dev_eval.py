@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from lead_dist.config import Config
-from lead_dist.train.engines import Trainee
+from lead_dist.train.setup import Trainee
 
 
 @dataclasses.dataclass

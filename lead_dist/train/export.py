@@ -5,7 +5,7 @@ tokenizer, lead_dist.json, and for a dual encoder the sentence-transformers modu
 pooling and normalisation). This module adds what training wraps around the model:
 
 - Unwrapping: pass the model as training holds it: the raw module, a DDP wrapper, a DeepSpeed engine, or what
-  `accelerator.prepare` returned; `.module` wrappers are peeled off (see `checkpoint.unwrap_module`).
+  `accelerator.prepare` returned; wrappers are peeled off (`lead_dist.distributed.unwrap`).
 - ZeRO-3: parameters are partitioned across ranks, so EVERY rank must call `export_model` (the gather is a
   collective); the parameters are gathered read-only with `deepspeed.zero.GatheredParameters` and only the main
   process (`is_main=True`) writes. Without ZeRO-3 non-main ranks return at once, so calling it on all ranks is
@@ -24,10 +24,15 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from lead_dist.train.checkpoint_contents import unwrap_module
+from lead_dist.atomic import replace_dir
+from lead_dist.distributed import unwrap
+
+if TYPE_CHECKING:
+    from lead_dist.train.setup import Trainee
 
 ROLES = ("student", "teacher", "model")
 
@@ -57,23 +62,13 @@ def gathered_parameters(module: torch.nn.Module) -> Iterator[None]:
         yield
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        retired = final.parent / f".{final.name}.old-{secrets.token_hex(4)}"
-        final.rename(retired)
-        tmp.rename(final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        tmp.rename(final)
-
-
 def export_model(model: torch.nn.Module, path: str | Path, *, is_main: bool = True) -> Path:
     """Write `model` (wrapped or not) to the folder `path` via its own `save`; call on every rank (see module doc).
 
     Returns `path` on every rank. Raises TypeError if the unwrapped module has no `save(path)` method (not a
     lead_dist model).
     """
-    inner = unwrap_module(model)
+    inner = unwrap(model)
     if not callable(getattr(inner, "save", None)):
         raise TypeError(
             f"export_model: {type(inner).__name__} has no save(path); expected a lead_dist.models model "
@@ -89,10 +84,20 @@ def export_model(model: torch.nn.Module, path: str | Path, *, is_main: bool = Tr
                 inner.eval()
                 with torch.no_grad():
                     inner.save(tmp)
-                _replace_dir(tmp, final)
+                replace_dir(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             finally:
                 inner.train(was_training)
     return final
+
+
+def export_trained(trainees: dict[str, Trainee], output_dir: str | Path, *, is_main: bool) -> dict[str, str]:
+    """Export every trained model of a run to `export_dir(output_dir, name)`; call on every rank (ZeRO-3 gathers).
+    Returns {name: folder}."""
+    return {
+        name: str(export_model(trainee.model, export_dir(output_dir, name), is_main=is_main))
+        for name, trainee in trainees.items()
+        if trainee.trained
+    }

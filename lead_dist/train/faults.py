@@ -1,6 +1,7 @@
-"""A rank that dies or stops responding: the others end with a clear error instead of hanging.
+"""A rank that dies or stops responding: the others end with a clear error instead of hanging. And the faults the
+tests inject (`TestHooks`).
 
-Two layers: the process group's timeout (train.rank_timeout_s, set in `engines.build_accelerator`) turns a collective
+Two layers: the process group's timeout (train.rank_timeout_s, set in `setup.build_accelerator`) turns a collective
 that waits on a dead or stuck peer into an error, which `collective_failures_explained` words plainly; the
 `Watchdog` ends a process that makes no progress for that long (a rank stuck outside any collective, or a
 collective implementation that ignores the timeout).
@@ -9,11 +10,12 @@ collective implementation that ignores the timeout).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch.distributed as dist
 
@@ -83,3 +85,61 @@ class Watchdog:
                     flush=True,
                 )
                 os._exit(3)
+
+
+@dataclasses.dataclass(frozen=True)
+class TestHooks:
+    """Faults the tests inject into a training run, read once from the environment (`from_env`) at its start.
+
+    LEAD_DIST_TEST_NAN_AT_STEPS="3,4": the loss of those optimizer steps (0-based) is NaN.
+    LEAD_DIST_TEST_SLEEP_IN_SAVE=STEP:SECONDS: sleep inside the checkpoint write of that step, after every file is
+        written and before the directory is committed (so a test can kill the run mid-write).
+    LEAD_DIST_TEST_STEP_SLEEP=SECONDS: sleep after every step (so a test can kill a run between checkpoints).
+    LEAD_DIST_TEST_HANG_RANK=R:STEP: rank R stops responding at that step (to test the others' timeout).
+    None of them set (a user's run): every hook does nothing.
+    """
+
+    __test__ = False  # a class named Test*, not a pytest test class
+
+    nan_at_steps: frozenset[int] = frozenset()
+    sleep_in_save: tuple[int, float] | None = None  # (step, seconds)
+    step_sleep_s: float = 0.0
+    hang: tuple[int, int] | None = None  # (rank, step)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TestHooks:
+        env = os.environ if environ is None else environ
+
+        def pair(name: str, second: type) -> tuple | None:
+            raw = env.get(name, "")
+            if not raw:
+                return None
+            first, _, rest = raw.partition(":")
+            try:
+                return int(first), second(rest)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r}: expected INT:{second.__name__.upper()}") from None
+
+        steps = env.get("LEAD_DIST_TEST_NAN_AT_STEPS", "")
+        return cls(
+            nan_at_steps=frozenset(int(s) for s in steps.split(",") if s.strip()),
+            sleep_in_save=pair("LEAD_DIST_TEST_SLEEP_IN_SAVE", float),
+            step_sleep_s=float(env.get("LEAD_DIST_TEST_STEP_SLEEP", "0") or 0),
+            hang=pair("LEAD_DIST_TEST_HANG_RANK", int),
+        )
+
+    def poisons(self, step: int) -> bool:
+        """Whether this step's loss is made NaN."""
+        return step in self.nan_at_steps
+
+    def hang_if_chosen(self, rank: int, step: int) -> None:
+        if self.hang == (rank, step):
+            while True:  # a stuck rank: the others must notice through their timeout
+                time.sleep(3600)
+
+    def pause_in_save(self, step: int) -> None:
+        if self.sleep_in_save is not None and self.sleep_in_save[0] == step:
+            time.sleep(self.sleep_in_save[1])
+
+    def after_step(self) -> None:
+        time.sleep(self.step_sleep_s)

@@ -53,7 +53,9 @@ class TransformerShape:
     @classmethod
     def of_model(cls, model: torch.nn.Module) -> TransformerShape:
         """From a lead_dist model (its `.backbone.config`) or a bare transformers model (its `.config`)."""
-        inner = getattr(model, "module", model)  # DDP / DeepSpeed wrapper
+        from lead_dist.distributed import unwrap
+
+        inner = unwrap(model)  # DDP / DeepSpeed / torch.compile wrappers
         backbone = getattr(inner, "backbone", inner)
         config = getattr(backbone, "config", None)
         if config is None:

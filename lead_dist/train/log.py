@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from lead_dist.atomic import atomic_write_text
+
 LOG_FILE = "log.jsonl"
 # Field names of a step record; `extra` may not reuse them (even those absent from a given record, e.g. "mfu").
 STANDARD_FIELDS = frozenset(
@@ -81,9 +83,7 @@ def _truncate_after(path: Path, step: int) -> None:
             continue
         if isinstance(record, dict) and int(record.get("step", 0)) <= step:
             kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 class TrainLogger:

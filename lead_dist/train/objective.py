@@ -34,23 +34,10 @@ from typing import Any
 
 import torch
 
-from lead_dist.distributed import all_reduce_mean
+from lead_dist.config import CANDIDATES, MODES
+from lead_dist.distributed import all_reduce_mean, unwrap
 from lead_dist.lead import contrastive_loss, lead_loss
 from lead_dist.train.candidates import cut_to_own_group, gather_passages, global_labels, group_labels
-
-CANDIDATE_SETS = ("global", "group")
-MODES = ("lead", "response", "contrastive")
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module under DDP / DeepSpeed (`.module`) or torch.compile (`._orig_mod`) wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(getattr(model, "module", None), torch.nn.Module):
-            model = model.module
-        else:
-            return model
 
 
 def _group_size(queries: Mapping[str, torch.Tensor], passages: Mapping[str, torch.Tensor]) -> int:
@@ -96,8 +83,8 @@ def _labels(candidates: str, num_queries: int, group_size: int, device: torch.de
 
 
 def _check_candidates(candidates: str, teacher_kind: str | None, key: str) -> None:
-    if candidates not in CANDIDATE_SETS:
-        raise ValueError(f"{key}: {candidates!r} is not one of {', '.join(CANDIDATE_SETS)}")
+    if candidates not in CANDIDATES:
+        raise ValueError(f"{key}: {candidates!r} is not one of {', '.join(CANDIDATES)}")
     if teacher_kind == "ce" and candidates == "global":
         raise ValueError(
             f"{key}: a cross encoder scores only the pairs it is given and cannot score the global batch; "

@@ -1,0 +1,1 @@
+"""Data pipeline throughput: `python -m benchmarks.data` (benchmarks/README.md)."""

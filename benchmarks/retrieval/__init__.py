@@ -1,0 +1,1 @@
+"""Retrieval speed (encoding, search): `python -m benchmarks.retrieval` (benchmarks/README.md)."""

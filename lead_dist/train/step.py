@@ -1,0 +1,338 @@
+"""What happens in one step? `run_step` runs one optimizer step of the loop, and benchmarks time the same function.
+
+    micro-batch x grad_accum:  collate (to the device)  ->  forward through the objective (`step_loss`) with every
+                               trained model's outputs captured  ->  a non-finite check every rank agrees on  ->
+                               backward of each engine  ->  loss terms averaged over ranks, FLOPs and tokens counted
+    then:                      the optimizer step of every trained model (clip, step, schedule), skipped when the only
+                               micro-batch was not finite; `record_nonfinite` keeps the counters and stops the run
+                               after `train.max_nonfinite_in_row` bad steps in a row.
+
+Why the backward goes through captured outputs: LEAD's loss joins two models that may live in two DeepSpeed engines
+(each with its own ZeRO stage, clipping and optimizer). A DeepSpeed engine must run the backward of its own model
+itself (`engine.backward`, which scales, reduces and partitions gradients); one `loss.backward()` would bypass the
+second engine. So the forward hands the loss detached copies ("leaves") of every output of a trained model; the
+loss's gradient is taken with respect to those leaves (this runs the cross-rank gather's backward, on every rank),
+and each engine then back-propagates `sum(output * grad)` through its own model. The parameter gradients are exactly
+those of `loss.backward()`. Plain modules and DDP take the same path, so every engine type runs the same maths.
+
+Gradient accumulation: DDP skips the all-reduce on inner micro-steps (`no_sync`), DeepSpeed is told where the
+boundary is (`micro_step`). A bad loss without accumulation skips the backward (no gradient, no step); with
+accumulation every micro-batch still runs its backward, with zero gradient, so the engines stay in step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lead_dist.config import Config
+from lead_dist.train.checkpoint import TrainState
+from lead_dist.train.setup import Trainee, use_deepspeed
+
+
+@dataclasses.dataclass
+class StepResult:
+    """What one optimizer step did on this rank (everything the loop logs and the benchmarks report)."""
+
+    losses: dict[str, float]  # each scalar loss term, averaged over ranks and micro-batches ("total" included)
+    layer_weights: Any  # LEAD's per-pair weights of the last micro-batch (None without layers)
+    learning_rates: dict[str, float]  # of each trained model, as this step used them
+    grad_norms: dict[str, float]  # before clipping; empty when the step was skipped
+    nonfinite_micro_batches: int  # micro-batches whose loss was not finite on some rank
+    skipped: bool  # no optimizer step: the only micro-batch was not finite
+    flops: int  # this rank's matmul FLOPs of the step (train/flops.py)
+    tokens: int  # this rank's non-pad tokens over every model
+    seconds: dict[str, float]  # host wall time of each phase, summed over micro-batches (see `run_step`)
+
+
+def run_step(
+    config: Config,
+    trainees: dict[str, Trainee],
+    micro_batches: Iterator[dict],
+    layers: tuple,
+    *,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+    poison: bool = False,
+) -> StepResult:
+    """One optimizer step over `train.grad_accum` collated micro-batches drawn from `micro_batches`.
+
+    `layers`: this step's (student, teacher) layer pairs, ((), ()) when the mode draws none. `poison` makes the
+    loss NaN (a fault-injection hook of the tests). `seconds` has the phases "collate_s" (drawing the micro-batch),
+    "forward_and_loss_s" (through the finite check), "backward_s", "bookkeeping_s" (loss terms averaged over ranks,
+    FLOPs and tokens counted) and "optimizer_s": host wall time, so on a GPU without synchronisation it is launch time.
+    """
+    grad_accum = config.train.grad_accum
+    losses: dict[str, float] = {}
+    seconds = dict.fromkeys(("collate_s", "forward_and_loss_s", "backward_s", "bookkeeping_s", "optimizer_s"), 0.0)
+    clock = [time.perf_counter()]
+
+    def lap(phase: str) -> None:
+        now = time.perf_counter()
+        seconds[phase] += now - clock[0]
+        clock[0] = now
+
+    layer_weights = None
+    nonfinite = flops = tokens = 0
+    for micro in range(grad_accum):
+        batch = next(micro_batches)
+        lap("collate_s")
+        with micro_step(trainees, boundary=micro == grad_accum - 1):
+            with capture_outputs(trainees) as captured, autocast(config, device):
+                total, terms = step_loss(config, trainees, batch, layers)
+            if poison:
+                total = total * float("nan")
+            finite = all_ranks_finite(total)  # the same answer on every rank
+            nonfinite += 0 if finite else 1
+            lap("forward_and_loss_s")
+            if finite or grad_accum > 1:
+                backward(trainees, total, captured, finite=finite, grad_accum=grad_accum, scaler=scaler)
+        lap("backward_s")
+        for key, value in mean_over_ranks({"total": total, **terms}).items():
+            losses[key] = losses.get(key, 0.0) + value / grad_accum
+        layer_weights = terms.get("layer_weights", layer_weights)
+        micro_flops, micro_tokens = step_work(trainees, batch, config.stage == "warmup")
+        flops, tokens = flops + micro_flops, tokens + micro_tokens
+        lap("bookkeeping_s")
+
+    learning_rates = {name: t.lr for name, t in trainees.items() if t.trained}  # what this step used
+    skipped = nonfinite == grad_accum == 1
+    grad_norms = {} if skipped else optimizer_step(trainees, scaler)
+    lap("optimizer_s")
+    return StepResult(losses, layer_weights, learning_rates, grad_norms, nonfinite, skipped, flops, tokens, seconds)
+
+
+def record_nonfinite(state: TrainState, result: StepResult, limit: int, log_event: Callable[..., Any]) -> None:
+    """Count the step's non-finite micro-batches into `state` (after `state.step` was advanced), log them, and stop
+    the run with FloatingPointError once `limit` steps in a row had one."""
+    if not result.nonfinite_micro_batches:
+        state.nonfinite_in_row = 0
+        return
+    state.nonfinite_in_row += 1
+    state.nonfinite_total += result.nonfinite_micro_batches
+    log_event(
+        "nonfinite_loss", state.step, skipped=result.skipped, micro_batches=result.nonfinite_micro_batches,
+        in_row=state.nonfinite_in_row, total=state.nonfinite_total,
+    )  # fmt: skip
+    if state.nonfinite_in_row >= limit:
+        raise FloatingPointError(
+            f"non-finite loss in {state.nonfinite_in_row} steps in a row (step {state.step}; "
+            f"train.max_nonfinite_in_row={limit}); lower the learning rates, enable gradient clipping or check the data"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the pieces of a step
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def collate(config: Config, trainees: dict[str, Trainee], examples: list[dict], device: torch.device) -> dict:
+    from lead_dist.data import collate_for
+
+    lengths = (config.data.query_max_length, config.data.passage_max_length)
+    if config.stage == "warmup":
+        batch = collate_for(trainees["model"].raw, examples, *lengths)
+        return _to_device(batch, device) | {"group_size": 1 + config.data.num_negatives}
+    return {name: _to_device(collate_for(t.raw, examples, *lengths), device) for name, t in trainees.items()}
+
+
+def step_loss(config: Config, trainees: dict[str, Trainee], batch: dict, layers: tuple) -> tuple[torch.Tensor, dict]:
+    """The loss of one micro-batch as the loop computes it (warm-up or distillation); benchmarks time this too."""
+    from lead_dist.train.objective import distill_loss, warmup_loss
+
+    if config.stage == "warmup":
+        return warmup_loss(trainees["model"].model, batch, config.candidates)
+    teacher = trainees.get("teacher")
+    return distill_loss(
+        trainees["student"].model,
+        teacher.model if teacher is not None and config.mode != "contrastive" else None,
+        batch,
+        layers[0],
+        layers[1],
+        config.lead,
+        teacher_trained=teacher is not None and teacher.trained,
+        candidates=config.candidates,
+        mode=config.mode or "lead",
+    )
+
+
+def all_ranks_finite(total: torch.Tensor) -> bool:
+    """True only when the loss is finite on EVERY rank, so all ranks take the same branch (no collective hangs)."""
+    bad = torch.tensor([0.0 if torch.isfinite(total.detach()).all() else 1.0], device=total.device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bool(bad.item() == 0.0)
+
+
+def mean_over_ranks(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar loss terms averaged over ranks (one small collective), for logging."""
+    from lead_dist.distributed import all_reduce_mean
+
+    scalars = {k: v.detach().float() for k, v in terms.items() if isinstance(v, torch.Tensor) and v.dim() == 0}
+    if not scalars:
+        return {}
+    stacked = all_reduce_mean(torch.stack(list(scalars.values())))
+    return {k: float(v) for k, v in zip(scalars, stacked.tolist(), strict=True)}
+
+
+def step_work(trainees: dict[str, Trainee], batch: dict, warmup: bool) -> tuple[int, int]:
+    """(FLOPs, non-pad tokens) this rank spent on the step's encoders (see train/flops.py)."""
+    from lead_dist.train.flops import ModelWork, TransformerShape, step_flops, tensor_shape
+
+    works, tokens = [], 0
+    for name, trainee in trainees.items():
+        inputs = batch if warmup else batch[name]
+        tokenized = [v for v in inputs.values() if isinstance(v, dict) and "input_ids" in v]
+        tokens += sum(int(t["attention_mask"].sum()) for t in tokenized)
+        shapes = tuple(tensor_shape(t) for t in tokenized)
+        works.append(ModelWork(TransformerShape.of_model(trainee.raw), shapes, trainee.trained))
+    return step_flops(works), tokens
+
+
+def _replace_tensors(value: Any, leaves: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """Swap every tensor that carries gradient for a detached leaf, recording (original, leaf)."""
+    if isinstance(value, torch.Tensor):
+        if not value.requires_grad:
+            return value
+        leaf = value.detach().requires_grad_(True)
+        leaves.append((value, leaf))
+        return leaf
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _replace_tensors(getattr(value, f.name), leaves) for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **changes)
+    if isinstance(value, tuple):
+        return type(value)(_replace_tensors(v, leaves) for v in value)
+    if isinstance(value, list):
+        return [_replace_tensors(v, leaves) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_tensors(v, leaves) for k, v in value.items()}
+    return value
+
+
+class CapturedOutputs:
+    """The (output, leaf) pairs each trained model produced during one forward of the objective."""
+
+    def __init__(self, trainees: list[Trainee]) -> None:
+        self.by_model: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {t.name: [] for t in trainees}
+
+
+@contextlib.contextmanager
+def capture_outputs(trainees: dict[str, Trainee]) -> Iterator[CapturedOutputs]:
+    """Around the objective's forward: every output of a trained model reaches the loss as a detached leaf."""
+    trained = [t for t in trainees.values() if t.trained]
+    captured = CapturedOutputs(trained)
+    handles = []
+    for trainee in trained:
+
+        def hook(_module: nn.Module, _args: Any, output: Any, name: str = trainee.name) -> Any:
+            return _replace_tensors(output, captured.by_model[name])
+
+        handles.append(trainee.raw.register_forward_hook(hook))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def micro_step(trainees: dict[str, Trainee], boundary: bool) -> Iterator[None]:
+    """Around one micro-batch's forward and backward: gradients sync only on the accumulation boundary."""
+    with contextlib.ExitStack() as stack:
+        for trainee in trainees.values():
+            if not trainee.trained:
+                continue
+            if trainee.engine is not None:
+                trainee.engine.set_gradient_accumulation_boundary(boundary)
+            elif not boundary and hasattr(trainee.model, "no_sync"):
+                stack.enter_context(trainee.model.no_sync())
+        yield
+
+
+def backward(
+    trainees: dict[str, Trainee],
+    total: torch.Tensor,
+    captured: CapturedOutputs,
+    *,
+    finite: bool,
+    grad_accum: int,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """Back-propagate `total` into every trained model through its own engine (see the module docstring).
+
+    When the step's loss is not finite (`finite` False, decided alike on every rank) the models receive zero output
+    gradients: every engine still runs its backward, so collectives and accumulation boundaries stay aligned.
+    """
+    pairs = [(name, out, leaf) for name, outs in captured.by_model.items() for out, leaf in outs]
+    leaves = [leaf for _name, _out, leaf in pairs]
+    grads: list[torch.Tensor | None] = [None] * len(leaves)
+    if finite and leaves:
+        grads = list(torch.autograd.grad(total, leaves, allow_unused=True))
+    for trainee in trainees.values():
+        if not trainee.trained:
+            continue
+        terms = [
+            (out * grad).sum() if grad is not None else (out * 0).sum()
+            for (name, out, _leaf), grad in zip(pairs, grads, strict=True)
+            if name == trainee.name
+        ]
+        if not terms:
+            raise RuntimeError(f"the {trainee.name} produced no output with gradient in this step's loss")
+        surrogate = torch.stack([t.float() for t in terms]).sum()
+        if trainee.engine is not None:
+            trainee.engine.backward(surrogate)  # DeepSpeed divides by its gradient_accumulation_steps itself
+        else:
+            surrogate = surrogate / grad_accum
+            (scaler.scale(surrogate) if scaler is not None else surrogate).backward()
+
+
+def optimizer_step(trainees: dict[str, Trainee], scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """Clip (per model), step, advance the schedule, clear gradients. Returns each model's gradient norm."""
+    norms: dict[str, float] = {}
+    for trainee in trainees.values():
+        if not trainee.trained:
+            continue
+        if trainee.engine is not None:
+            trainee.engine.step()  # clips with the JSON's gradient_clipping (= this model's grad_clip)
+            norm = trainee.engine.get_global_grad_norm()
+            norms[trainee.name] = float(norm) if norm is not None else float("nan")
+        else:
+            assert trainee.optimizer is not None
+            if scaler is not None:
+                scaler.unscale_(trainee.optimizer)
+            params = [p for p in trainee.raw.parameters() if p.grad is not None]
+            max_norm = trainee.grad_clip if trainee.grad_clip > 0 else float("inf")
+            norms[trainee.name] = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            if scaler is not None:
+                scaler.step(trainee.optimizer)
+            else:
+                trainee.optimizer.step()
+            trainee.optimizer.zero_grad(set_to_none=True)
+        assert trainee.scheduler is not None
+        trainee.scheduler.step()
+    if scaler is not None:
+        scaler.update()  # once per step, after every optimizer (torch's recipe for several optimizers)
+    return norms
+
+
+def autocast(config: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast for modules outside DeepSpeed (DeepSpeed casts its model to the precision itself)."""
+    precision = config.train.mixed_precision
+    if precision == "no" or use_deepspeed(config):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,56 @@
+"""Flags and set-up shared by the retrieval verbs (encode, search, evaluate, rerank)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from lead_dist.retrieval.encode import DTYPES
+from lead_dist.retrieval.indexes import BACKENDS
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser, *, passages: bool = True, queries: bool = True) -> None:
+    parser.add_argument("--model", required=True, help="lead_dist model folder or a (sentence-)transformers folder")
+    if passages:
+        parser.add_argument("--passage-max-length", type=int, default=256, help="tokens per passage (default 256)")
+    if queries:
+        parser.add_argument("--query-max-length", type=int, default=64, help="tokens per query (default 64)")
+    parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (default 64)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype (default fp32)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: this rank's GPU if any, else cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top-k", type=int, default=1000, help="documents retrieved per query (default 1000)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="index backend (default torch exact)")
+    parser.add_argument("--factory", default="Flat", help="faiss index_factory string, e.g. Flat, IVF1024,Flat, HNSW32")
+    parser.add_argument("--search-params", help="faiss search parameters, e.g. nprobe=64 or efSearch=128")
+    parser.add_argument(
+        "--fp16-index", action="store_true", help="store the index in fp16 (less memory, may cost recall)"
+    )
+
+
+def index_options(args: argparse.Namespace, device: str) -> dict:
+    return {
+        "backend": args.backend,
+        "factory": args.factory,
+        "device": device,
+        "fp16": args.fp16_index,
+        "search_params": args.search_params,
+    }
+
+
+def pick_device(requested: str | None) -> str:
+    if requested:
+        return requested
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def check_positive(value: int, flag: str) -> None:
+    if value < 1:
+        raise ValueError(f"{flag} must be >= 1, got {value}")

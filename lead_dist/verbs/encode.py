@@ -1,0 +1,35 @@
+"""`lead-dist encode`: encode a corpus into a resumable embeddings folder, each rank its contiguous share.
+
+lead-dist encode --model DIR --corpus ../shared/data/scifact --out runs/sf-emb
+torchrun --nproc_per_node 8 -m lead_dist.cli encode --model DIR --corpus collection.tsv --out emb --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lead_dist.distributed import init_from_env
+from lead_dist.retrieval.store import encode_to_folder
+from lead_dist.retrieval.text_encoder import load_text_encoder
+from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_encoder_arguments(parser, queries=False)
+    parser.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl, or MS MARCO collection.tsv")
+    parser.add_argument("--out", required=True, help="embeddings folder (created; rerun with it to resume)")
+    parser.add_argument("--shard-size", type=int, help="passages per shard (default: corpus / ranks, at most 100k)")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_positive(args.batch_size, "--batch-size")
+    rank, world = init_from_env()
+    encoder = load_text_encoder(args.model, pick_device(args.device))
+    summary = encode_to_folder(
+        encoder, args.corpus, args.out, rank=rank, world=world, max_length=args.passage_max_length,
+        batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
+    )  # fmt: skip
+    summary["world_size"] = world
+    print(json.dumps(summary), flush=True)
+    return 0

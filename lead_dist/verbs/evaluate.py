@@ -1,0 +1,101 @@
+"""`lead-dist evaluate`: encode the corpus, search the judged queries, score with pytrec_eval, write JSON.
+
+    lead-dist evaluate --model DIR --data ../shared/data/scifact --split test --out results.json
+    torchrun --nproc_per_node 8 -m lead_dist.cli evaluate --model DIR --data msmarco-beir --split dev --out r.json
+
+Encoding goes through the resumable embeddings folder; everything after it (input report, query encoding, search,
+merge, metrics) is `lead_dist.retrieval.evaluate.evaluate_passages`, the pipeline the trainer's dev evaluation uses.
+The corpus embeddings go to --embeddings (default: next to --out, `<out stem>.embeddings/`), so an interrupted
+evaluation resumes from its finished shards and the same folder serves `lead-dist search` and `mine` later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from lead_dist.distributed import init_from_env
+from lead_dist.retrieval.evaluate import evaluate_passages
+from lead_dist.retrieval.metrics import DEFAULT_HIT_KS
+from lead_dist.retrieval.runfile import write_run
+from lead_dist.retrieval.search import check_compatible
+from lead_dist.retrieval.sources import load_beir_split
+from lead_dist.retrieval.store import empty_passages, encode_to_folder, passage_ids, rank_shards, read_manifest
+from lead_dist.retrieval.text_encoder import load_text_encoder
+from lead_dist.verbs.common import (
+    add_encoder_arguments,
+    add_index_arguments,
+    check_positive,
+    index_options,
+    pick_device,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_encoder_arguments(parser)
+    add_index_arguments(parser)
+    parser.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    parser.add_argument("--split", default="test", help="qrels split (default test)")
+    parser.add_argument("--out", required=True, help="results JSON to write")
+    parser.add_argument("--embeddings", help="corpus embeddings folder (default <out stem>.embeddings next to --out)")
+    parser.add_argument("--shard-size", type=int, help="passages per embeddings shard (default corpus / ranks)")
+    parser.add_argument("--run-out", help="also write the TREC run here")
+    parser.add_argument("--relevance-threshold", type=int, default=1, help="grade counted relevant (TREC DL: 2)")
+    parser.add_argument("--hit-k", type=int, nargs="+", default=list(DEFAULT_HIT_KS), help="hit@K cut-offs")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_positive(args.top_k, "--top-k")
+    check_positive(args.batch_size, "--batch-size")
+    rank, world = init_from_env()
+    device = pick_device(args.device)
+    split = load_beir_split(args.data, args.split)
+    encoder = load_text_encoder(args.model, device)
+    out = Path(args.out)
+    embeddings = Path(args.embeddings) if args.embeddings else out.with_name(out.stem + ".embeddings")
+
+    started = time.perf_counter()
+    encoded = encode_to_folder(
+        encoder, split.corpus_path, embeddings, rank=rank, world=world, max_length=args.passage_max_length,
+        batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
+    )  # fmt: skip
+    encode_s = time.perf_counter() - started
+    manifest = read_manifest(embeddings)
+    check_compatible(manifest, encoder, embeddings)
+
+    scored = evaluate_passages(
+        encoder, split.queries, split.qrels, rank_shards(embeddings, rank, world),
+        corpus_ids=passage_ids(embeddings), empty_passages=empty_passages(embeddings), k=args.top_k,
+        query_max_length=args.query_max_length, query_batch_size=args.batch_size, dtype=args.dtype,
+        relevance_threshold=args.relevance_threshold, hit_ks=args.hit_k, world=world,
+        index_options=index_options(args, device),
+    )  # fmt: skip
+    if rank != 0:
+        return 0
+    if args.run_out:
+        write_run(scored["run"], args.run_out)
+    results = {
+        "metrics": scored["metrics"],
+        "num_queries": scored["num_queries"],
+        "judged_queries_without_results": scored["judged_queries_without_results"],
+        "relevance_threshold": args.relevance_threshold,
+        "input_report": scored["input_report"],
+        "settings": {
+            "model": str(args.model), "fingerprint": encoder.fingerprint, "data": str(args.data),
+            "split": args.split, "top_k": args.top_k, "query_max_length": args.query_max_length,
+            "passage_max_length": args.passage_max_length, "dtype": args.dtype, "backend": args.backend,
+            "factory": args.factory, "world_size": world, "num_passages": manifest["num_passages"],
+        },
+        "timings": {
+            "encode_s_rank0": encode_s, "shards_skipped_rank0": encoded["skipped"],
+            "passages_per_s_rank0": encoded["encoded"] / encoded["seconds"] if encoded["seconds"] else None,
+            "query_encode_and_search_s": scored["timings"]["encode_queries_s"] + scored["timings"]["search_s"],
+        },
+        "per_query": scored["per_query"],
+    }  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(json.dumps({"metrics": results["metrics"], "input_report": results["input_report"]}, indent=1), flush=True)
+    return 0

@@ -1,0 +1,69 @@
+"""`lead-dist mine`: hard negatives from a TREC run (depth range, every positive removed) -> training shards.
+
+    lead-dist search --model DIR --index emb --queries ../shared/data/scifact --qrels .../qrels/train.tsv --out r.trec
+    lead-dist mine --run r.trec --format beir --input ../shared/data/scifact --split train --depth 3:100 --out shards/
+
+Writes <out>/negatives.trec (the mined negatives, ranks renumbered) and <out>/mining_report.json, then the training
+shards through `lead-dist prepare` (lead_dist.data), which reads that file as its negative source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lead_dist.data.readers.qrels import read_qrels
+from lead_dist.data.readers.trec_run import parse_depth, read_run
+from lead_dist.retrieval.mine import mine_negatives, negatives_as_run
+from lead_dist.retrieval.runfile import write_run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="TREC run file (e.g. from `lead-dist search`)")
+    parser.add_argument("--format", choices=("beir", "msmarco"), default="beir", help="input format for the shards")
+    parser.add_argument("--input", required=True, help="BEIR or MS MARCO folder the run was made from")
+    parser.add_argument("--split", default="train", help="qrels split whose positives are removed (default train)")
+    parser.add_argument("--qrels", help="qrels file (default <input>/qrels/<split>.tsv for BEIR)")
+    parser.add_argument("--depth", default="1:100", help="ranks FIRST:LAST kept (1-based, inclusive), e.g. 30:200")
+    parser.add_argument("--min-relevance", type=int, default=1, help="grade that makes a document a positive")
+    parser.add_argument("--out", required=True, help="training shard folder")
+    parser.add_argument("--shards", type=int, help="number of training shards (passed to prepare)")
+    parser.add_argument("--negatives-only", action="store_true", help="write negatives.trec only, no shards")
+
+
+def run(args: argparse.Namespace) -> int:
+    depth = parse_depth(args.depth)
+    if args.qrels:
+        qrels_path = Path(args.qrels)
+    elif args.format == "beir":
+        qrels_path = Path(args.input) / "qrels" / f"{args.split}.tsv"
+    else:
+        raise ValueError("--format msmarco needs --qrels (the qrels of the split the run was made for)")
+    run = read_run(args.run)
+    report = mine_negatives(run, read_qrels(qrels_path), depth, min_relevance=args.min_relevance)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    negatives_file = out / "negatives.trec"
+    write_run(negatives_as_run(report, run), negatives_file, tag="mined")
+    summary = {**report.as_dict(), "depth": list(depth), "run": str(args.run), "qrels": str(qrels_path)}
+    (out / "mining_report.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary), flush=True)
+    if args.negatives_only:
+        return 0
+    from lead_dist.verbs import prepare
+
+    prepare_args = ["--format", args.format, "--input", args.input, "--split", args.split, "--out", str(out),
+                    "--negatives-run", str(negatives_file), "--depth", f"1:{depth[1] - depth[0] + 1}",
+                    "--min-relevance", str(args.min_relevance), "--keep-without-negatives"]  # fmt: skip
+    if args.format == "msmarco":
+        prepare_args += ["--qrels", str(qrels_path)]
+    if args.shards:
+        prepare_args += ["--shards", str(args.shards)]
+    parser = argparse.ArgumentParser(prog="lead-dist prepare")
+    prepare.add_arguments(parser)
+    status = prepare.run(parser.parse_args(prepare_args))
+    if status:
+        print(f"lead-dist mine: writing training shards failed (prepare exited {status})", file=sys.stderr)
+    return status

@@ -1,0 +1,68 @@
+"""`lead-dist search`: search an embeddings folder with a model's query vectors; write a TREC run.
+
+    lead-dist search --model DIR --index runs/sf-emb --queries ../shared/data/scifact --qrels qrels/test.tsv \
+        --out runs/sf-test.trec
+Each rank searches the shards it encoded; the per-rank top-k lists are merged (max inner product) on every rank,
+and rank 0 writes the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from lead_dist.data.readers.qrels import read_qrels
+from lead_dist.distributed import init_from_env
+from lead_dist.retrieval.encode import encode_queries
+from lead_dist.retrieval.runfile import write_run
+from lead_dist.retrieval.search import check_compatible, search_folder
+from lead_dist.retrieval.sources import read_queries
+from lead_dist.retrieval.store import read_manifest
+from lead_dist.retrieval.text_encoder import load_text_encoder
+from lead_dist.verbs.common import (
+    add_encoder_arguments,
+    add_index_arguments,
+    check_positive,
+    index_options,
+    pick_device,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_encoder_arguments(parser, passages=False)
+    add_index_arguments(parser)
+    parser.add_argument("--index", required=True, help="embeddings folder written by `lead-dist encode`")
+    parser.add_argument("--queries", required=True, help="BEIR folder or queries.jsonl, or an MS MARCO queries tsv")
+    parser.add_argument("--qrels", help="only search the queries judged in this qrels file")
+    parser.add_argument("--out", required=True, help="TREC run file to write")
+    parser.add_argument("--tag", default="lead_dist", help="run tag (last column)")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_positive(args.top_k, "--top-k")
+    rank, world = init_from_env()
+    device = pick_device(args.device)
+    encoder = load_text_encoder(args.model, device)
+    check_compatible(read_manifest(args.index), encoder, args.index)  # before encoding a single query
+    queries = read_queries(args.queries)
+    if args.qrels:
+        judged = read_qrels(args.qrels)
+        queries = {qid: text for qid, text in queries.items() if qid in judged}
+    qids = list(queries)
+    started = time.perf_counter()
+    vectors = encode_queries(
+        encoder, [queries[q] for q in qids], max_length=args.query_max_length, batch_size=args.batch_size,
+        dtype=args.dtype,
+    )  # fmt: skip
+    result = search_folder(args.index, vectors, args.top_k, rank=rank, world=world, **index_options(args, device))
+    if rank == 0:
+        write_run(result.as_run(qids), args.out, tag=args.tag)
+        summary = {
+            "queries": len(qids),
+            "top_k": args.top_k,
+            "world_size": world,
+            "seconds": time.perf_counter() - started,
+        }
+        print(json.dumps(summary), flush=True)
+    return 0

@@ -1,0 +1,50 @@
+"""`lead-dist train CONFIG [key=value ...] [--resume latest|DIR]`: run under `accelerate launch` or `torchrun`.
+
+The config is loaded and validated on every process before any model, data or process group is touched, so a
+mistyped key fails at once with the key, the closest valid name and the file. Examples:
+
+    lead-dist train configs/tiny.yaml train.max_steps=20
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 -m lead_dist.cli \\
+        train configs/tiny.yaml --resume latest
+    torchrun --nproc_per_node 2 -m lead_dist.cli train configs/tiny_zero.yaml      # DeepSpeed on CPU (gloo)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="run config (YAML); its first line names the command that runs it")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=100 student.lr=3e-5"
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="latest|DIR",
+        help="continue from the newest complete checkpoint under output_dir (latest; a fresh start if none) or DIR",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from lead_dist.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"lead-dist train: config error: {exc}", file=sys.stderr)
+        return 2
+
+    from lead_dist.data.errors import ShardError
+    from lead_dist.train.loop import train
+
+    try:
+        summary = train(config, resume=args.resume)
+    except ShardError as exc:  # the training data cannot be read: a URL, a file, a manifest, named in the message
+        print(f"lead-dist train: data error: {exc}", file=sys.stderr)
+        return 2
+    if summary.get("rank", 0) == 0:
+        print(json.dumps(summary, sort_keys=True))
+    return 0

@@ -36,3 +36,15 @@ def test_a_failing_step_leaves_no_marker_and_names_its_log(tmp_path: Path) -> No
     with pytest.raises(StepFailed, match=r"step bad exited 2 .*logs/bad.log"):
         runner.run("bad", ["no-such-verb"])
     assert not runner.marker("bad").exists()
+
+
+def test_a_step_may_run_another_python_module_and_a_changed_program_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    marker_file = tmp_path / "ran.txt"
+    program = ["-c", f"import pathlib, sys; pathlib.Path({str(marker_file)!r}).write_text(' '.join(sys.argv[1:]))"]
+    runner = StepRunner(out, tmp_path, log=lambda _m: None)
+    assert not runner.run("probe", ["a", "b"], program=program).skipped
+    assert marker_file.read_text() == "a b"  # the program ran with the step's argv
+    assert StepRunner(out, tmp_path, log=lambda _m: None).run("probe", ["a", "b"], program=program).skipped
+    with pytest.raises(StepFailed, match="records another command"):
+        StepRunner(out, tmp_path, log=lambda _m: None).run("probe", ["a", "b"])  # now as a lead-dist verb

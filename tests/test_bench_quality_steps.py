@@ -48,3 +48,26 @@ def test_a_step_may_run_another_python_module_and_a_changed_program_is_refused(t
     assert StepRunner(out, tmp_path, log=lambda _m: None).run("probe", ["a", "b"], program=program).skipped
     with pytest.raises(StepFailed, match="records another command"):
         StepRunner(out, tmp_path, log=lambda _m: None).run("probe", ["a", "b"])  # now as a lead-dist verb
+
+
+def test_an_interrupted_training_resumes_from_its_checkpoint_and_other_leftovers_are_cleared(tmp_path: Path) -> None:
+    import json
+
+    from lead_dist.train.checkpoint import COMPLETE_MARKER
+
+    out = tmp_path / "out"
+    recorded = tmp_path / "argv.txt"
+    program = ["-c", f"import pathlib, sys; pathlib.Path({str(recorded)!r}).write_text(' '.join(sys.argv[1:]))"]
+    run_dir = out / "students" / "run"
+    checkpoint = run_dir / "step-000050"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "weights").write_bytes(b"w")
+    (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"step": 50, "files": {"weights": 1}}))
+    runner = StepRunner(out, tmp_path, log=lambda _m: None)
+    runner.run("train-run", ["train", "recipe.yaml"], fresh_dir=run_dir, program=program)
+    assert recorded.read_text() == "train recipe.yaml --resume latest" and checkpoint.is_dir()
+    assert json.loads(runner.marker("train-run").read_text())["argv"] == ["train", "recipe.yaml"]  # as planned
+
+    (checkpoint / "weights").write_bytes(b"torn")  # no complete checkpoint left: start over from an empty folder
+    runner.run("train-other", ["train", "other.yaml"], fresh_dir=run_dir, program=program)
+    assert recorded.read_text() == "train other.yaml" and not run_dir.exists()

@@ -85,7 +85,8 @@ class StepRunner:
         program and argv says it already ran.
 
         `fresh_dir`: a folder the step writes that must not hold leftovers of an interrupted attempt (the trainer
-        appends to its log.jsonl); it is removed before the step runs. It must lie inside the output folder.
+        appends to its log.jsonl); it is removed before the step runs, except that a `train` step with a complete
+        checkpoint there resumes from it (`--resume latest`). It must lie inside the output folder.
         """
         marker = self.marker(name)
         program = program or LEAD_DIST
@@ -122,8 +123,14 @@ class StepRunner:
         if fresh_dir is not None and fresh_dir.exists():
             if not fresh_dir.resolve().is_relative_to(self.out.resolve()):
                 raise StepFailed(f"step {name}: refusing to clear {fresh_dir}, which is outside {self.out}")
-            self.log(f"{name}: clearing {fresh_dir}, left by an interrupted attempt")
-            shutil.rmtree(fresh_dir)
+            if argv[0] == "train" and _has_checkpoint(fresh_dir):
+                # an interrupted training continues from its last checkpoint: the trainer's resume is exact (same
+                # weights, optimizer, data position and RNG as an uninterrupted run), so the results do not change
+                self.log(f"{name}: resuming the interrupted training in {fresh_dir} from its latest checkpoint")
+                command += ["--resume", "latest"]
+            else:
+                self.log(f"{name}: clearing {fresh_dir}, left by an interrupted attempt")
+                shutil.rmtree(fresh_dir)
         log_file = self.out / "logs" / f"{name}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log(f"{name}: lead-dist {' '.join(argv)}")
@@ -145,6 +152,12 @@ class StepRunner:
         result = StepResult(name, seconds, False, cpu_seconds)
         self.results[name] = result
         return result
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    from lead_dist.train.checkpoint import list_checkpoints
+
+    return bool(list_checkpoints(run_dir))
 
 
 def _recipe_digests(repo_root: Path, argv: list[str]) -> dict[str, str]:

@@ -71,3 +71,18 @@ def test_an_interrupted_training_resumes_from_its_checkpoint_and_other_leftovers
     (checkpoint / "weights").write_bytes(b"torn")  # no complete checkpoint left: start over from an empty folder
     runner.run("train-other", ["train", "other.yaml"], fresh_dir=run_dir, program=program)
     assert recorded.read_text() == "train other.yaml" and not run_dir.exists()
+
+
+def test_steps_side_by_side_are_timed_apart(tmp_path: Path) -> None:
+    """Each step's CPU seconds are its own process's, not those of a step that finished beside it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = StepRunner(tmp_path / "out", tmp_path, log=lambda _m: None)
+    sleeper = ["-c", "import time; time.sleep(2.0)"]
+    burner = ["-c", "import time\nwhile time.process_time() < 1.0: pass"]  # at least 1 CPU second
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        slow = pool.submit(runner.sharing, 1, lambda: runner.run("sleep", ["a"], program=sleeper))
+        busy = pool.submit(runner.sharing, 1, lambda: runner.run("burn", ["b"], program=burner))
+        sleep_result, burn_result = slow.result(), busy.result()
+    assert burn_result.cpu_seconds >= 1.0
+    assert sleep_result.cpu_seconds < 0.9  # interpreter start-up only; the burner's second would push it past 1

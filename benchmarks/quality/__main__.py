@@ -203,7 +203,7 @@ def in_parallel(runner: StepRunner, jobs: int, tasks: list[Any]) -> None:
             task()
         return
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # each step is a subprocess: threads only wait
-        for future in [pool.submit(runner.sharing, threads_per_step(jobs), task) for task in tasks]:
+        for future in [pool.submit(runner.sharing, max(1, (runner.threads or 1) // jobs), task) for task in tasks]:
             future.result()
 
 
@@ -299,10 +299,10 @@ def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int) -> list[
     return skipped
 
 
-def threads_per_step(jobs: int) -> int:
-    """Each step's torch threads: the usable cores shared among the steps that run at once (oversubscribed OpenMP
-    threads make a step many times slower: docs/ENVIRONMENT.md)."""
-    return max(1, len(os.sched_getaffinity(0)) // max(1, jobs))
+def threads_per_step(jobs: int, cores: int | None = None) -> int:
+    """Each step's torch threads: the cores (default: all usable ones) shared among the steps that run at once
+    (oversubscribed OpenMP threads make a step many times slower: docs/ENVIRONMENT.md)."""
+    return max(1, (cores or len(os.sched_getaffinity(0))) // max(1, jobs))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -315,6 +315,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON and charts go")
     parser.add_argument("--base-model", type=Path, help="all-MiniLM-L6-v2 folder (default: the packaged one)")
+    parser.add_argument("--cores", type=int, help="cores the steps may use (default: all usable ones)")
     parser.add_argument(
         "--jobs",
         type=int,
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO_ROOT / "runs" / "bench" / f"quality-{args.grid}"
     layout = Layout(out, args.base_model)
     check_recipes(plan, layout)
-    runner = StepRunner(out, REPO_ROOT, dry_run=args.dry_run, log=log, threads=threads_per_step(1))
+    runner = StepRunner(out, REPO_ROOT, dry_run=args.dry_run, log=log, threads=threads_per_step(1, args.cores))
     started = time.perf_counter()
     # The machine that ran the steps is the one the numbers belong to: recorded by the first invocation on this
     # output folder and kept when a later one resumes (its own machine goes under machine_this_invocation).
@@ -370,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Each step's torch threads decide its float reductions' order: a rerun reproduces the numbers with the same
     # --jobs on a machine with as many cores, of the same kind.
-    payload["threads_per_step"] = {"alone": threads_per_step(1), "side_by_side": threads_per_step(args.jobs)}
+    payload["threads_per_step"] = {"alone": threads_per_step(1, args.cores),
+                                   "side_by_side": threads_per_step(args.jobs, args.cores)}  # fmt: skip
     name = args.results_name or ("quality" if args.grid == "full" else f"quality_{args.grid}")
     table = markdown_table(payload)
     payload["table_markdown"] = table

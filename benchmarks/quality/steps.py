@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -134,15 +133,13 @@ class StepRunner:
         log_file = self.out / "logs" / f"{name}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log(f"{name}: lead-dist {' '.join(argv)}")
-        started, cpu_before = time.perf_counter(), _children_cpu_seconds()
+        started = time.perf_counter()
         with open(log_file, "w", encoding="utf-8") as sink:
-            status = subprocess.run(
-                command, cwd=self.repo_root, env=self.step_env(), stdout=sink, stderr=subprocess.STDOUT
-            )
-        seconds, cpu_seconds = time.perf_counter() - started, _children_cpu_seconds() - cpu_before
-        if status.returncode != 0:
+            returncode, cpu_seconds = _run_and_measure(command, self.repo_root, self.step_env(), sink)
+        seconds = time.perf_counter() - started
+        if returncode != 0:
             tail = "\n".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
-            raise StepFailed(f"step {name} exited {status.returncode} after {seconds:.0f} s; log {log_file}:\n{tail}")
+            raise StepFailed(f"step {name} exited {returncode} after {seconds:.0f} s; log {log_file}:\n{tail}")
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(".tmp")
         record = {"argv": argv, "program": program, "recipes": recipes, "seconds": seconds, "cpu_seconds": cpu_seconds}
@@ -173,7 +170,15 @@ def _recipe_digests(repo_root: Path, argv: list[str]) -> dict[str, str]:
     return digests
 
 
-def _children_cpu_seconds() -> float:
-    """User + system CPU seconds of this process's finished children (each step is one, waited for)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _run_and_measure(command: list[str], cwd: Path, env: dict[str, str], sink: Any) -> tuple[int, float]:
+    """Run `command` to its end: (exit code, user + system CPU seconds of that process and the children it waited
+    for). Measured on the one child (wait4), so steps that run side by side do not count each other's time."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        _pid, status, usage = os.wait4(process.pid, 0)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen, so it does not wait again
+    return process.returncode, usage.ru_utime + usage.ru_stime

@@ -65,8 +65,9 @@ def lead_term_bounds(
     e: float,
     lead_cfg,
 ) -> dict[str, float]:
-    """Bounds on each logged term of a frozen-teacher LEAD loss when every teacher score moves by at most `e`.
-    `terms`: the live loss's terms; teacher / student: (final [Q, C], layers [K, Q, C]) live scores."""
+    """Bounds on each logged term of a frozen-teacher LEAD loss when every teacher score moves by at most `e`, and on
+    each layer weight ("layer_weights/k"). `terms`: the live loss's terms; teacher / student: (final [Q, C], layers
+    [K, Q, C]) live scores."""
     temperature, tau = lead_cfg.temperature, lead_cfg.layer_temperature
     forward = kl_bound(teacher[0], student[0], e, temperature)
     per_layer = [kl_bound(teacher[1][k], student[1][k], e, temperature) for k in range(teacher[1].shape[0])]
@@ -78,4 +79,5 @@ def lead_term_bounds(
     bounds = {"student": 0.0, "response_forward": forward, "response": forward, "layers": layers}
     bounds |= {f"layer_kl/{k}": bound for k, bound in enumerate(per_layer)}
     bounds["total"] = coef.response * forward + coef.layers * layers
+    bounds |= {f"layer_weights/{k}": grow * float(w) for k, w in enumerate(weights)}
     return bounds

@@ -139,7 +139,11 @@ def test_lead_loss_and_terms_from_the_cache_equal_the_live_teacher_within_the_bo
     assert float(cached_total) == pytest.approx(float(live_total), abs=term_bounds["total"])
     assert float(cached_terms["student"]) == float(live_terms["student"])  # no teacher in it: the same computation
     for name, bound in term_bounds.items():
-        if name not in ("total", "student"):
+        if name.startswith("layer_weights/"):
+            k = int(name.split("/")[1])
+            got_w, want_w = cached_terms["layer_weights"][k], live_terms["layer_weights"][k]
+            assert abs(float(got_w) - float(want_w)) <= bound, (name, bound)
+        elif name not in ("total", "student"):
             assert abs(float(cached_terms[name]) - float(live_terms[name])) <= bound, (name, bound)
 
 

@@ -11,14 +11,18 @@ Scores. DE s = scale <q, p>: with |q~_i - q_i| <= a_i and |p~_i - p_i| <= b_i,
   |s~ - s| <= scale (sum_i a_i |p_i| + |q_i| b_i + a_i b_i) + the float32 dot rounding of both (2 D u32 sum|q_i p_i|).
 CE: the score itself is the stored value.
 
-Losses (LEAD_SPEC 4, 6 with a frozen teacher: lead_dist/lead/loss.py). With every teacher score moved by at most e,
-the teacher distribution P = softmax(t / T) moves as P' = P exp(d), |d| <= 2e / T (log-softmax is 2-Lipschitz in the
-max norm). For one query's KL(P || Q) against the student's Q:
-  KL(P'||Q) - KL(P||Q) = sum (P' - P)(log P - log Q) + sum P' (log P' - log P)
-  |.| <= (exp(2e/T) - 1) M + 2e/T,   M = max |log P - log Q| over the candidates (computed from the live values);
-batchmean averages such rows, so the same bound holds for the mean. The layer gap g_k (a mean of -log P^k[label])
-moves by at most 2e/T, so each weight w_k = softmax(-g / tau)_k by a factor within exp(+-4e/(T tau)), and
-  |sum_k w'_k KL'_k - sum_k w_k KL_k| <= (exp(4e/(T tau)) - 1) sum_k w_k (KL_k + dk) + sum_k w_k dk.
+Losses (LEAD_SPEC 4, 6 with a frozen teacher: lead_dist/lead/loss.py). Let every teacher score t_j of a query move
+by at most e_j (the score bound above), E = max e. The teacher distribution P = softmax(t / T) then moves as
+P' = P exp(d) with |d| <= 2E / T (log-softmax is 2-Lipschitz in the max norm). For one query's KL(P || Q) against the
+student's Q, the crude bound is
+  |KL(P'||Q) - KL(P||Q)| <= (exp(2E/T) - 1) M + 2E/T =: c,   M = max_j |log P_j - log Q_j|,
+and the mean value theorem along t -> t' gives the one used (dKL/dt_j = P_j (log P_j/Q_j - KL) / T; anywhere on
+the way P_j is within exp(2E/T) of its live value and |log P_j/Q_j - KL| within 2E/T + c of it):
+  |KL' - KL| <= exp(2E/T) / T  sum_j P_j e_j (|log P_j/Q_j - KL| + 2E/T + c).
+batchmean averages the queries' bounds. A layer gap g_k = mean over queries of -log P^k[label] has
+d(-log P[label])/dt_j = (P_j - [j = label]) / T, so |g'_k - g_k| <= mean (exp(2E/T) sum_j P_j e_j + e_label) / T =: G_k;
+each weight w_k = softmax(-g / tau)_k then moves by a factor within exp(+-2 G / tau), G = max_k G_k, and
+  |sum_k w'_k KL'_k - sum_k w_k KL_k| <= (exp(2G/tau) - 1) sum_k w_k (KL_k + dk) + sum_k w_k dk.
 The student's own cross entropy does not involve the teacher: equal (the same computation in the same shapes).
 """
 
@@ -50,29 +54,68 @@ def de_score_bound(q: torch.Tensor, p: torch.Tensor, scale: float, dtype: str) -
     return scale * (rounding + dot32)
 
 
-def kl_bound(target: torch.Tensor, learner: torch.Tensor, e: float, temperature: float) -> float:
-    """Bound on |KL(softmax(t'/T) || softmax(s)) - KL(softmax(t/T) || softmax(s))| for |t' - t| <= e ([Q, C])."""
+def cb_score_bound(q, p, dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(final [Q, C], layers [K, Q, C]) bounds on |s~ - s| for ColBERT scores s = sum_i w_i max_j <q_i, p_j> of the
+    live token Reps q, p: each similarity moves by at most eta_ij = sum_d a_id |p_jd| + |q_id| b_jd + a_id b_jd (a, b
+    the value bounds), a max by at most the largest eta over the passage's tokens, the sum by the weighted sum of
+    those; plus the float32 rounding of both computations (tests/rounding.py)."""
+    from rounding import colbert_score_bound
+
+    def one(qt: torch.Tensor, pt: torch.Tensor) -> torch.Tensor:
+        a, b = value_bound(qt, dtype).double(), value_bound(pt, dtype).double()
+        qa, pa = qt.abs().double(), pt.abs().double()
+        eta = (torch.einsum("qid,cjd->qcij", a, pa) + torch.einsum("qid,cjd->qcij", qa, b)
+               + torch.einsum("qid,cjd->qcij", a, b))  # fmt: skip
+        eta = eta.masked_fill(~p.mask.bool()[None, :, None, :], 0.0).amax(dim=-1)
+        return (q.mask.double()[:, None, :] * eta).sum(dim=-1)
+
+    rounding = colbert_score_bound(q, p)
+    final = one(q.final, p.final) + rounding[0]
+    layers = torch.stack([one(q.layers[k], p.layers[k]) for k in range(q.layers.shape[0])]) + rounding[1]
+    return final, layers
+
+
+def kl_bound(target: torch.Tensor, learner: torch.Tensor, e: torch.Tensor, temperature: float) -> float:
+    """Bound on |KL(softmax(t'/T) || softmax(s)) - KL(softmax(t/T) || softmax(s))| (batchmean) for |t' - t| <= e,
+    all [Q, C] (see the module docstring)."""
+    e = e.double().expand_as(target)
     log_p = torch.log_softmax(target.double() / temperature, dim=-1)
     log_q = torch.log_softmax(learner.double(), dim=-1)
-    spread = float((log_p - log_q).abs().max())
-    return math.expm1(2 * e / temperature) * spread + 2 * e / temperature
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1, keepdim=True)
+    moved = 2 * float(e.max()) / temperature
+    crude = math.expm1(moved) * (log_p - log_q).abs().amax(dim=-1, keepdim=True) + moved
+    slope = log_p.exp() * e * ((log_p - log_q - kl).abs() + moved + crude)
+    return float(math.exp(moved) / temperature * slope.sum(dim=-1).mean())
+
+
+def gap_bound(target: torch.Tensor, labels: torch.Tensor, e: torch.Tensor, temperature: float) -> float:
+    """Bound on |g' - g| for the layer gap g = mean -log softmax(t / T)[label] when |t' - t| <= e ([Q, C])."""
+    e = e.double().expand_as(target)
+    p = torch.softmax(target.double() / temperature, dim=-1)
+    grow = math.exp(2 * float(e.max()) / temperature)
+    own = e.gather(-1, labels.view(-1, 1)).squeeze(-1)
+    return float(((grow * (p * e).sum(dim=-1) + own) / temperature).mean())
 
 
 def lead_term_bounds(
     terms: dict[str, torch.Tensor],
     teacher: tuple[torch.Tensor, torch.Tensor],
     student: tuple[torch.Tensor, torch.Tensor],
-    e: float,
+    e: tuple[torch.Tensor, torch.Tensor],
+    labels: torch.Tensor,
     lead_cfg,
 ) -> dict[str, float]:
-    """Bounds on each logged term of a frozen-teacher LEAD loss when every teacher score moves by at most `e`, and on
-    each layer weight ("layer_weights/k"). `terms`: the live loss's terms; teacher / student: (final [Q, C], layers
-    [K, Q, C]) live scores."""
+    """Bounds on each logged term of a frozen-teacher LEAD loss, and on each layer weight ("layer_weights/k"), when
+    the teacher's scores move by at most `e` (final [Q, C], layers [K, Q, C], broadcastable). `terms`: the live
+    loss's terms; teacher / student: (final [Q, C], layers [K, Q, C]) live scores; labels [Q]."""
     temperature, tau = lead_cfg.temperature, lead_cfg.layer_temperature
-    forward = kl_bound(teacher[0], student[0], e, temperature)
-    per_layer = [kl_bound(teacher[1][k], student[1][k], e, temperature) for k in range(teacher[1].shape[0])]
+    depth = teacher[1].shape[0]
+    forward = kl_bound(teacher[0], student[0], e[0], temperature)
+    layer_e = e[1].expand_as(teacher[1]) if depth else e[1]
+    per_layer = [kl_bound(teacher[1][k], student[1][k], layer_e[k], temperature) for k in range(depth)]
+    gaps = [gap_bound(teacher[1][k], labels, layer_e[k], temperature) for k in range(depth)]
     weights, kls = terms["layer_weights"].double(), terms["layer_kl"].double()
-    grow = math.expm1(4 * e / (temperature * tau)) if lead_cfg.reweight else 0.0
+    grow = math.expm1(2 * max(gaps) / tau) if lead_cfg.reweight and gaps else 0.0
     dk = torch.tensor(per_layer, dtype=torch.float64)
     layers = float(grow * (weights * (kls + dk)).sum() + (weights * dk).sum()) if per_layer else 0.0
     coef = lead_cfg.coef

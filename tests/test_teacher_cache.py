@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import test_train_loop_helpers as helpers
 import torch
-from cache_bounds import de_score_bound, lead_term_bounds, value_bound
+from cache_bounds import cb_score_bound, de_score_bound, lead_term_bounds, value_bound
 from rounding import assert_within
 
 from lead_dist.cli import main
@@ -20,6 +20,7 @@ from lead_dist.data import collate_for
 from lead_dist.data.stream import TrainStream
 from lead_dist.teacher_cache.build import build_cache
 from lead_dist.teacher_cache.read import CachedTeacher
+from lead_dist.train.candidates import global_labels, group_labels
 from lead_dist.train.objective import distill_loss, score_bi_encoder, score_cross_encoder
 from lead_dist.train.setup import build_models, build_teacher
 
@@ -47,17 +48,17 @@ def config_dict(shards: Path, out: Path, kind: str = "de", **sections) -> dict:
     return helpers.tiny_config(shards, out, helpers.minilm_tokenizer(), teacher=teacher, **sections)
 
 
-_BUILT: dict[str, Path] = {}
+_BUILT: dict[tuple[str, str], Path] = {}
 
 
-def built_cache(tmp_path_factory, kind: str) -> Path:
-    """One cache per teacher kind for the module (shard size 64: several shards per family)."""
-    if kind not in _BUILT:
-        out = tmp_path_factory.mktemp(f"cache_{kind}") / "cache"
+def built_cache(tmp_path_factory, kind: str, dtype: str = "fp16") -> Path:
+    """One cache per teacher kind and dtype for the module (shard size 64: several shards per family)."""
+    if (kind, dtype) not in _BUILT:
+        out = tmp_path_factory.mktemp(f"cache_{kind}_{dtype}") / "cache"
         config = config_from_dict(config_dict(helpers.shared_shards(tmp_path_factory), out.parent / "run", kind))
-        build_cache(config, out, shard_size=64, log=lambda _line: None)
-        _BUILT[kind] = out
-    return _BUILT[kind]
+        build_cache(config, out, dtype=dtype, shard_size=64, log=lambda _line: None)
+        _BUILT[kind, dtype] = out
+    return _BUILT[kind, dtype]
 
 
 def first_examples(config) -> list[dict]:
@@ -65,10 +66,10 @@ def first_examples(config) -> list[dict]:
     return next(iter(stream))
 
 
-@pytest.mark.parametrize("kind", ["de", "ce", "cb"])
-def test_cached_outputs_equal_the_live_teacher_within_storage_rounding(tmp_path, tmp_path_factory, kind):
+@pytest.mark.parametrize(("kind", "dtype"), [("de", "fp16"), ("ce", "fp16"), ("cb", "fp16"), ("de", "bf16")])
+def test_cached_outputs_equal_the_live_teacher_within_storage_rounding(tmp_path, tmp_path_factory, kind, dtype):
     shards = helpers.shared_shards(tmp_path_factory)
-    cache = built_cache(tmp_path_factory, kind)
+    cache = built_cache(tmp_path_factory, kind, dtype)
     config = config_from_dict(config_dict(shards, tmp_path / "run", kind, teacher={"cache": str(cache)}))
     live, cached = build_teacher(config).eval(), CachedTeacher.open(config)
     assert cached.num_layers == live.num_layers == 3 and cached.kind == kind
@@ -81,21 +82,21 @@ def test_cached_outputs_equal_the_live_teacher_within_storage_rounding(tmp_path,
             want, got = live(**tokens[part], layers=every), cached(**rows[part], layers=every)
             if kind == "ce":
                 for w, g in zip(want, got, strict=True):
-                    assert_within(g, w, value_bound(w.unsqueeze(-1), "fp16").squeeze(-1), f"ce {part}")
+                    assert_within(g, w, value_bound(w.unsqueeze(-1), dtype).squeeze(-1), f"ce {part}")
                 continue
             if kind == "cb":  # tokens that count: the same mask, the same values; padding is zero in the cache
                 assert torch.equal(got.mask, want.mask[:, : got.mask.shape[1]])
                 keep = want.mask[:, : got.mask.shape[1], None].bool()
                 want_final, want_layers = want.final[:, : keep.shape[1]], want.layers[:, :, : keep.shape[1]]
-                assert_within(got.final, want_final * keep, value_bound(want_final, "fp16") * keep, f"cb {part}")
-                assert_within(got.layers, want_layers * keep, value_bound(want_layers, "fp16") * keep, f"cb {part}")
+                assert_within(got.final, want_final * keep, value_bound(want_final, dtype) * keep, f"cb {part}")
+                assert_within(got.layers, want_layers * keep, value_bound(want_layers, dtype) * keep, f"cb {part}")
                 continue
             assert got.scale == want.scale
-            assert_within(got.final, want.final, value_bound(want.final, "fp16"), f"de {part} final")
-            assert_within(got.layers, want.layers, value_bound(want.layers, "fp16"), f"de {part} layers")
+            assert_within(got.final, want.final, value_bound(want.final, dtype), f"de {part} final")
+            assert_within(got.layers, want.layers, value_bound(want.layers, dtype), f"de {part} layers")
 
 
-@pytest.mark.parametrize("kind", ["de", "ce"])
+@pytest.mark.parametrize("kind", ["de", "ce", "cb"])
 def test_lead_loss_and_terms_from_the_cache_equal_the_live_teacher_within_the_bound(tmp_path, tmp_path_factory, kind):
     shards = helpers.shared_shards(tmp_path_factory)
     cache = built_cache(tmp_path_factory, kind)
@@ -128,14 +129,17 @@ def test_lead_loss_and_terms_from_the_cache_equal_the_live_teacher_within_the_bo
         with torch.no_grad():
             q = live(**live_batch["teacher"]["queries"], layers=LAYERS[1])
             p = live(**live_batch["teacher"]["passages"], layers=LAYERS[1])
+    if kind == "cb":
+        bounds = list(cb_score_bound(q, p, "fp16"))
+    elif kind == "de":
         bounds = [de_score_bound(q.final, p.final, q.scale, "fp16")]
         bounds.append(torch.stack([de_score_bound(q.layers[k], p.layers[k], q.scale, "fp16") for k in range(2)]))
     for w, g, bound in zip(want, got, bounds, strict=True):
         assert_within(g, w, bound, f"{kind} teacher scores")
-    e = max(float(b.max()) for b in bounds)
     with torch.no_grad():
-        s_final, s_layers, _ = score_bi_encoder(student, live_batch["student"], LAYERS[0], candidates)
-    term_bounds = lead_term_bounds(live_terms, want, (s_final, s_layers), e, config.lead)
+        s_final, s_layers, group = score_bi_encoder(student, live_batch["student"], LAYERS[0], candidates)
+    labels = group_labels(4, "cpu") if candidates == "group" else global_labels(4, group, "cpu")
+    term_bounds = lead_term_bounds(live_terms, want, (s_final, s_layers), tuple(bounds), labels, config.lead)
     assert float(cached_total) == pytest.approx(float(live_total), abs=term_bounds["total"])
     assert float(cached_terms["student"]) == float(live_terms["student"])  # no teacher in it: the same computation
     for name, bound in term_bounds.items():

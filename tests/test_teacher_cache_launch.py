@@ -144,6 +144,7 @@ def step_bounds(config, records: list[dict]) -> list[dict[str, float]]:
     1 process on both = 2 ranks, DESIGN "distributed semantics") and its layer pairs, with the initial student."""
     from cache_bounds import value_bound
 
+    from lead_dist.train.candidates import global_labels, group_labels
     from lead_dist.train.objective import distill_loss, score_bi_encoder, score_cross_encoder
     from lead_dist.train.setup import build_models
 
@@ -167,14 +168,16 @@ def step_bounds(config, records: list[dict]) -> list[dict[str, float]]:
             s_scores = score_bi_encoder(student, tokens["student"], layers[0], config.candidates)[:2]
             if teacher.kind == "ce":
                 t_scores = score_cross_encoder(teacher, tokens["teacher"], layers[1], group)
-                e = max(float(value_bound(t.unsqueeze(-1), "fp16").max()) for t in t_scores)
+                e = tuple(value_bound(t.unsqueeze(-1), "fp16").squeeze(-1) for t in t_scores)
+                labels = group_labels(len(examples), "cpu")
             else:
                 t_scores = score_bi_encoder(teacher, tokens["teacher"], layers[1], config.candidates)[:2]
                 q = teacher(**tokens["teacher"]["queries"], layers=layers[1])
                 p = teacher(**tokens["teacher"]["passages"], layers=layers[1])
-                pairs = [(q.final, p.final)] + [(q.layers[k], p.layers[k]) for k in range(len(layers[1]))]
-                e = max(float(de_score_bound(a, b, q.scale, "fp16").max()) for a, b in pairs)
-        bounds.append(lead_term_bounds(terms, t_scores, s_scores, e, config.lead))
+                per_layer = [de_score_bound(q.layers[k], p.layers[k], q.scale, "fp16") for k in range(len(layers[1]))]
+                e = (de_score_bound(q.final, p.final, q.scale, "fp16"), torch.stack(per_layer))
+                labels = global_labels(len(examples), group, "cpu")
+        bounds.append(lead_term_bounds(terms, t_scores, s_scores, e, labels, config.lead))
     return bounds
 
 

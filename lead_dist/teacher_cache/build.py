@@ -12,6 +12,7 @@ unfinished build, or anything else, is refused: a build never overwrites or mixe
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -79,8 +80,6 @@ def _claim_state(out: Path, state: dict[str, Any]) -> str:
             raise TeacherCacheError(f"--out {out}: holds a finished cache with another {field}; choose another --out")
         return "complete"
     if (out / BUILDING).exists():
-        import json
-
         stored = json.loads((out / BUILDING).read_text())
         if stored != state:
             field = next((key for key in state if stored.get(key) != state[key]), "format")

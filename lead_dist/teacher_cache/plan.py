@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from lead_dist.config import Config
 
@@ -68,9 +68,14 @@ def training_records(config: Config) -> Iterator[dict]:
 
 
 def collect_entries(config: Config, kind: str) -> dict[str, list[Entry]]:
+    """The entries of every family of `kind` over the config's training shards (see `entries_of_records`)."""
+    return entries_of_records(training_records(config), kind)
+
+
+def entries_of_records(records: Iterable[dict], kind: str) -> dict[str, list[Entry]]:
     """The entries of every family of `kind`, each id once, in order of first appearance."""
     seen: dict[str, dict[str, Entry]] = {family: {} for family in FAMILIES[kind]}
-    for record in training_records(config):
+    for record in records:
         passages = list(
             zip(
                 [*record["pos_ids"], *record["neg_ids"]],

@@ -120,7 +120,9 @@ class CachedTeacher(nn.Module):
         if self.kind == "cb":
             return self._token_reps(table, cpu_rows, chosen, rows.device)
         final = table.final[cpu_rows].float().to(rows.device)
-        per_layer = table.layers[cpu_rows][:, chosen].float().transpose(0, 1).to(rows.device)  # [K, B, ...]
+        # Only the chosen layers of the chosen rows are copied: [B, K, ...] -> [K, B, ...]
+        picked = table.layers[cpu_rows[:, None], torch.tensor(chosen, dtype=torch.long)[None, :]]
+        per_layer = picked.float().transpose(0, 1).to(rows.device)
         if self.kind == "ce":
             return final, per_layer
         from lead_dist.models.reps import Reps

@@ -43,8 +43,27 @@ def teacher_section(kind: str, **extra) -> dict:
     return section | ({"projection_dim": 16} if kind == "cb" else {})
 
 
+CE_HEAD_SCALE = 30.0  # a fresh head scores every pair about alike (KL ~1e-8); scaled, the scores spread over ~4
+
+
+def ce_teacher_folder(shards: Path) -> Path:
+    """A saved tiny cross-encoder teacher whose head is scaled, so its distributions (and LEAD's terms) are not flat;
+    made once beside the shared shards."""
+    folder = shards.parent / "ce_teacher"
+    if not folder.is_dir():
+        raw = helpers.tiny_config(shards, shards.parent / "unused", helpers.minilm_tokenizer(),
+                                  teacher=teacher_section("ce"))  # fmt: skip
+        teacher = build_teacher(config_from_dict(raw))
+        with torch.no_grad():
+            teacher.head.weight.mul_(CE_HEAD_SCALE)
+        teacher.save(folder)
+    return folder
+
+
 def config_dict(shards: Path, out: Path, kind: str = "de", **sections) -> dict:
     teacher = teacher_section(kind, **sections.pop("teacher", {}))
+    if kind == "ce" and "path" not in teacher:
+        teacher |= {"path": str(ce_teacher_folder(shards)), "config": None, "tokenizer": None}
     return helpers.tiny_config(shards, out, helpers.minilm_tokenizer(), teacher=teacher, **sections)
 
 
@@ -140,9 +159,15 @@ def test_lead_loss_and_terms_from_the_cache_equal_the_live_teacher_within_the_bo
         s_final, s_layers, group = score_bi_encoder(student, live_batch["student"], LAYERS[0], candidates)
     labels = group_labels(4, "cpu") if candidates == "group" else global_labels(4, group, "cpu")
     term_bounds = lead_term_bounds(live_terms, want, (s_final, s_layers), tuple(bounds), labels, config.lead)
-    assert float(cached_total) == pytest.approx(float(live_total), abs=term_bounds["total"])
+    if kind != "cb":
+        assert abs(float(cached_total) - float(live_total)) <= term_bounds["total"]
+    assert float(live_terms["response_forward"]) > 10 * term_bounds["response_forward"]  # the bound can fail
     assert float(cached_terms["student"]) == float(live_terms["student"])  # no teacher in it: the same computation
-    for name, bound in term_bounds.items():
+    # ColBERT's per-layer scores come from raw token states and run into the hundreds: fp16 moves each by up to ~1,
+    # and the worst-case bound of its layer terms (exp(2E/T) with E ~ 3) exceeds the terms themselves, so for CB the
+    # per-layer part is checked where it is sharp, on the score matrices above; its response term is bounded here.
+    checked = ("response", "response_forward") if kind == "cb" else tuple(term_bounds)
+    for name, bound in ((n, b) for n, b in term_bounds.items() if n in checked):
         if name.startswith("layer_weights/"):
             k = int(name.split("/")[1])
             got_w, want_w = cached_terms["layer_weights"][k], live_terms["layer_weights"][k]

@@ -282,3 +282,15 @@ def test_folder_rules_finished_cache_kept_foreign_folder_refused(tmp_path, tmp_p
     (tmp_path / "other" / "notes.txt").write_text("mine")
     code, err = run_cli(capsys, "cache-teacher", yaml_path, "--out", str(tmp_path / "other"))
     assert code == 2 and "not a teacher cache" in err and (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_student_cut_from_a_cached_teacher_gets_the_teachers_blocks(tmp_path, tmp_path_factory):
+    shards = helpers.shared_shards(tmp_path_factory)
+    cache = built_cache(tmp_path_factory, "de")
+    student = {"config": None, "tokenizer": None, "from_teacher_layers": 2}
+    live = build_models(config_from_dict(config_dict(shards, tmp_path / "a", "de", student=student)))
+    cached = build_models(config_from_dict(config_dict(shards, tmp_path / "b", "de", student=student,
+                                                       teacher={"cache": str(cache)})))  # fmt: skip
+    assert isinstance(cached["teacher"], CachedTeacher) and not isinstance(live["teacher"], CachedTeacher)
+    want, got = live["student"].state_dict(), cached["student"].state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)  # the same copied weights

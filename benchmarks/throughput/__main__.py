@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from benchmarks import common
+from benchmarks.throughput.cached import CACHED_GOALS, cached_goals
 from benchmarks.throughput.report import GOALS, goal_status, write_outputs
 
 DTYPES = {"fp32": "no", "bf16": "bf16"}
@@ -79,6 +80,7 @@ def _median_ratio(numerators: list[float], denominators: list[float]) -> float:
 
 def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, float]) -> dict[str, Any]:
     """The grid of one model size: every cell and the peer, warmed up, memory-sampled, then timed round by round."""
+    from benchmarks.throughput.cached import build_over_encode, cached_ratios, cached_variants
     from benchmarks.throughput.grid import SIZES, build_models, make_variants, scifact_examples
     from benchmarks.throughput.memory import measure_step_memory, state_gib
     from benchmarks.throughput.peer import PeerStep
@@ -87,6 +89,7 @@ def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, flo
     models = build_models(spec)
     examples = scifact_examples(spec.batch_size, spec.num_negatives)
     variants = make_variants(spec, models, examples, tuple(DTYPES[d] for d in dtypes))
+    variants += cached_variants(spec, models, examples, tuple(DTYPES[d] for d in dtypes))  # issue 12: cached.py
     peers = {
         d: PeerStep(models["student"], examples, spec.query_max_length, spec.passage_max_length, DTYPES[d])
         for d in dtypes
@@ -139,10 +142,13 @@ def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, flo
         peer = timed[f"{size}/{dtype}/st-mnrl-peer"]["seconds"]
         ratios["contrastive_vs_st"][f"{size}/{dtype}"] = _median_ratio(peer, own)  # same examples: rate ratio
         for v in variants:
-            if v.mode == "lead" and v.name.startswith(f"{size}/{dtype}/"):
+            if v.mode == "lead" and v.name.startswith(f"{size}/{dtype}/") and not v.name.endswith("-cached"):
                 response = timed[v.name.replace("/lead-", "/response-")]["seconds"]
                 key = v.name.replace("/lead-", "/")
                 ratios["lead_over_response"][key] = _median_ratio(timed[v.name]["seconds"], response)
+    ratios |= cached_ratios(timed, size, dtypes)
+    build_texts = 256 if size == "tiny" else 64
+    ratios["cache_build_over_encode"] = {size: build_over_encode(models["teacher_de"], spec, build_texts, rounds)}
     shapes = {name: {k: list(t["input_ids"].shape) for k, t in b.items()} for name, b in variants[0].batch.items()}
     setup = {
         "student": models["student"].backbone.config.to_diff_dict() | {"kind": "de"},
@@ -202,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     lead_over_response = {k: v for s in per_size.values() for k, v in s["ratios"]["lead_over_response"].items()}
     mfu = {name: cell["mfu"] for name, cell in cells.items()}
     goals = goal_status(contrastive_vs_st, lead_over_response, mfu)
+    cache_keys = ("lead_frozen_cached_over_contrastive", "lead_frozen_live_over_cached", "cache_build_over_encode")
+    cache_results = {key: {k: v for s in per_size.values() for k, v in s["ratios"][key].items()} for key in cache_keys}
+    goals |= cached_goals(cache_results)
     profiles = profile_misses(per_size, goals)
 
     launches: dict[str, Any] = {}
@@ -235,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "lead_over_response": lead_over_response,
         "mfu": mfu,
         "goals": goals,
-        "goal_definitions": GOALS,
+        "goal_definitions": GOALS | CACHED_GOALS,
+        **cache_results,
         "profiles_of_missed_goals": profiles,
         **launches,
     }

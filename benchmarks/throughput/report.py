@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from benchmarks.throughput.cached import cached_panels
 
 GOALS = {
     "contrastive_vs_st": "lead_dist's contrastive step at least 1.2x the sentence-transformers step's examples/s",
@@ -90,6 +91,7 @@ def _panels(payload: dict[str, Any]) -> list[list[common.BarPanel]]:
             value_format="{:.2f}",
         ),
     ]
+    summary += cached_panels(payload)  # issue 12: benchmarks/throughput/cached.py
     memory = payload.get("large_teacher_memory")
     if memory:
         engines = list(memory["by_engine"])

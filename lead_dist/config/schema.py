@@ -26,7 +26,7 @@ DE_OPTION_KEYS = ("pooling", "similarity", "scale", "layer_pooling", "layer_simi
 
 # Keys a model section accepts only in one role; the rest are shared by student, teacher and model.
 STUDENT_ONLY_KEYS = ("from_teacher_layers",)
-TEACHER_ONLY_KEYS = ("trained",)
+TEACHER_ONLY_KEYS = ("trained", "cache")
 
 
 # DeepSpeed zero_optimization keys the trainer fills from the model's hidden size h when they say "auto" (what
@@ -71,6 +71,8 @@ class ModelConfig:
     `candidates` (teacher and warm-up model): null means `group` for a cross encoder and `global` (every passage
     of every rank) otherwise, filled at parsing; the student is scored over the teacher's candidate set (contrastive
     mode without a teacher: global). `trained` (teacher only): false freezes it. `grad_clip: 0` disables clipping.
+    `cache` (teacher only, frozen): a folder written by `lead-dist cache-teacher`; training reads the teacher's
+    per-layer outputs from it and never builds the teacher (lead_dist/train/README.md, "Teacher caches").
     """
 
     path: str | None = None
@@ -93,6 +95,7 @@ class ModelConfig:
     deepspeed: str | None = None  # a DeepSpeed JSON (launch/deepspeed/); batch, accumulation, clipping say "auto"
     trained: bool = True
     candidates: str | None = None  # CANDIDATES
+    cache: str | None = None  # teacher only: a `lead-dist cache-teacher` folder to read the frozen teacher from
 
     def model_options(self) -> dict[str, Any]:
         """Keyword options for `lead_dist.models` loaders: only those set, so a folder's stored options (its

@@ -177,10 +177,28 @@ def validate(config: Config) -> None:
                 "negatives; prepare shards with --negatives-run (or mine them) and set data.num_negatives >= 1"
             )
 
+    _validate_teacher_cache(config)
     _validate_data(config)
     _validate_train(config)
     _validate_lead(config)
     _validate_engines(config, models)
+
+
+def _validate_teacher_cache(config: Config) -> None:
+    teacher = config.teacher
+    if teacher is None or teacher.cache is None:
+        return
+    if teacher.trained:
+        raise ConfigError(
+            "teacher.cache: a trained teacher changes every step, so its outputs cannot be cached; set "
+            "teacher.trained=false or remove teacher.cache"
+        )
+    if teacher.deepspeed is not None:
+        raise ConfigError("teacher.deepspeed: a cached teacher is never built, so it has no engine; remove it")
+    if not Path(teacher.cache).is_dir():
+        raise ConfigError(
+            f"teacher.cache: {teacher.cache} is not a folder; build it with `lead-dist cache-teacher CONFIG --out DIR`"
+        )
 
 
 def _validate_data(config: Config) -> None:

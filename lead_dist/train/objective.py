@@ -41,7 +41,8 @@ from lead_dist.train.candidates import cut_to_own_group, gather_passages, global
 
 
 def _group_size(queries: Mapping[str, torch.Tensor], passages: Mapping[str, torch.Tensor]) -> int:
-    num_queries, num_passages = len(queries["input_ids"]), len(passages["input_ids"])
+    # The first entry: token ids, or a cached teacher's rows (lead_dist/teacher_cache/read.py); one row per text.
+    num_queries, num_passages = len(next(iter(queries.values()))), len(next(iter(passages.values())))
     if num_queries == 0 or num_passages % num_queries:
         raise ValueError(
             f"batch has {num_queries} queries and {num_passages} passages; expected passages laid out "

@@ -222,11 +222,21 @@ def _build_model(section: ModelConfig) -> torch.nn.Module:
     return model_from_config(backbone_config, section.tokenizer, section.kind, **section.model_options())
 
 
+def build_teacher(config: Config) -> torch.nn.Module:
+    """The live teacher, built from `config.seed` under its own fork of the RNG, so the student's fresh weights are
+    the same whether or not the teacher is built (a cached teacher is not; `lead-dist cache-teacher` builds this)."""
+    assert config.teacher is not None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _build_model(config.teacher)
+
+
 def build_models(config: Config) -> dict[str, torch.nn.Module]:
     """The run's models, before any engine wraps them: {"model"} for warm-up, {"student", "teacher"?} to distil.
 
     Seeded with `config.seed` first, so fresh weights are the same on every rank, in every launch and for anyone
-    who rebuilds them (the demo's "before training" student).
+    who rebuilds them (the demo's "before training" student). With `teacher.cache` the teacher is a
+    `CachedTeacher` (no weights); the real one is loaded only to cut a `from_teacher_layers` student, then freed.
     """
     from lead_dist.models import student_from_teacher
 
@@ -236,10 +246,16 @@ def build_models(config: Config) -> dict[str, torch.nn.Module]:
         return {"model": _build_model(config.model)}
     assert config.student is not None
     models: dict[str, torch.nn.Module] = {}
+    cached = config.teacher is not None and config.teacher.cache is not None
     if config.teacher is not None:
-        models["teacher"] = _build_model(config.teacher)
+        if cached:
+            from lead_dist.teacher_cache.read import CachedTeacher
+
+            models["teacher"] = CachedTeacher.open(config)
+        else:
+            models["teacher"] = build_teacher(config)
     if config.student.from_teacher_layers is not None:
-        teacher = models["teacher"]
+        teacher = build_teacher(config) if cached else models["teacher"]
         if config.student.from_teacher_layers > teacher.num_layers:
             raise ValueError(
                 f"student.from_teacher_layers: {config.student.from_teacher_layers} exceeds the teacher's "
@@ -248,6 +264,7 @@ def build_models(config: Config) -> dict[str, torch.nn.Module]:
         student = student_from_teacher(
             teacher, config.student.from_teacher_layers, kind="de", **config.student.model_options()
         )
+        del teacher
     else:
         student = _build_model(config.student)
     return {"student": student, **models}

@@ -147,7 +147,17 @@ def collate(config: Config, trainees: dict[str, Trainee], examples: list[dict], 
     if config.stage == "warmup":
         batch = collate_for(trainees["model"].raw, examples, *lengths)
         return _to_device(batch, device) | {"group_size": 1 + config.data.num_negatives}
-    return {name: _to_device(collate_for(t.raw, examples, *lengths), device) for name, t in trainees.items()}
+    return {name: _to_device(_collate_one(t.raw, examples, lengths), device) for name, t in trainees.items()}
+
+
+def _collate_one(model: nn.Module, examples: list[dict], lengths: tuple[int, int]) -> dict:
+    """A model's tokens; a cached teacher's cache rows (it has no tokenizer: lead_dist/teacher_cache/read.py)."""
+    from lead_dist.data import collate_for
+    from lead_dist.teacher_cache.read import CachedTeacher
+
+    if isinstance(model, CachedTeacher):
+        return model.collate(examples)
+    return collate_for(model, examples, *lengths)
 
 
 def step_loss(config: Config, trainees: dict[str, Trainee], batch: dict, layers: tuple) -> tuple[torch.Tensor, dict]:
@@ -191,10 +201,13 @@ def mean_over_ranks(terms: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def step_work(trainees: dict[str, Trainee], batch: dict, warmup: bool) -> tuple[int, int]:
     """(FLOPs, non-pad tokens) this rank spent on the step's encoders (see train/flops.py)."""
+    from lead_dist.teacher_cache.read import CachedTeacher
     from lead_dist.train.flops import ModelWork, TransformerShape, step_flops, tensor_shape
 
     works, tokens = [], 0
     for name, trainee in trainees.items():
+        if isinstance(trainee.raw, CachedTeacher):
+            continue  # looks its outputs up: no encoder work, no tokens
         inputs = batch if warmup else batch[name]
         tokenized = [v for v in inputs.values() if isinstance(v, dict) and "input_ids" in v]
         tokens += sum(int(t["attention_mask"].sum()) for t in tokenized)

@@ -38,12 +38,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from lead_dist.data.errors import ShardError
+    from lead_dist.teacher_cache.fingerprint import TeacherCacheError
     from lead_dist.train.loop import train
 
     try:
         summary = train(config, resume=args.resume)
     except ShardError as exc:  # the training data cannot be read: a URL, a file, a manifest, named in the message
         print(f"lead-dist train: data error: {exc}", file=sys.stderr)
+        return 2
+    except TeacherCacheError as exc:  # teacher.cache: a fingerprint field that differs, a missing id, a bad file
+        print(f"lead-dist train: {exc}", file=sys.stderr)
         return 2
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary, sort_keys=True))

@@ -1,0 +1,100 @@
+"""A cache folder on disk: safetensors shards and a manifest.
+
+    DIR/manifest.json             written last: format, fingerprint, teacher kind/depth/width/scale, dtype, and each
+                                  shard's family, entry count and sha256; its presence means the cache is complete
+    DIR/building.json             while a build runs: its fingerprint and settings, so a rerun resumes only the same
+                                  build (removed when the manifest is written)
+    DIR/<family>-NNNNNN.safetensors   one shard: tensors "final" and "layers" (plus "lengths" for cb), stored in
+                                  fp16 or bf16, and the entry ids as JSON in the metadata key "ids"
+
+Shard tensors (M entries, N teacher layers):
+    de   final [M, D]                 layers [M, N, D]
+    ce   final [M]                    layers [M, N]
+    cb   final [sum T, D']            layers [sum T, N, D]        lengths [M] (int64; T of each entry, in order)
+
+A shard's bytes depend only on its entries' values (safetensors sorts the tensors; the one metadata key is fixed), so
+the same build gives byte-identical files however many ranks wrote it and however often it was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lead_dist.atomic import atomic_open, atomic_write_text
+from lead_dist.teacher_cache.fingerprint import TeacherCacheError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+BUILDING = "building.json"
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def to_storage(values: Tensor, dtype: str, where: str) -> Tensor:
+    """float32 -> the storage dtype; a value fp16 cannot hold is an error (bf16 has float32's range)."""
+    if not torch.isfinite(values).all():
+        raise TeacherCacheError(f"{where}: the teacher produced a non-finite value; check the teacher's weights")
+    limit = torch.finfo(DTYPES[dtype]).max
+    if values.numel() and float(values.abs().max()) > limit:
+        raise TeacherCacheError(
+            f"{where}: a teacher output of {float(values.abs().max()):.4g} exceeds the fp16 range ({limit:.0f}); "
+            "build the cache with --dtype bf16"
+        )
+    return values.to(DTYPES[dtype])
+
+
+def shard_tensors(kind: str, pairs: list[tuple[Tensor, Tensor]], dtype: str, where: str) -> dict[str, Tensor]:
+    """Per-entry (final, layers) -> the shard's tensors (see the module docstring)."""
+    finals, layers = [final for final, _ in pairs], [layer for _, layer in pairs]
+    if kind == "cb":
+        tensors = {"final": torch.cat(finals), "layers": torch.cat(layers)}
+        lengths = torch.tensor([len(final) for final in finals], dtype=torch.int64)
+        return {key: to_storage(value, dtype, where) for key, value in tensors.items()} | {"lengths": lengths}
+    return {
+        "final": to_storage(torch.stack(finals), dtype, where),
+        "layers": to_storage(torch.stack(layers), dtype, where),
+    }
+
+
+def write_shard(path: Path, keys: list[str], tensors: dict[str, Tensor]) -> None:
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"ids": json.dumps(keys, ensure_ascii=False)})
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def read_shard(path: Path) -> tuple[list[str], dict[str, Tensor]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = json.loads((handle.metadata() or {})["ids"])
+        return keys, load_file(str(path))
+    except (OSError, KeyError, json.JSONDecodeError, SafetensorError) as error:
+        raise TeacherCacheError(f"{path}: unreadable cache shard ({error}); rebuild the cache") from None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        hint = " (a build is unfinished: rerun `lead-dist cache-teacher`)" if (folder / BUILDING).exists() else ""
+        raise TeacherCacheError(
+            f"teacher.cache: {path} not found{hint}; is {folder} a `lead-dist cache-teacher` folder?"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TeacherCacheError(f"teacher.cache: {path}: unreadable ({error}); rebuild the cache") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise TeacherCacheError(f"teacher.cache: {path}: expected format_version {FORMAT_VERSION}; rebuild the cache")
+    return manifest

@@ -1,0 +1,69 @@
+"""`lead-dist cache-teacher CONFIG [key=value ...] --out DIR`: run a distill config's frozen teacher once over
+everything its training shards can draw, and store every layer's output (lead_dist/teacher_cache/).
+
+    lead-dist cache-teacher configs/scifact/lead.yaml --out runs/sf-teacher-cache
+    torchrun --nproc_per_node 4 -m lead_dist.cli cache-teacher lead.yaml --out cache --dtype bf16   # 4 shares
+    lead-dist train configs/scifact/lead.yaml teacher.cache=runs/sf-teacher-cache
+
+Rerun the same command to resume a killed build; a finished cache is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lead_dist.verbs.common import check_positive, pick_device
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="distill config (YAML) whose teacher is frozen (teacher.trained: false)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, as for train")
+    parser.add_argument("--out", required=True, help="cache folder (created; rerun with it to resume)")
+    parser.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16", help="storage dtype (default fp16)")
+    parser.add_argument(
+        "--max-gb", type=float, default=50.0, help="refuse when the estimated size exceeds this (default 50 GB)"
+    )
+    parser.add_argument("--shard-size", type=int, default=4096, help="entries per cache shard (default 4096)")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per teacher forward (default 64)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: this rank's GPU if any, else cpu)")
+
+
+def _fail(message: str) -> int:
+    print(f"lead-dist cache-teacher: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from lead_dist.config import ConfigError, load_config
+
+    try:
+        check_positive(args.batch_size, "--batch-size")
+        check_positive(args.shard_size, "--shard-size")
+        if not args.max_gb > 0:
+            raise ValueError(f"--max-gb must be > 0, got {args.max_gb}")
+        config = load_config(args.config, args.overrides)
+    except (ConfigError, ValueError) as exc:
+        return _fail(f"config error: {exc}" if isinstance(exc, ConfigError) else str(exc))
+    if config.stage != "distill" or config.teacher is None:
+        return _fail("config error: stage distill with a teacher section is needed (the teacher is what is cached)")
+    if config.teacher.trained:
+        return _fail("teacher.trained: a trained teacher changes every step and cannot be cached; set it to false")
+
+    from lead_dist.data.errors import ShardError
+    from lead_dist.distributed import init_from_env
+    from lead_dist.teacher_cache.build import build_cache
+    from lead_dist.teacher_cache.fingerprint import TeacherCacheError
+
+    rank, world = init_from_env()
+    try:
+        summary = build_cache(
+            config, args.out, dtype=args.dtype, shard_size=args.shard_size, batch_size=args.batch_size,
+            max_bytes=int(args.max_gb * 1e9), device=pick_device(args.device), rank=rank, world=world,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )  # fmt: skip
+    except (TeacherCacheError, ShardError) as exc:
+        return _fail(str(exc))
+    print(json.dumps(summary | {"world_size": world}, sort_keys=True), flush=True)
+    return 0

@@ -19,6 +19,7 @@ loop's resume (or, without one, its seeding). torch and numpy are imported insid
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -258,8 +259,10 @@ def restore(run: Run, resume: str | None) -> tuple[checkpoint.TrainState, Path |
     if run.is_main:
         checkpoint.clean_incomplete(run.out)
     run.accelerator.wait_for_everyone()
-    resumed_from = checkpoint.resolve_resume(run.out, resume)
+    resumed_from = checkpoint.resolve_resume(run.out, resume, announce=run.is_main)
     if resumed_from is None:
+        if resume == "latest" and run.is_main:
+            print(f"lead-dist train: no checkpoint in {run.out}: starting fresh", file=sys.stderr, flush=True)
         torch.manual_seed(run.config.seed + run.rank)  # each rank its own dropout stream
         return checkpoint.TrainState(), None
     load_trainees(run.trainees, resumed_from, scaler=run.scaler)

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +308,7 @@ class Run:
         return self.schedule.at(step) if self.schedule is not None else ((), ())
 
 
-def set_up(config: Config) -> Run:
+def set_up(config: Config, claim: Callable[[Any], Any] | None = None) -> Run:
     """Accelerator, models, layer schedule, data stream, step count, engines and the MFU peak, in this order.
 
     The order matters for the random numbers: the models are built from `config.seed` on every rank, and the MFU
@@ -317,6 +318,8 @@ def set_up(config: Config) -> Run:
     from lead_dist.train.flops import peak_matmul_flops
 
     accelerator = build_accelerator(config)
+    if claim is not None:  # output_dir's guard and lock (train/output_dir.py), before anything is written or built
+        claim(accelerator)
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     if config.train.grad_accum > 1:

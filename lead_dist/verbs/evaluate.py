@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from lead_dist.distributed import init_from_env
+from lead_dist.folder_claim import lock_folder, on_main
 from lead_dist.retrieval.evaluate import evaluate_passages
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS
 from lead_dist.retrieval.runfile import write_run
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="results JSON to write")
     parser.add_argument("--embeddings", help="corpus embeddings folder (default <out stem>.embeddings next to --out)")
     parser.add_argument("--shard-size", type=int, help="passages per embeddings shard (default corpus / ranks)")
+    parser.add_argument("--overwrite", action="store_true", help="delete the embeddings folder's content, encode again")
     parser.add_argument("--run-out", help="also write the TREC run here")
     parser.add_argument("--relevance-threshold", type=int, default=1, help="grade counted relevant (TREC DL: 2)")
     parser.add_argument("--hit-k", type=int, nargs="+", default=list(DEFAULT_HIT_KS), help="hit@K cut-offs")
@@ -57,10 +59,16 @@ def run(args: argparse.Namespace) -> int:
     embeddings = Path(args.embeddings) if args.embeddings else out.with_name(out.stem + ".embeddings")
 
     started = time.perf_counter()
-    encoded = encode_to_folder(
-        encoder, split.corpus_path, embeddings, rank=rank, world=world, max_length=args.passage_max_length,
-        batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
-    )  # fmt: skip
+    lock = on_main(rank == 0, lambda: lock_folder(embeddings, "lead-dist evaluate"))
+    try:
+        encoded = encode_to_folder(
+            encoder, split.corpus_path, embeddings, rank=rank, world=world, max_length=args.passage_max_length,
+            batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
     encode_s = time.perf_counter() - started
     manifest = read_manifest(embeddings)
     check_compatible(manifest, encoder, embeddings)

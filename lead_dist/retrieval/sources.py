@@ -25,6 +25,8 @@ class InputReport:
     qrels_docs_absent_from_corpus: int = 0
     queries_without_judgments: int = 0
     judged_queries_absent_from_queries: int = 0
+    truncated_queries: int = 0  # longer than the query length in use (cut at the end)
+    truncated_passages: int | None = None  # the same for passages; None: not counted (embeddings of an older encode)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def note(self, kind: str, item: str, limit: int = 5) -> None:
@@ -40,6 +42,8 @@ class InputReport:
             "qrels_docs_absent_from_corpus": self.qrels_docs_absent_from_corpus,
             "queries_without_judgments": self.queries_without_judgments,
             "judged_queries_absent_from_queries": self.judged_queries_absent_from_queries,
+            "truncated_queries": self.truncated_queries,
+            "truncated_passages": self.truncated_passages,
             "examples": self.examples,
         }
 

@@ -28,7 +28,7 @@ from lead_dist.distributed import barrier, contiguous_share
 from lead_dist.errors import UsageError
 from lead_dist.folder_claim import clear_folder
 from lead_dist.retrieval.corpus_digest import corpus_digest
-from lead_dist.retrieval.encode import Throughput, encode_passages
+from lead_dist.retrieval.encode import Throughput, count_truncated_passages, encode_passages
 from lead_dist.retrieval.sources import count_corpus, iter_corpus
 from lead_dist.retrieval.text_encoder import TextEncoder
 
@@ -204,6 +204,7 @@ def encode_to_folder(
                 {
                     "count": len(batch),
                     "empty_passages": empty,
+                    "truncated_passages": count_truncated_passages(encoder, batch, max_length),
                     "seconds": seconds,
                     "passages_per_s": len(batch) / max(seconds, 1e-9),
                     "fingerprint": encoder.fingerprint,
@@ -258,3 +259,11 @@ def passage_ids(folder: str | Path) -> set[str]:
 def empty_passages(folder: str | Path) -> int:
     out = Path(folder)
     return sum(json.loads(p.read_text())["empty_passages"] for p in sorted(out.glob("shard-*.done.json")))
+
+
+def truncated_passages(folder: str | Path) -> int | None:
+    """Passages the encode truncated, over every shard; None when a shard did not count them (an older encode)."""
+    counts = [
+        json.loads(p.read_text()).get("truncated_passages") for p in sorted(Path(folder).glob("shard-*.done.json"))
+    ]
+    return None if any(c is None for c in counts) else sum(counts)

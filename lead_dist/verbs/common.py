@@ -14,9 +14,13 @@ from lead_dist.retrieval.indexes import BACKENDS
 def add_encoder_arguments(parser: argparse.ArgumentParser, *, passages: bool = True, queries: bool = True) -> None:
     parser.add_argument("--model", required=True, help="lead_dist model folder or a (sentence-)transformers folder")
     if passages:
-        parser.add_argument("--passage-max-length", type=int, default=256, help="tokens per passage (default 256)")
+        parser.add_argument(
+            "--passage-max-length", type=int, help="tokens per passage (default: the model's max_seq_length)"
+        )
     if queries:
-        parser.add_argument("--query-max-length", type=int, default=64, help="tokens per query (default 64)")
+        parser.add_argument(
+            "--query-max-length", type=int, help="tokens per query (default: the model's max_seq_length)"
+        )
     parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (default 64)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype (default fp32)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: this rank's GPU if any, else cpu)")
@@ -54,3 +58,16 @@ def pick_device(requested: str | None) -> str:
 def check_positive(value: int, flag: str) -> None:
     if value < 1:
         raise ValueError(f"{flag} must be >= 1, got {value}")
+
+
+def resolve_lengths(args: argparse.Namespace, model_max_length: int) -> None:
+    """Fill the length flags the user left out with the model's own limit (what sentence-transformers uses: a
+    shorter default silently truncates long queries); check the given ones."""
+    for name in ("query_max_length", "passage_max_length"):
+        if not hasattr(args, name):
+            continue
+        value = getattr(args, name)
+        if value is None:
+            setattr(args, name, int(model_max_length))
+        else:
+            check_positive(value, "--" + name.replace("_", "-"))

@@ -15,7 +15,7 @@ from lead_dist.folder_claim import lock_folder, on_main
 from lead_dist.retrieval.sources import corpus_file
 from lead_dist.retrieval.store import encode_to_folder
 from lead_dist.retrieval.text_encoder import load_text_encoder
-from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device
+from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device, resolve_lengths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world = init_from_env()
     corpus_file(Path(args.corpus))  # a missing corpus is named before the model loads
     encoder = load_text_encoder(args.model, pick_device(args.device))
+    resolve_lengths(args, encoder.max_seq_length)
     lock = on_main(rank == 0, lambda: lock_folder(args.out, "lead-dist encode"))
     try:
         summary = encode_to_folder(

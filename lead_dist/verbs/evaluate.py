@@ -23,7 +23,14 @@ from lead_dist.retrieval.metrics import DEFAULT_HIT_KS
 from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.search import check_compatible
 from lead_dist.retrieval.sources import load_beir_split
-from lead_dist.retrieval.store import empty_passages, encode_to_folder, passage_ids, rank_shards, read_manifest
+from lead_dist.retrieval.store import (
+    empty_passages,
+    encode_to_folder,
+    passage_ids,
+    rank_shards,
+    read_manifest,
+    truncated_passages,
+)
 from lead_dist.retrieval.text_encoder import load_text_encoder
 from lead_dist.verbs.common import (
     add_encoder_arguments,
@@ -31,6 +38,7 @@ from lead_dist.verbs.common import (
     check_positive,
     index_options,
     pick_device,
+    resolve_lengths,
 )
 
 
@@ -55,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     split = load_beir_split(args.data, args.split)
     encoder = load_text_encoder(args.model, device)
+    resolve_lengths(args, encoder.max_seq_length)
     out = Path(args.out)
     embeddings = Path(args.embeddings) if args.embeddings else out.with_name(out.stem + ".embeddings")
 
@@ -75,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     scored = evaluate_passages(
         encoder, split.queries, split.qrels, rank_shards(embeddings, rank, world),
-        corpus_ids=passage_ids(embeddings), empty_passages=empty_passages(embeddings), k=args.top_k,
+        corpus_ids=passage_ids(embeddings), empty_passages=empty_passages(embeddings),
+        truncated_passages=truncated_passages(embeddings), k=args.top_k,
         query_max_length=args.query_max_length, query_batch_size=args.batch_size, dtype=args.dtype,
         relevance_threshold=args.relevance_threshold, hit_ks=args.hit_k, world=world,
         index_options=index_options(args, device),

@@ -24,7 +24,8 @@ from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
 from lead_dist.retrieval.rerank import RerankInputs, candidates_from_run, rerank
 from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.sources import InputReport, check_inputs, load_beir_split, read_corpus_subset
-from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device
+from lead_dist.retrieval.text_encoder import default_max_length
+from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device, resolve_lengths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,11 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hit-k", type=int, nargs="+", default=list(DEFAULT_HIT_KS), help="hit@K cut-offs")
 
 
+def _default_lengths(args: argparse.Namespace, model) -> None:
+    """Lengths left out come from the model (`default_max_length`); a cross-encoder reads query and passage as one
+    pair within that limit, so it gets 64 query tokens and the rest for the passage."""
+    limit = default_max_length(model.backbone, model.tokenizer, getattr(model, "max_seq_length", None))
+    if model.kind == "ce":
+        args.query_max_length = args.query_max_length or min(64, limit // 2)
+        args.passage_max_length = args.passage_max_length or limit - args.query_max_length
+    resolve_lengths(args, limit)
+
+
 def run(args: argparse.Namespace) -> int:
     for value, flag in ((args.depth, "--depth"), (args.batch_size, "--batch-size")):
         check_positive(value, flag)
     rank, world = init_from_env()
     device = pick_device(args.device)
+    split = load_beir_split(args.data, args.split)  # inputs first: a wrong path fails before the model loads
+    first_stage = read_run(args.first_stage)
     try:
         model = load_model(args.model, kind=args.kind)
     except ValueError as error:
@@ -60,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
             f"(lead-dist train with stage: warmup) and pass the exported folder."
         )
     model.to(device)
-    split = load_beir_split(args.data, args.split)
-    first_stage = read_run(args.first_stage)
+    _default_lengths(args, model)
 
     judged, _ = check_inputs(split.queries, split.qrels, None)  # counted again below, with the corpus ids
     qids = sorted(judged)

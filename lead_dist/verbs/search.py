@@ -26,6 +26,7 @@ from lead_dist.verbs.common import (
     check_positive,
     index_options,
     pick_device,
+    resolve_lengths,
 )
 
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world = init_from_env()
     device = pick_device(args.device)
     encoder = load_text_encoder(args.model, device)
+    resolve_lengths(args, encoder.max_seq_length)
     check_compatible(read_manifest(args.index), encoder, args.index)  # before encoding a single query
     queries = read_queries(args.queries)
     if args.qrels:

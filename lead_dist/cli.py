@@ -68,11 +68,14 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     """What bad input raises (each names the file, line, flag or key): printed as one line, exit code 2. ValueError
     and OSError cover the readers' checks and missing or unreadable files; TypeError, KeyError, RuntimeError and
     the rest are bugs."""
+    import pickle
+
     from lead_dist.config import ConfigError
     from lead_dist.data.errors import DropShareExceeded, ShardError
     from lead_dist.lockfile import FolderLockedError
 
-    return (ConfigError, ShardError, DropShareExceeded, FolderLockedError, ValueError, OSError)
+    refused_pickle = pickle.UnpicklingError  # a checkpoint file that would run code: named, never loaded
+    return (ConfigError, ShardError, DropShareExceeded, FolderLockedError, refused_pickle, ValueError, OSError)
 
 
 def quiet_libraries() -> None:

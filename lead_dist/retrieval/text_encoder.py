@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lead_dist.config.schema import POOLINGS
+from lead_dist.models.tokenization import join_title
 
 
 def model_fingerprint(module: nn.Module, extra: str = "") -> str:
@@ -115,9 +116,8 @@ class HFTextEncoder(TextEncoder):
     def tokenize_passages(
         self, titles: Sequence[str], texts: Sequence[str], max_length: int
     ) -> dict[str, torch.Tensor]:
-        # BEIR's sentence-transformers convention: "title text", stripped (an empty title leaves just the text)
-        joined = [f"{title} {text}".strip() for title, text in zip(titles, texts, strict=True)]
-        return self._tokenize(joined, max_length)
+        # BEIR's sentence-transformers convention, shared with lead_dist's DE: "title text"
+        return self._tokenize(join_title(titles, texts), max_length)
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         states = self.model(**batch).last_hidden_state

@@ -342,6 +342,7 @@ def set_up(config: Config, claim: Callable[[Any], Any] | None = None) -> Run:
         manifest=config.data.manifest,
         retries=config.data.retries,
         retry_backoff_s=config.data.retry_backoff_s,
+        on_bad_shard=config.data.on_bad_shard,
     )
     total_steps = total_steps_for(config, stream.batches_per_epoch)
     trainees = prepare_trainees(accelerator, config, models, total_steps)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lead_dist.distributed import init_from_env
 from lead_dist.folder_claim import lock_folder, on_main
+from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.sources import corpus_file
 from lead_dist.retrieval.store import encode_to_folder
 from lead_dist.retrieval.text_encoder import load_text_encoder
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.batch_size, "--batch-size")
     rank, world = init_from_env()
     corpus_file(Path(args.corpus))  # a missing corpus is named before the model loads
+    check_model_folder("--model", args.model)
     encoder = load_text_encoder(args.model, pick_device(args.device))
     resolve_lengths(args, encoder.max_seq_length)
     lock = on_main(rank == 0, lambda: lock_folder(args.out, "lead-dist encode"))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lead_dist.distributed import init_from_env
 from lead_dist.folder_claim import lock_folder, on_main
+from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.evaluate import evaluate_passages
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS
 from lead_dist.retrieval.runfile import write_run
@@ -40,6 +41,7 @@ from lead_dist.verbs.common import (
     pick_device,
     resolve_lengths,
 )
+from lead_dist.verbs.report import print_summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.batch_size, "--batch-size")
     rank, world = init_from_env()
     device = pick_device(args.device)
-    split = load_beir_split(args.data, args.split)
+    split = load_beir_split(args.data, args.split)  # inputs first: a wrong path fails before the model loads
+    check_model_folder("--model", args.model)
     encoder = load_text_encoder(args.model, device)
     resolve_lengths(args, encoder.max_seq_length)
     out = Path(args.out)
@@ -115,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
-    print(json.dumps({"metrics": results["metrics"], "input_report": results["input_report"]}, indent=1), flush=True)
+    print_summary({"value": results["metrics"]}, results["input_report"], str(out), results["num_queries"])
     return 0

@@ -42,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
     from lead_dist.data.errors import ShardError
     from lead_dist.train.loop import train
+    from lead_dist.train.preflight import check_inputs
 
     try:
+        check_inputs(config)  # before any model is built or output_dir touched
         summary = train(config, resume=args.resume, overwrite=args.overwrite)
     except ShardError as exc:  # the training data cannot be read: a URL, a file, a manifest, named in the message
         print(f"lead-dist train: data error: {exc}", file=sys.stderr)

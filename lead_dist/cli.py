@@ -84,10 +84,18 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("DS_ACCELERATOR_LOG_LEVEL", "error")
     import logging
 
-    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    # DeepSpeed sets its logger's level when it is imported, so a level set here would not last; a filter does.
+    logging.getLogger("DeepSpeed").addFilter(_deepspeed_notices_off)
+
+
+def _deepspeed_notices_off(record: object) -> bool:
+    """Keep DeepSpeed's errors and warnings, drop its info lines and its "Setting accelerator to CPU" notice."""
+    import logging
+
+    level, message = getattr(record, "levelno", logging.ERROR), str(getattr(record, "msg", ""))
+    return level >= logging.WARNING and not message.startswith("Setting accelerator to CPU")
 
 
 if __name__ == "__main__":

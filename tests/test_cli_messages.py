@@ -26,7 +26,9 @@ TINY = REPO / "configs" / "tiny.yaml"
 def test_non_finite_floats_are_refused_by_key(override, key, shown, tmp_path, capsys):
     code = cli_main(["train", str(TINY), override, f"output_dir={tmp_path / 'out'}"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err == f"lead-dist train: config error: {key}: must be a finite number, got {shown}", err
+    assert code == 2 and err == f"lead-dist train: config error: {TINY}: {key}: must be a finite number, got {shown}", (
+        err
+    )
     assert not (tmp_path / "out").exists()
 
 

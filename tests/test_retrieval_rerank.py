@@ -181,7 +181,8 @@ def test_cli_rerank_refuses_untrained_heads_and_foreign_runs(rerank_case, tiny_b
     def refused(argv: list[str], expected: str) -> None:
         assert cli_main(["rerank", *argv, "--out", str(tmp_path / "x.json")]) == 2  # bad input: one line, exit 2
         err = capsys.readouterr().err
-        assert err.startswith("lead-dist rerank: error:") and expected in err and "Traceback" not in err, err
+        errors = [line for line in err.splitlines() if line.startswith("lead-dist rerank: error:")]
+        assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err
 
     refused(["--model", str(tiny_bert_dir), "--kind", "ce", *args[2:]], "freshly initialised")
     refused(["--model", str(tiny_bert_dir), *args[2:]], "pass --kind")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import torch
 
+from lead_dist.folder_claim import lock_folder, on_main
 from lead_dist.retrieval.encode import DTYPES
 from lead_dist.retrieval.indexes import BACKENDS
+from lead_dist.retrieval.store import encode_to_folder
+from lead_dist.retrieval.text_encoder import TextEncoder
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, *, passages: bool = True, queries: bool = True) -> None:
@@ -58,6 +62,29 @@ def pick_device(requested: str | None) -> str:
 def check_positive(value: int, flag: str) -> None:
     if value < 1:
         raise ValueError(f"{flag} must be >= 1, got {value}")
+
+
+def encode_locked(
+    encoder: TextEncoder,
+    corpus: str | Path,
+    folder: str | Path,
+    args: argparse.Namespace,
+    *,
+    rank: int,
+    world: int,
+    verb: str,
+) -> dict:
+    """`encode_to_folder` with the folder's lock held by rank 0 (`lead_dist.folder_claim`), from the verb's flags."""
+    lock = on_main(rank == 0, lambda: lock_folder(folder, f"lead-dist {verb}"))
+    try:
+        return encode_to_folder(
+            encoder, corpus, folder, rank=rank, world=world, max_length=args.passage_max_length,
+            batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def resolve_lengths(args: argparse.Namespace, model_max_length: int) -> None:

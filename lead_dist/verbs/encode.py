@@ -11,12 +11,16 @@ import json
 from pathlib import Path
 
 from lead_dist.distributed import init_from_env
-from lead_dist.folder_claim import lock_folder, on_main
 from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.sources import corpus_file
-from lead_dist.retrieval.store import encode_to_folder
 from lead_dist.retrieval.text_encoder import load_text_encoder
-from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device, resolve_lengths
+from lead_dist.verbs.common import (
+    add_encoder_arguments,
+    check_positive,
+    encode_locked,
+    pick_device,
+    resolve_lengths,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,16 +38,7 @@ def run(args: argparse.Namespace) -> int:
     check_model_folder("--model", args.model)
     encoder = load_text_encoder(args.model, pick_device(args.device))
     resolve_lengths(args, encoder.max_seq_length)
-    lock = on_main(rank == 0, lambda: lock_folder(args.out, "lead-dist encode"))
-    try:
-        summary = encode_to_folder(
-            encoder, args.corpus, args.out, rank=rank, world=world, max_length=args.passage_max_length,
-            batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
-            overwrite=args.overwrite,
-        )  # fmt: skip
-    finally:
-        if lock is not None:
-            lock.release()
+    summary = encode_locked(encoder, args.corpus, args.out, args, rank=rank, world=world, verb="encode")
     summary["world_size"] = world
     print(json.dumps(summary), flush=True)
     return 0

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from lead_dist.distributed import init_from_env
-from lead_dist.folder_claim import lock_folder, on_main
 from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.evaluate import evaluate_passages
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS
@@ -26,7 +25,6 @@ from lead_dist.retrieval.search import check_compatible
 from lead_dist.retrieval.sources import load_beir_split
 from lead_dist.retrieval.store import (
     empty_passages,
-    encode_to_folder,
     passage_ids,
     rank_shards,
     read_manifest,
@@ -37,6 +35,7 @@ from lead_dist.verbs.common import (
     add_encoder_arguments,
     add_index_arguments,
     check_positive,
+    encode_locked,
     index_options,
     pick_device,
     resolve_lengths,
@@ -71,16 +70,7 @@ def run(args: argparse.Namespace) -> int:
     embeddings = Path(args.embeddings) if args.embeddings else out.with_name(out.stem + ".embeddings")
 
     started = time.perf_counter()
-    lock = on_main(rank == 0, lambda: lock_folder(embeddings, "lead-dist evaluate"))
-    try:
-        encoded = encode_to_folder(
-            encoder, split.corpus_path, embeddings, rank=rank, world=world, max_length=args.passage_max_length,
-            batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
-            overwrite=args.overwrite,
-        )  # fmt: skip
-    finally:
-        if lock is not None:
-            lock.release()
+    encoded = encode_locked(encoder, split.corpus_path, embeddings, args, rank=rank, world=world, verb="evaluate")
     encode_s = time.perf_counter() - started
     manifest = read_manifest(embeddings)
     check_compatible(manifest, encoder, embeddings)

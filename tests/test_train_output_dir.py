@@ -71,14 +71,18 @@ def test_a_fresh_run_into_a_used_output_dir_is_refused_and_overwrite_starts_over
 def test_a_second_training_into_a_running_ones_folder_is_refused(tmp_path, tmp_path_factory):
     out = tmp_path / "run"
     config = _config(tmp_path, tmp_path_factory, out, max_steps=6)
-    first = helpers.start("single", config, LEAD_DIST_TEST_STEP_SLEEP="1.5")
+    hold = tmp_path / "hold"  # the first run waits after each step while this file exists
+    hold.touch()
+    first = helpers.start("single", config, LEAD_DIST_TEST_HOLD_WHILE=str(hold))
     try:
         helpers.wait_for(lambda: (out / "log.jsonl").is_file() and helpers.step_records(out), first, what="step 1")
         owner = json.loads((out / LOCK_NAME).read_text())
         assert owner["pid"] == first.pid and owner["host"]
         second = _train(config, "--overwrite")  # the most destructive request: the lock must still win
+        assert first.poll() is None, "the first run must still be running when the second is refused"
         assert second.returncode == 2, second.stderr[-3000:]
         assert f"in use by lead-dist train (output_dir {out}) (pid {first.pid}" in second.stderr
+        hold.unlink()
         output, _ = first.communicate(timeout=300)
     finally:
         helpers.kill_tree(first)

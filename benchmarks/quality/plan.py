@@ -14,9 +14,8 @@ from typing import Any
 
 import yaml
 
-from lead_dist.config import KINDS as TEACHER_KINDS
-
-# What a grid may change in a recipe. Paths and the seed are set by the script itself (see benchmarks/quality/__main__.py).
+# What a grid may change in a recipe. Paths (data.train, data.dev, output_dir, teacher.path, student.path) and the
+# seed are set by the script itself (see quality.py).
 ALLOWED_OVERRIDES = frozenset(
     {
         "train.max_steps",
@@ -24,14 +23,18 @@ ALLOWED_OVERRIDES = frozenset(
         "train.mixed_precision",
         "train.save_every",
         "train.log_every",
+        "train.eval_every",
         "data.passage_max_length",
         "data.query_max_length",
     }
 )
+TEACHER_KINDS = ("de", "cb", "ce")
 EVALUATE_KEYS = ("query_max_length", "passage_max_length", "dtype", "batch_size", "top_k")
 # How the CB and CE teachers are evaluated: `lead-dist rerank` of the DE teacher's top `depth` (neither kind is a
 # single-vector retriever that `lead-dist evaluate` can search a corpus with).
 RERANK_KEYS = ("depth", "query_max_length", "passage_max_length", "dtype", "batch_size")
+DEV_SPLIT_KEYS = ("queries", "corpus_size", "seed")
+PROBE_KEYS = ("batches", "chosen_scoring")
 
 
 class PlanError(ValueError):
@@ -51,6 +54,14 @@ class RunSpec:
     teacher: str  # de | cb | ce
     seeds: tuple[int, ...]
     group: str
+    zero_shot: bool  # also evaluated zero-shot on the grid's zero-shot dataset (when the grid has one)
+
+
+@dataclass
+class DevSplit:
+    queries: Path  # the committed list of dev query ids
+    corpus_size: int  # passages of the fixed dev corpus the in-training curves use
+    seed: int
 
 
 @dataclass
@@ -60,15 +71,20 @@ class Plan:
     train: Dataset
     test: Dataset
     zero_shot: Dataset | None
+    dev_split: DevSplit
     mining_top_k: int
     mining_depth: str
     evaluate: dict[str, Any]
     rerank: dict[str, Any]
+    probe: dict[str, Any]
     teachers: dict[str, Path]  # kind -> warm-up recipe
+    student_warmup: Path
+    ce_must_beat_de_on_dev: bool
     runs: list[RunSpec]
     seeds: tuple[int, ...]
     evaluate_packaged: bool
     warmup_overrides: dict[str, Any]
+    student_warmup_overrides: dict[str, Any]
     distill_overrides: dict[str, Any]
     raw_grid: dict[str, Any] = field(default_factory=dict)
 
@@ -143,6 +159,14 @@ def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
     mining = _section(_require(raw, "mining", "top level", source), "mining", source)
     evaluate = _exact_section(raw, "evaluate", EVALUATE_KEYS, source)
     rerank = _exact_section(raw, "rerank", RERANK_KEYS, source)
+    probe = _exact_section(raw, "probe", PROBE_KEYS, source)
+    dev = _exact_section(raw, "dev_split", DEV_SPLIT_KEYS, source)
+    dev_list = root / str(dev["queries"])
+    if not dev_list.is_file():
+        raise PlanError(f"{source}: dev_split.queries: {dev_list} does not exist (the committed dev query list)")
+    student_warmup = root / str(_require(raw, "student_warmup", "top level", source))
+    if not student_warmup.is_file():
+        raise PlanError(f"{source}: student_warmup: recipe {student_warmup} does not exist")
 
     all_teachers = _section(_require(raw, "teachers", "top level", source), "teachers", source)
     wanted_teachers = _require(chosen, "teachers", where, source)
@@ -182,7 +206,10 @@ def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
         if which not in ("all", "first"):
             raise PlanError(f"{source}: runs.{name}.seeds: expected all or first, got {which!r}")
         run_seeds = seeds if which == "all" else seeds[:1]
-        runs.append(RunSpec(name, recipe, teacher, run_seeds, str(spec.get("group", teacher))))
+        zero_shot = _require(spec, "zero_shot", f"runs.{name}", source)
+        if not isinstance(zero_shot, bool):
+            raise PlanError(f"{source}: runs.{name}.zero_shot: expected true or false, got {zero_shot!r}")
+        runs.append(RunSpec(name, recipe, teacher, run_seeds, str(spec.get("group", teacher)), zero_shot))
 
     return Plan(
         grid=grid,
@@ -190,15 +217,22 @@ def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
         train=_dataset(_require(datasets, "train", "datasets", source), "train", root, source),
         test=_dataset(_require(datasets, "test", "datasets", source), "test", root, source),
         zero_shot=_dataset(datasets["zero_shot"], "zero_shot", root, source) if zero_shot_wanted else None,
+        dev_split=DevSplit(dev_list, int(dev["corpus_size"]), int(dev["seed"])),
         mining_top_k=int(_require(mining, "top_k", "mining", source)),
         mining_depth=str(_require(mining, "depth", "mining", source)),
         evaluate=dict(evaluate),
         rerank=dict(rerank),
+        probe=dict(probe),
         teachers=teachers,
+        student_warmup=student_warmup,
+        ce_must_beat_de_on_dev=bool(raw.get("ce_must_beat_de_on_dev", True)),
         runs=runs,
         seeds=seeds,
         evaluate_packaged=bool(chosen.get("evaluate_packaged", False)),
         warmup_overrides=_overrides(chosen.get("warmup_overrides"), f"{where}.warmup_overrides", source),
+        student_warmup_overrides=_overrides(
+            chosen.get("student_warmup_overrides"), f"{where}.student_warmup_overrides", source
+        ),
         distill_overrides=_overrides(chosen.get("distill_overrides"), f"{where}.distill_overrides", source),
         raw_grid=dict(chosen),
     )
@@ -208,22 +242,19 @@ def reductions(quick: Plan, full: Plan) -> dict[str, Any]:
     """What a reduced grid leaves out compared with the full one, in words a reader of the JSON can check."""
     full_runs = {(r.name, s) for r in full.runs for s in r.seeds}
     quick_runs = {(r.name, s) for r in quick.runs for s in r.seeds}
-    changed = {
-        key: {"full": full.distill_overrides.get(key), "this": value}
-        for key, value in quick.distill_overrides.items()
-        if full.distill_overrides.get(key) != value
-    }
-    changed_warmup = {
-        key: {"full": full.warmup_overrides.get(key), "this": value}
-        for key, value in quick.warmup_overrides.items()
-        if full.warmup_overrides.get(key) != value
-    }
+
+    def changed(this: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+        return {
+            key: {"full": theirs.get(key), "this": value} for key, value in this.items() if theirs.get(key) != value
+        }
+
     return {
         "seeds": {"full": list(full.seeds), "this": list(quick.seeds)},
         "teachers_left_out": sorted(set(full.teachers) - set(quick.teachers)),
         "student_runs_left_out": sorted(f"{n}/seed{s}" for n, s in full_runs - quick_runs),
-        "distill_overrides_changed": changed,
-        "warmup_overrides_changed": changed_warmup,
+        "distill_overrides_changed": changed(quick.distill_overrides, full.distill_overrides),
+        "warmup_overrides_changed": changed(quick.warmup_overrides, full.warmup_overrides),
+        "student_warmup_overrides_changed": changed(quick.student_warmup_overrides, full.student_warmup_overrides),
         "zero_shot_left_out": full.zero_shot is not None and quick.zero_shot is None,
         "packaged_baseline_left_out": full.evaluate_packaged and not quick.evaluate_packaged,
         "unchanged": "the test split, its whole corpus and the metric definitions; every hyper-parameter of the "

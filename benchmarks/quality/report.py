@@ -1,8 +1,9 @@
 """The quality benchmark's results: metrics collected from the steps' outputs, summarised over seeds, charted.
 
-Numbers come only from files the CLI steps wrote: `lead-dist evaluate` results JSON (metrics), the trainer's
-`log.jsonl` (seconds per step) and the step runner's wall times. Nothing is recomputed here except means, spreads
-and ratios.
+Numbers come only from files the steps wrote: `lead-dist evaluate` / `rerank` results JSON (metrics and per-query
+metrics), the trainer's `log.jsonl` (dev curves, seconds per step), the probe's JSON and the step runner's wall
+times. Nothing is recomputed here except means, spreads, ratios, the paired tests and the plateau rule
+(`summary.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO_ROOT, BarPanel, write_bar_chart
+from benchmarks.quality.curves import from_log, plateau
+from benchmarks.quality.summary import CONTRASTIVE, LEAD, RESPONSE, build_summary, paired_tests
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 # Teacher kinds that are not single-vector retrievers: evaluated by `lead-dist rerank` of the DE teacher's top list.
@@ -21,7 +24,7 @@ RERANKED_KINDS = ("cb", "ce")
 
 
 def read_metrics(path: Path) -> dict[str, float]:
-    """The stable metric keys of a `lead-dist evaluate` results JSON."""
+    """The stable metric keys of a `lead-dist evaluate` / `rerank` results JSON."""
     metrics = json.loads(path.read_text())["metrics"]
     missing = [key for key in METRICS if key not in metrics]
     if missing:
@@ -29,8 +32,13 @@ def read_metrics(path: Path) -> dict[str, float]:
     return {key: float(metrics[key]) for key in METRICS}
 
 
+def read_per_query(path: Path, metric: str = "ndcg@10") -> dict[str, float]:
+    return {qid: float(values[metric]) for qid, values in json.loads(path.read_text())["per_query"].items()}
+
+
 def step_seconds_from_log(output_dir: Path) -> float | None:
-    """Seconds the trainer spent in its optimizer steps (sum over log windows), without start-up and export."""
+    """Seconds the trainer spent in its optimizer steps (sum over log windows), without start-up, evaluations and
+    export."""
     log_file = output_dir / "log.jsonl"
     if not log_file.is_file():
         return None
@@ -40,6 +48,15 @@ def step_seconds_from_log(output_dir: Path) -> float | None:
         if "step_s" in record and "window_steps" in record:
             total += float(record["step_s"]) * int(record["window_steps"])
     return total
+
+
+def trained_steps(output_dir: Path) -> int | None:
+    """The optimizer steps a run took (its `exported` event)."""
+    for line in reversed((output_dir / "log.jsonl").read_text().splitlines()):
+        record = json.loads(line)
+        if record.get("event") == "exported":
+            return int(record["step"])
+    return None
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -59,78 +76,142 @@ def _evaluations(layout: Any, label: str, datasets: list[str]) -> dict[str, dict
     return {name: read_metrics(layout.evaluation(label, name)) for name in datasets}
 
 
-def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, full_plan: Any) -> dict[str, Any]:
-    """Everything the JSON holds except the machine (added by the caller)."""
-    datasets = ["scifact"] + (["cranfield"] if plan.zero_shot else [])
-    seconds = {name: round(result.seconds, 1) for name, result in steps.items()}
+def _datasets(plan: Any, zero_shot: bool) -> list[str]:
+    return ["scifact"] + (["cranfield"] if plan.zero_shot and zero_shot else [])
 
+
+def _teachers(plan: Any, steps: dict[str, Any], layout: Any) -> dict[str, Any]:
     teachers: dict[str, Any] = {}
     for kind, recipe in plan.teachers.items():
         entry: dict[str, Any] = {
             "recipe": _repo_relative(recipe),
-            "warmup_wall_s": seconds.get(f"warmup-{kind}"),
+            "warmup_wall_s": _seconds(steps, f"warmup-{kind}"),
             "warmup_step_s": step_seconds_from_log(layout.teacher_dir(kind)),
+            "warmup_steps": trained_steps(layout.teacher_dir(kind)),
+            "dev": read_metrics(layout.evaluation(f"teacher_{kind}", "dev")),
         }
-        entry.update(_evaluations(layout, f"teacher_{kind}", datasets))
-        if kind in RERANKED_KINDS:
+        entry.update(_evaluations(layout, f"teacher_{kind}", _datasets(plan, True)))
+        if kind == "de":
+            start = read_metrics(layout.evaluation("packaged_minilm", "devcorpus"))["ndcg@10"]
+            entry["dev_curve"] = [(0, start), *from_log(layout.teacher_dir(kind))]
+            entry["dev_curve_plateau"] = plateau(entry["dev_curve"])
+        else:
             entry["evaluated_by"] = (
                 f"lead-dist rerank of the DE teacher's top {plan.rerank['depth']} per query; recall@"
                 f"{plan.rerank['depth']} is the DE teacher's by construction"
             )
         teachers[kind] = entry
+    if "ce" in teachers:
+        teachers["ce"]["beats_de_first_stage_on_dev"] = (
+            teachers["ce"]["dev"]["ndcg@10"] > teachers["de"]["dev"]["ndcg@10"]
+        )
+    return teachers
 
-    packaged = None
-    if plan.evaluate_packaged:
-        packaged = _evaluations(layout, "packaged_minilm", datasets)
 
+def _student_warmup(plan: Any, steps: dict[str, Any], layout: Any) -> dict[str, Any]:
+    curve = from_log(layout.student_warmup)
+    return {"recipe": _repo_relative(plan.student_warmup), "dev_curve": curve, "dev_curve_plateau": plateau(curve),
+            "warmup_wall_s": _seconds(steps, "warmup-student"), "warmup_steps": trained_steps(layout.student_warmup),
+            "warmup_step_s": step_seconds_from_log(layout.student_warmup)}  # fmt: skip
+
+
+def _students(plan: Any, steps: dict[str, Any], layout: Any, start: tuple[int, float], skipped: list[str]) -> dict:
     students: dict[str, Any] = {}
     for spec in plan.runs:
+        if spec.name in skipped:
+            continue
+        datasets = _datasets(plan, spec.zero_shot)
         per_seed: dict[str, Any] = {}
-        teacher_ndcg = teachers[spec.teacher].get("scifact", {}).get("ndcg@10")
         for seed in spec.seeds:
-            label = f"{spec.name}-seed{seed}"
+            label, run_dir = f"{spec.name}-seed{seed}", layout.student_dir(spec.name, seed)
             record: dict[str, Any] = _evaluations(layout, label, datasets)
-            record["train_wall_s"] = seconds.get(f"train-{label}")
-            record["train_step_s"] = step_seconds_from_log(layout.student_dir(spec.name, seed))
-            if teacher_ndcg:
-                record["share_of_teacher_ndcg@10"] = record["scifact"]["ndcg@10"] / teacher_ndcg
+            record["scifact_per_query_ndcg@10"] = read_per_query(layout.evaluation(label, "scifact"))
+            record["dev_curve"] = [(0, start[1]), *from_log(run_dir)]  # step 0: the warmed student
+            record["train_wall_s"] = _seconds(steps, f"train-{label}")
+            record["train_step_s"] = step_seconds_from_log(run_dir)
+            record["steps"] = trained_steps(run_dir)
             per_seed[str(seed)] = record
         summary: dict[str, Any] = {
             name: {key: spread([r[name][key] for r in per_seed.values()]) for key in METRICS} for name in datasets
         }
-        shares = [r["share_of_teacher_ndcg@10"] for r in per_seed.values() if "share_of_teacher_ndcg@10" in r]
-        summary["share_of_teacher_ndcg@10"] = spread(shares) if shares else None
         summary["train_wall_s"] = spread([r["train_wall_s"] for r in per_seed.values() if r["train_wall_s"]])
-        students[spec.name] = {
-            "recipe": _repo_relative(spec.config),
-            "teacher": spec.teacher,
-            "group": spec.group,
-            "seeds": per_seed,
-            "summary": summary,
-        }
+        summary["train_step_s_per_step"] = spread(
+            [r["train_step_s"] / r["steps"] for r in per_seed.values() if r["train_step_s"] and r["steps"]]
+        )
+        students[spec.name] = {"recipe": _repo_relative(spec.config), "teacher": spec.teacher, "group": spec.group,
+                               "distill_steps": next(iter(per_seed.values()))["steps"], "seeds": per_seed,
+                               "summary": summary}  # fmt: skip
+    return students
 
+
+def _shares(students: dict[str, Any], teachers: dict[str, Any]) -> None:
+    for student in students.values():
+        teacher = teachers.get(student["teacher"], {}).get("scifact", {}).get("ndcg@10")
+        values = [r["scifact"]["ndcg@10"] / teacher for r in student["seeds"].values()] if teacher else []
+        student["summary"]["share_of_teacher_ndcg@10"] = spread(values) if values else None
+
+
+def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs: list[str]) -> dict[str, Any]:
+    """Everything the JSON holds except the machine (added by the caller)."""
+    seconds = {name: round(result.seconds, 1) for name, result in steps.items()}
+    teachers = _teachers(plan, steps, layout)
+    warmup = _student_warmup(plan, steps, layout)
+    start = warmup["dev_curve"][-1] if warmup["dev_curve"] else (0, float("nan"))
+    students = _students(plan, steps, layout, start, skipped_runs)
+    _shares(students, teachers)
+    packaged = None
+    if plan.evaluate_packaged:
+        packaged = _evaluations(layout, "packaged_minilm", ["dev", *_datasets(plan, True)])
     mining_report = layout.hard_shards / "mining_report.json"
-    return {
+    payload: dict[str, Any] = {
         "grid": plan.grid,
         "grid_file": _repo_relative(plan.source),
         "settings": {
             "seeds": list(plan.seeds),
+            "dev_split": {
+                "queries": _repo_relative(plan.dev_split.queries),
+                "corpus_size": plan.dev_split.corpus_size,
+                "seed": plan.dev_split.seed,
+                "split_summary": json.loads((layout.split / "split.json").read_text()),
+            },  # fmt: skip
             "evaluate": plan.evaluate,
             "rerank": plan.rerank,
+            "probe": plan.probe,
             "warmup_overrides": plan.warmup_overrides,
+            "student_warmup_overrides": plan.student_warmup_overrides,
             "distill_overrides": plan.distill_overrides,
-            "mining": {"top_k": plan.mining_top_k, "depth": plan.mining_depth},
+            "mining": {
+                "first_stage": "packaged all-MiniLM-L6-v2",
+                "top_k": plan.mining_top_k,
+                "depth": plan.mining_depth,
+            },  # fmt: skip
             "datasets": {
-                "train": f"{plan.train.data.name}/{plan.train.split}",
+                "train": f"{plan.train.data.name}/{plan.train.split} minus the dev queries",
                 "test": f"{plan.test.data.name}/{plan.test.split}",
                 "zero_shot": f"{plan.zero_shot.data.name}/{plan.zero_shot.split}" if plan.zero_shot else None,
             },
             "metric_definitions": "lead_dist/retrieval/README.md (pytrec_eval: ndcg_cut.10 with graded gains, "
-            "recip_rank on the run cut at 10, recall.100), means over the judged test queries, full corpus",
+            "recip_rank on the run cut at 10, recall.100), means over the judged test queries, full corpus; dev "
+            "curves: the trainer's in-training evaluation on the fixed dev corpus sample (for comparing checkpoints "
+            "of one curve, higher than whole-corpus numbers)",
         },
         "teachers": teachers,
+        "student_warmup": warmup,
         "packaged_minilm": packaged,
+        "probe": json.loads(layout.probe.read_text()) if layout.probe.is_file() else None,
         "students": students,
+        "runs_skipped": {name: "the CE teacher does not beat the DE's first stage on dev" for name in skipped_runs},
+        "paired_tests": paired_tests(
+            students,
+            [
+                (LEAD, RESPONSE),
+                (LEAD, CONTRASTIVE),
+                (RESPONSE, CONTRASTIVE),
+                ("lead_de_frozen", RESPONSE),
+                ("lead_cb", "response_cb"),
+                ("lead_ce", "response_ce"),
+            ],
+        ),  # fmt: skip
         "mining_report": json.loads(mining_report.read_text()) if mining_report.is_file() else None,
         "step_wall_seconds": seconds,
         "wall_seconds_all_steps": round(sum(seconds.values()), 1),
@@ -138,9 +219,15 @@ def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, full_plan: A
             name: round(result.cpu_seconds, 1) for name, result in steps.items() if result.cpu_seconds is not None
         },
         "steps_skipped_as_done": sorted(name for name, result in steps.items() if result.skipped),
-        "determinism": "one process, fixed seed, DataLoader without workers: rerunning a step with the same seed "
+        "determinism": "one process, fixed seeds, DataLoader without workers: rerunning a step with the same seed "
         "on the same machine reproduces its numbers; a rerun of the script skips finished steps",
     }
+    payload["summary"] = build_summary(payload)
+    return payload
+
+
+def _seconds(steps: dict[str, Any], name: str) -> float | None:
+    return round(steps[name].seconds, 1) if name in steps else None
 
 
 def _repo_relative(path: Path) -> str:
@@ -162,53 +249,50 @@ def _fmt(stat: dict[str, Any] | None, digits: int = 3) -> str:
 def markdown_table(payload: dict[str, Any]) -> str:
     """The README table: teachers, then each student run (mean ± sample std over its seeds)."""
     zero_shot = payload["settings"]["datasets"]["zero_shot"] is not None
-    head = ["model", "teacher", "seeds", "SciFact nDCG@10", "MRR@10", "R@100", "share of teacher nDCG@10"]
+    head = ["model", "teacher", "seeds", "SciFact nDCG@10", "MRR@10", "R@100", "share of teacher nDCG@10",
+            "dev nDCG@10 (curve start -> end)"]  # fmt: skip
     head += ["Cranfield nDCG@10 (zero-shot)"] if zero_shot else []
-    head += ["train s (wall)"]
     rows = [head, ["---"] * len(head)]
 
     def one(value: float) -> dict[str, Any]:
         return {"mean": value, "std": None}
 
-    depth = payload["settings"].get("rerank", {}).get("depth")
+    depth = payload["settings"]["rerank"]["depth"]
     for kind, teacher in payload["teachers"].items():
         how = f"; re-ranks DE top {depth}" if kind in RERANKED_KINDS else ""
         row = [f"teacher {kind.upper()} (warmed-up MiniLM-L6{how})", "-", "1"]
         row += [_fmt(one(teacher["scifact"][k])) for k in ("ndcg@10", "mrr@10")]
-        # a re-ranking keeps the first stage's documents: its recall is the DE teacher's, not its own
         row += [f"n/a (top {depth})" if kind in RERANKED_KINDS else _fmt(one(teacher["scifact"]["recall@100"]))]
-        row += ["1.000"]
-        row += [_fmt(one(teacher["cranfield"]["ndcg@10"]))] if zero_shot else []
-        row += [f"{teacher['warmup_wall_s']:.0f}" if teacher.get("warmup_wall_s") else "-"]
+        row += ["1.000", f"{teacher['dev']['ndcg@10']:.3f} (whole corpus)"]
+        row += [_fmt(one(teacher["cranfield"]["ndcg@10"])) if "cranfield" in teacher else "-"] if zero_shot else []
         rows.append(row)
-    if payload.get("packaged_minilm"):
-        packaged = payload["packaged_minilm"]
-        row = ["all-MiniLM-L6-v2 as packaged", "-", "1"]
-        row += [_fmt(one(packaged["scifact"][k])) for k in ("ndcg@10", "mrr@10", "recall@100")] + ["-"]
-        row += [_fmt(one(packaged["cranfield"]["ndcg@10"]))] if zero_shot else []
-        rows.append(row + ["-"])
+    warm = payload["student_warmup"]["dev_curve"]
+    if warm:
+        rows.append(["student warm-up (MiniLM's first 3 layers)", "-", "1", "-", "-", "-", "-",
+                     f"{warm[0][1]:.3f} -> {warm[-1][1]:.3f}"] + (["-"] if zero_shot else []))  # fmt: skip
     for name, student in payload["students"].items():
         s = student["summary"]
+        curves = [r["dev_curve"] for r in student["seeds"].values()]
+        ends = spread([c[-1][1] for c in curves])
         row = [f"student {name}", student["teacher"].upper(), str(len(student["seeds"]))]
         row += [_fmt(s["scifact"][k]) for k in ("ndcg@10", "mrr@10", "recall@100")]
-        row += [_fmt(s["share_of_teacher_ndcg@10"])]
-        row += [_fmt(s["cranfield"]["ndcg@10"])] if zero_shot else []
-        row += [_fmt(s["train_wall_s"], 0)]
+        row += [_fmt(s["share_of_teacher_ndcg@10"]), f"{curves[0][0][1]:.3f} -> {_fmt(ends)}"]
+        row += [_fmt(s["cranfield"]["ndcg@10"]) if "cranfield" in s else "-"] if zero_shot else []
         rows.append(row)
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 def write_chart(name: str, payload: dict[str, Any], results_dir: Path) -> Path:
     """nDCG@10 and R@100 on SciFact test per student run (bars: mean; whiskers: min..max over seeds), the DE
-    teacher as a dashed line. Training times are in the table and the JSON."""
+    teacher as a dashed line."""
     labels, ndcg, ndcg_err, recall, recall_err = [], [], [], [], []
     for run, student in payload["students"].items():
-        s = student["summary"]
+        s = student["summary"]["scifact"]
         labels.append(f"{run} (n={len(student['seeds'])})")
-        ndcg.append(s["scifact"]["ndcg@10"]["mean"])
-        ndcg_err.append((s["scifact"]["ndcg@10"]["min"], s["scifact"]["ndcg@10"]["max"]))
-        recall.append(s["scifact"]["recall@100"]["mean"])
-        recall_err.append((s["scifact"]["recall@100"]["min"], s["scifact"]["recall@100"]["max"]))
+        ndcg.append(s["ndcg@10"]["mean"])
+        ndcg_err.append((s["ndcg@10"]["min"], s["ndcg@10"]["max"]))
+        recall.append(s["recall@100"]["mean"])
+        recall_err.append((s["recall@100"]["min"], s["recall@100"]["max"]))
     teacher = payload["teachers"]["de"]["scifact"]
     panels = [
         BarPanel("SciFact test nDCG@10", "nDCG@10", labels, ndcg, ndcg_err,
@@ -216,11 +300,48 @@ def write_chart(name: str, payload: dict[str, Any], results_dir: Path) -> Path:
         BarPanel("SciFact test recall@100", "recall@100", labels, recall, recall_err,
                  reference=("DE teacher", teacher["recall@100"]), value_format="{:.3f}"),
     ]  # fmt: skip
+    summary = payload["summary"]
+    p_text = "" if summary["p_lead_vs_response"] is None else (
+        f"; LEAD - response {summary['lead_minus_response']:+.4f}, p = {summary['p_lead_vs_response']:.3g}")  # fmt: skip
+    return write_bar_chart(name, panels, title=f"LEAD vs response KD vs contrastive on SciFact{p_text}",
+                           footnote=_footnote(payload), results_dir=results_dir)  # fmt: skip
+
+
+def _footnote(payload: dict[str, Any]) -> str:
     machine = payload.get("machine", {})
-    footnote = (
-        f"grid {payload['grid']} ({payload['grid_file']}); 3-layer MiniLM students; {machine.get('cpu_model', '?')}, "
-        f"{machine.get('usable_cores', '?')} cores, load {machine.get('load_average_1_5_15', '?')}"
-    )
-    return write_bar_chart(
-        name, panels, title="LEAD vs response KD vs contrastive on SciFact", footnote=footnote, results_dir=results_dir
-    )
+    return (f"grid {payload['grid']} ({payload['grid_file']}); 3-layer MiniLM students from one warmed student; "
+            f"{machine.get('cpu_model', '?')}, {machine.get('usable_cores', '?')} cores, load "
+            f"{machine.get('load_average_1_5_15', '?')}")  # fmt: skip
+
+
+def write_curves_chart(name: str, payload: dict[str, Any], results_dir: Path) -> Path:
+    """Dev nDCG@10 against steps: the warm-ups (left) and every distillation run, mean over seeds (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on the build machines
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for label, curve in (("DE teacher warm-up", payload["teachers"]["de"]["dev_curve"]),
+                         ("student warm-up", payload["student_warmup"]["dev_curve"])):  # fmt: skip
+        if curve:
+            left.plot(*zip(*curve, strict=True), marker="o", label=label)
+    left.set(title="warm-ups (alone, contrastive)", xlabel="step", ylabel="dev nDCG@10 (dev corpus sample)")
+    for run, student in payload["students"].items():
+        curves = [r["dev_curve"] for r in student["seeds"].values()]
+        steps = [s for s, _v in curves[0]]
+        values = [statistics.fmean(c[i][1] for c in curves) for i in range(len(steps))]
+        style = "-" if run in (LEAD, RESPONSE, CONTRASTIVE, "lead_de_frozen") else ":"
+        right.plot(steps, values, style, marker="o", markersize=3, label=f"{run} (n={len(curves)})")
+    right.set(title="distillation from the warmed student (mean over seeds)", xlabel="step",
+              ylabel="dev nDCG@10 (dev corpus sample)")  # fmt: skip
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.text(0.01, 0.01, _footnote(payload), fontsize=7, color="#555555")
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

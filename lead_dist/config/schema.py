@@ -21,6 +21,9 @@ CANDIDATES = ("global", "group")
 STRATEGIES = ("random", "last", "skip", "fixed")
 PRECISIONS = ("no", "bf16", "fp16")
 
+# A dual encoder's scoring keys: the final score's, then those of LEAD's per-layer scores.
+DE_OPTION_KEYS = ("pooling", "similarity", "scale", "layer_pooling", "layer_similarity", "layer_scale")
+
 # Keys a model section accepts only in one role; the rest are shared by student, teacher and model.
 STUDENT_ONLY_KEYS = ("from_teacher_layers",)
 TEACHER_ONLY_KEYS = ("trained",)
@@ -80,6 +83,9 @@ class ModelConfig:
     pooling: str | None = None  # POOLINGS
     similarity: str | None = None  # SIMILARITIES
     scale: float | None = None
+    layer_pooling: str | None = None  # DE: how LEAD's per-layer scores pool (None = as `pooling`)
+    layer_similarity: str | None = None  # DE: ... and compare (None = as `similarity`)
+    layer_scale: float | None = None  # DE: ... and scale (None = `scale`, or the layer similarity's default)
     projection_dim: int | None = None
     query_augmentation: bool | None = None
     lr: float = 5e-5
@@ -92,7 +98,7 @@ class ModelConfig:
     def model_options(self) -> dict[str, Any]:
         """Keyword options for `lead_dist.models` loaders: only those set, so a folder's stored options (its
         lead_dist.json or sentence-transformers pooling) hold unless the config overrides them."""
-        names = {"de": ("pooling", "similarity", "scale"), "cb": ("projection_dim", "query_augmentation"), "ce": ()}
+        names = {"de": DE_OPTION_KEYS, "cb": ("projection_dim", "query_augmentation"), "ce": ()}
         return {name: getattr(self, name) for name in names[self.kind] if getattr(self, name) is not None}
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from lead_dist.config.schema import (
     AUTO_ZERO_KEYS,
     CANDIDATES,
+    DE_OPTION_KEYS,
     KINDS,
     MODES,
     POOLINGS,
@@ -55,12 +56,12 @@ def _positive(key: str, value: float | int, *, zero_ok: bool = False) -> None:
 
 def _validate_model(name: str, m: ModelConfig) -> None:
     _one_of(f"{name}.kind", m.kind, KINDS)
-    if m.pooling is not None:
-        _one_of(f"{name}.pooling", m.pooling, POOLINGS)
-    if m.similarity is not None:
-        _one_of(f"{name}.similarity", m.similarity, SIMILARITIES)
-    own = {"de": ("pooling", "similarity", "scale"), "cb": ("projection_dim", "query_augmentation"), "ce": ()}
-    for option in ("pooling", "similarity", "scale", "projection_dim", "query_augmentation"):
+    for key, allowed in (("pooling", POOLINGS), ("similarity", SIMILARITIES), ("layer_pooling", POOLINGS),
+                         ("layer_similarity", SIMILARITIES)):  # fmt: skip
+        if getattr(m, key) is not None:
+            _one_of(f"{name}.{key}", getattr(m, key), allowed)
+    own = {"de": DE_OPTION_KEYS, "cb": ("projection_dim", "query_augmentation"), "ce": ()}
+    for option in (*DE_OPTION_KEYS, "projection_dim", "query_augmentation"):
         if getattr(m, option) is not None and option not in own[m.kind]:
             raise ConfigError(f"{name}.{option}: not an option of a {m.kind!r} model; remove it")
     _one_of(f"{name}.candidates", m.candidates, CANDIDATES)
@@ -83,8 +84,9 @@ def _validate_model(name: str, m: ModelConfig) -> None:
     _positive(f"{name}.lr", m.lr)
     _positive(f"{name}.weight_decay", m.weight_decay, zero_ok=True)
     _positive(f"{name}.grad_clip", m.grad_clip, zero_ok=True)
-    if m.scale is not None:
-        _positive(f"{name}.scale", m.scale)
+    for key in ("scale", "layer_scale"):
+        if getattr(m, key) is not None:
+            _positive(f"{name}.{key}", getattr(m, key))
     if m.projection_dim is not None:
         _positive(f"{name}.projection_dim", m.projection_dim)
     if m.deepspeed is not None and not Path(m.deepspeed).is_file():

@@ -2,6 +2,14 @@
 
 s^l(q, p) = scale * <pool(H^l(q)), pool(H^l(p))>, where pool is [CLS] or the masked mean, and for `similarity="cos"`
 the pooled vectors are L2-normalised first (in `forward`, so retrieval can use `.final` directly).
+
+The per-layer scores LEAD distils (`Reps.layers`) may be scored differently from the final one: `layer_pooling`,
+`layer_similarity` and `layer_scale` (each None = the final score's setting). The reference scores every layer by the
+raw dot product of its [CLS] vectors (LEAD_SPEC section 2: layer_pooling="cls", layer_similarity="dot"), while a
+MiniLM sentence encoder was trained with mean pooling and cosine: the layer options let a model keep the final
+scoring it was trained with and still give its intermediate layers the reference's scoring. `layer_scale` defaults
+to the final `scale` when the layer similarity is the final one, else to that similarity's own default (cos: 20,
+dot: 1).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from lead_dist.models.reps import Reps
 from lead_dist.models.st_folder import write_sentence_transformers
 from lead_dist.models.tokenization import build_batch, check_same_length, join_title, segment_ids, special_id
 
-DE_OPTIONS = ("pooling", "similarity", "scale", "max_seq_length")
+DE_OPTIONS = ("pooling", "similarity", "scale", "max_seq_length", "layer_pooling", "layer_similarity", "layer_scale")
 # A cosine similarity lives in [-1, 1]: without a scale its softmax over candidates is nearly flat.
 DEFAULT_COS_SCALE = 20.0
 
@@ -35,6 +43,24 @@ def pool(states: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
     weights = attention_mask.to(states.dtype).unsqueeze(-1)
     # The clamp only matters for an all-padding row, which then pools to zeros instead of NaN.
     return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"DE option {name!r} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _positive_scale(name: str, scale: float | None, similarity: str) -> float:
+    value = float(scale if scale is not None else (DEFAULT_COS_SCALE if similarity == "cos" else 1.0))
+    if not value > 0:
+        raise ValueError(f"DE option {name!r} must be positive, got {scale!r}")
+    return value
+
+
+def _embed(states: Tensor, attention_mask: Tensor, pooling: str, similarity: str) -> Tensor:
+    pooled = pool(states, attention_mask, pooling)
+    return F.normalize(pooled, p=2, dim=-1) if similarity == "cos" else pooled
 
 
 class DualEncoder(RetrievalModel):
@@ -49,17 +75,19 @@ class DualEncoder(RetrievalModel):
         similarity: str = "dot",
         scale: float | None = None,
         max_seq_length: int | None = None,
+        layer_pooling: str | None = None,
+        layer_similarity: str | None = None,
+        layer_scale: float | None = None,
     ) -> None:
         super().__init__(backbone, tokenizer)
-        if pooling not in POOLINGS:
-            raise ValueError(f"DE option 'pooling' must be 'cls' or 'mean', got {pooling!r}")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"DE option 'similarity' must be 'dot' or 'cos', got {similarity!r}")
-        self.pooling = pooling
-        self.similarity = similarity
-        self.scale = float(scale if scale is not None else (DEFAULT_COS_SCALE if similarity == "cos" else 1.0))
-        if not self.scale > 0:
-            raise ValueError(f"DE option 'scale' must be positive, got {scale!r}")
+        self.pooling = _one_of("pooling", pooling, POOLINGS)
+        self.similarity = _one_of("similarity", similarity, SIMILARITIES)
+        self.scale = _positive_scale("scale", scale, similarity)
+        self.layer_pooling = _one_of("layer_pooling", layer_pooling or pooling, POOLINGS)
+        self.layer_similarity = _one_of("layer_similarity", layer_similarity or similarity, SIMILARITIES)
+        if layer_scale is None and self.layer_similarity == self.similarity:
+            layer_scale = self.scale
+        self.layer_scale = _positive_scale("layer_scale", layer_scale, self.layer_similarity)
         limit = int(getattr(backbone.config, "max_position_embeddings", 512))
         self.max_seq_length = int(max_seq_length) if max_seq_length is not None else min(512, limit)
 
@@ -79,6 +107,9 @@ class DualEncoder(RetrievalModel):
             "similarity": self.similarity,
             "scale": self.scale,
             "max_seq_length": self.max_seq_length,
+            "layer_pooling": self.layer_pooling,
+            "layer_similarity": self.layer_similarity,
+            "layer_scale": self.layer_scale,
         }
 
     # --- tokenization ------------------------------------------------------------------------------------------
@@ -104,8 +135,12 @@ class DualEncoder(RetrievalModel):
     # --- model -------------------------------------------------------------------------------------------------
 
     def embed(self, states: Tensor, attention_mask: Tensor) -> Tensor:
-        pooled = pool(states, attention_mask, self.pooling)
-        return F.normalize(pooled, p=2, dim=-1) if self.similarity == "cos" else pooled
+        """The final vector: pooled, and L2-normalised for cosine similarity."""
+        return _embed(states, attention_mask, self.pooling, self.similarity)
+
+    def embed_layer(self, states: Tensor, attention_mask: Tensor) -> Tensor:
+        """An intermediate layer's vector for LEAD's per-layer scores (the layer_* options)."""
+        return _embed(states, attention_mask, self.layer_pooling, self.layer_similarity)
 
     def forward(
         self,
@@ -116,19 +151,24 @@ class DualEncoder(RetrievalModel):
     ) -> Reps:
         last, kept = run_backbone(self.backbone, input_ids, attention_mask, token_type_ids, layers)
         final = self.embed(last, attention_mask)
-        per_layer = [self.embed(states, attention_mask) for states in kept]
-        return Reps(final=final, layers=stack_or_empty(per_layer, final), mask=None, scale=self.scale)
+        per_layer = [self.embed_layer(states, attention_mask) for states in kept]
+        layers = stack_or_empty(per_layer, final)
+        return Reps(final=final, layers=layers, mask=None, scale=self.scale, layer_scale=self.layer_scale)
 
     @staticmethod
     def score(q: Reps, p: Reps) -> tuple[Tensor, Tensor]:
-        """(final [Q, C], layers [K, Q, C]) = scale * inner products; no parameters."""
-        if q.scale != p.scale:
-            raise ValueError(f"query and passage Reps carry different scales ({q.scale} vs {p.scale})")
+        """(final [Q, C], layers [K, Q, C]) = scale * inner products (the layers' own scale); no parameters."""
+        if q.scale != p.scale or q.layer_scale != p.layer_scale:
+            raise ValueError(
+                f"query and passage Reps carry different scales ({q.scale}, layers {q.layer_scale} vs "
+                f"{p.scale}, layers {p.layer_scale})"
+            )
         if q.layers.shape[0] != p.layers.shape[0]:
             raise ValueError(f"query Reps hold {q.layers.shape[0]} layers but passage Reps {p.layers.shape[0]}")
         final = q.final @ p.final.transpose(0, 1)
         per_layer = torch.einsum("kqd,kcd->kqc", q.layers, p.layers)
-        return final * q.scale, per_layer * q.scale
+        layer_scale = q.scale if q.layer_scale is None else q.layer_scale
+        return final * q.scale, per_layer * layer_scale
 
     def save_extras(self, folder: Path) -> None:
         write_sentence_transformers(

@@ -15,6 +15,8 @@ class Reps:
             L2-normalised.
     layers: DE [K, B, D]; CB [K, B, T, D] raw token states; K = number of requested layers, may be 0.
     mask:   CB [B, T] with 1 where a token counts in the score; None for DE.
+    layer_scale: the factor for the per-layer scores when it differs from `scale` (a DE whose layers are scored
+            unlike its final vector, e.g. raw [CLS] dot products under a cosine x 20 final score); None = `scale`.
     scale:  the factor `score` multiplies similarities by (DE cosine models use e.g. 20; 1.0 otherwise). It travels
             with the representation so `score` stays a parameter-free static function; when rebuilding Reps after a
             gather keep it (`dataclasses.replace(reps, final=..., layers=...)`): `score` refuses query and passage
@@ -25,3 +27,4 @@ class Reps:
     layers: Tensor
     mask: Tensor | None = None
     scale: float = 1.0
+    layer_scale: float | None = None

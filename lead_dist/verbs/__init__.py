@@ -1,4 +1,4 @@
-"""The `lead-dist` verbs, one thin module each: prepare, train, encode, search, evaluate, rerank, mine, demo.
+"""The `lead-dist` verbs, one thin module each: prepare, split, train, encode, search, evaluate, rerank, mine, demo.
 
 Every module exposes `add_arguments(parser: argparse.ArgumentParser) -> None` and `run(args) -> int`; `cli.py`
 imports a module only when its verb runs. A verb parses its flags, checks its inputs (exit code 2 with one line for

@@ -3,12 +3,18 @@
 A verb module exposes `add_arguments(parser)` and `run(args) -> int`: it parses, checks its inputs and calls
 library functions; library modules hold no argparse. Modules are imported only when their verb runs, so
 `lead-dist --help` does not pay for torch, transformers or DeepSpeed.
+
+Every verb also takes `--debug` (bad input shows its traceback too) and `--verbose` (keep the progress bars and
+warnings of transformers, huggingface_hub and DeepSpeed, which are silenced by default). Bad input, a refused
+request or a missing file ends a verb with one line `lead-dist VERB: error: ...` on stderr and exit code 2
+(`EXPECTED_ERRORS`); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # verb -> (module, one-line help). Add a verb here when its module lands.
@@ -46,10 +52,55 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     verb, rest = argv[0], argv[1:]
+    if "--verbose" not in rest:
+        quiet_libraries()
     module = importlib.import_module(VERBS[verb][0])
     verb_parser = argparse.ArgumentParser(prog=f"lead-dist {verb}", description=VERBS[verb][1])
     module.add_arguments(verb_parser)
-    return int(module.run(verb_parser.parse_args(rest)) or 0)
+    verb_parser.add_argument("--debug", action="store_true", help="show the traceback of an input error too")
+    verb_parser.add_argument("--verbose", action="store_true", help="keep the libraries' progress bars and notes")
+    args = verb_parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except expected_errors() as error:
+        if args.debug:
+            raise
+        print(f"lead-dist {verb}: error: {str(error) or type(error).__name__}", file=sys.stderr)
+        return 2
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """What bad input raises (each names the file, line, flag or key): printed as one line, exit code 2. ValueError
+    and OSError cover the readers' checks and missing or unreadable files; TypeError, KeyError, RuntimeError and
+    the rest are bugs."""
+    import pickle
+
+    from lead_dist.config import ConfigError
+    from lead_dist.data.errors import DropShareExceeded, ShardError
+    from lead_dist.lockfile import FolderLockedError
+
+    refused_pickle = pickle.UnpicklingError  # a checkpoint file that would run code: named, never loaded
+    return (ConfigError, ShardError, DropShareExceeded, FolderLockedError, refused_pickle, ValueError, OSError)
+
+
+def quiet_libraries() -> None:
+    """Silence what the libraries print on every run (weight-loading progress bars, DeepSpeed's accelerator
+    notice, transformers' advice), unless `--verbose`. Set before they are imported; a user's own setting wins."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import logging
+
+    # DeepSpeed sets its logger's level when it is imported, so a level set here would not last; a filter does.
+    logging.getLogger("DeepSpeed").addFilter(_deepspeed_notices_off)
+
+
+def _deepspeed_notices_off(record: object) -> bool:
+    """Keep DeepSpeed's errors and warnings, drop its info lines and its "Setting accelerator to CPU" notice."""
+    import logging
+
+    level, message = getattr(record, "levelno", logging.ERROR), str(getattr(record, "msg", ""))
+    return level >= logging.WARNING and not message.startswith("Setting accelerator to CPU")
 
 
 if __name__ == "__main__":

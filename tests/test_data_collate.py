@@ -48,8 +48,9 @@ def test_dual_encoder_layout_padding_and_caps(models: dict) -> None:
     assert queries["input_ids"].shape[0] == 3 and passages["input_ids"].shape[0] == 9
     # Passage row q * 3 + j is query q's positive (j = 0) or its negative j - 1.
     tokenizer = model.tokenizer
-    assert decoded(tokenizer, passages, 3) == "[CLS] title1 [SEP] positive text 1 [SEP]"
-    assert decoded(tokenizer, passages, 4) == "[CLS] negative 1 0 [SEP]"  # empty title: no title segment
+    # one string "title text", as sentence-transformers reads an exported DE
+    assert decoded(tokenizer, passages, 3) == "[CLS] title1 positive text 1 [SEP]"
+    assert decoded(tokenizer, passages, 4) == "[CLS] negative 1 0 [SEP]"  # empty title: just the text
     assert decoded(tokenizer, queries, 2) == "[CLS] what about topic 2 and more [SEP]"  # 8 tokens with [CLS], [SEP]
     # Dynamic padding: the batch is as long as its longest row, never longer than the cap.
     for tokens, cap in ((queries, 8), (passages, 12)):

@@ -144,7 +144,9 @@ def test_msmarco_files_and_triples(tmp_path: Path) -> None:
     assert manifest["stats"]["negatives_duplicates_removed"] == 1
     (tmp_path / "bad.tsv").write_text("10\tok\nabc\tnot numeric\n")
     with pytest.raises(DataFormatError, match=r"bad\.tsv:2: expected a numeric query id"):
-        run_prepare("--format", "msmarco", "--input", tmp_path, "--queries", tmp_path / "bad.tsv", "--out", tmp_path)
+        run_prepare(
+            "--format", "msmarco", "--input", tmp_path, "--queries", tmp_path / "bad.tsv", "--out", tmp_path / "out2"
+        )
 
 
 def test_reference_json_with_passage_tsv(tmp_path: Path) -> None:

@@ -50,15 +50,16 @@ def test_dual_encoder_layouts(tokenizer, ids) -> None:
         ids("[CLS]", "cat", "[SEP]", "[PAD]"),
     ]
     assert queries["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    # one string "title text", as sentence-transformers reads the exported folder (no title: just the text)
     passages = model.tokenize_passages(["cat", ""], ["hello world", "world"], 16)
     assert passages["input_ids"].tolist() == [
-        ids("[CLS]", "cat", "[SEP]", "hello", "world", "[SEP]"),
-        ids("[CLS]", "world", "[SEP]", "[PAD]", "[PAD]", "[PAD]"),  # no title: no empty segment
+        ids("[CLS]", "cat", "hello", "world", "[SEP]"),
+        ids("[CLS]", "world", "[SEP]", "[PAD]", "[PAD]"),
     ]
-    assert passages["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]]
-    # Truncation keeps the [SEP]s: budget 5 tokens for title (1) + text (words) -> title kept whole.
-    cut = model.tokenize_passages(["cat"], ["hello world hello world"], 7)
-    assert cut["input_ids"].tolist() == [ids("[CLS]", "cat", "[SEP]", "hello", "world", "hello", "[SEP]")]
+    assert passages["token_type_ids"].tolist() == [[0] * 5, [0] * 5]
+    # Truncation cuts the end and keeps the [SEP]: 6 tokens hold [CLS], the title, 3 text words and [SEP].
+    cut = model.tokenize_passages(["cat"], ["hello world hello world"], 6)
+    assert cut["input_ids"].tolist() == [ids("[CLS]", "cat", "hello", "world", "hello", "[SEP]")]
 
 
 def test_colbert_markers_and_mask_augmentation(tokenizer, ids) -> None:

@@ -175,17 +175,19 @@ def test_cli_rerank_writes_evaluate_style_results(rerank_case):
     assert all(len(ranked) == 20 for ranked in read_run(tmp_path / "r.trec").values())
 
 
-def test_cli_rerank_refuses_untrained_heads_and_foreign_runs(rerank_case, tiny_bert_dir):
+def test_cli_rerank_refuses_untrained_heads_and_foreign_runs(rerank_case, tiny_bert_dir, capsys):
     tmp_path, args = rerank_case
-    fresh = ["--model", str(tiny_bert_dir), "--kind", "ce", *args[2:]]
-    with pytest.raises(SystemExit, match="freshly initialised"):
-        cli_main(["rerank", *fresh, "--out", str(tmp_path / "x.json")])
-    with pytest.raises(SystemExit, match="pass --kind"):
-        cli_main(["rerank", "--model", str(tiny_bert_dir), *args[2:], "--out", str(tmp_path / "x.json")])
+
+    def refused(argv: list[str], expected: str) -> None:
+        assert cli_main(["rerank", *argv, "--out", str(tmp_path / "x.json")]) == 2  # bad input: one line, exit 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("lead-dist rerank: error:")]
+        assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err
+
+    refused(["--model", str(tiny_bert_dir), "--kind", "ce", *args[2:]], "freshly initialised")
+    refused(["--model", str(tiny_bert_dir), *args[2:]], "pass --kind")
     (tmp_path / "foreign.trec").write_text("q0 Q0 elsewhere-7 1 3.0 other\n")
-    foreign = [a if a != str(tmp_path / "first.trec") else str(tmp_path / "foreign.trec") for a in args]
-    with pytest.raises(SystemExit, match="lacks"):
-        cli_main(["rerank", *foreign, "--out", str(tmp_path / "x.json")])
+    refused([a if a != str(tmp_path / "first.trec") else str(tmp_path / "foreign.trec") for a in args], "lacks")
     assert not (tmp_path / "x.json").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -173,7 +174,11 @@ def test_non_main_rank_writes_into_the_shared_temp_dir_without_committing(tmp_pa
         assert tmp_rank0 == tmp_rank1
         (tmp_rank0 / "shard-0.bin").write_bytes(b"0")
     manifest = json.loads((tmp_path / "step-000003" / ck.COMPLETE_MARKER).read_text())
-    assert manifest == {"step": 3, "files": {"shard-0.bin": 1, "shard-1.bin": 1}}
+    files = {
+        name: {"size": 1, "sha256": hashlib.sha256(data).hexdigest()}
+        for name, data in (("shard-0.bin", b"0"), ("shard-1.bin", b"1"))
+    }
+    assert manifest == {"step": 3, "files": files}
     with pytest.raises(ValueError, match="non-main ranks must pass"):
         with ck.atomic_checkpoint_dir(tmp_path, 4, is_main=False):
             pass

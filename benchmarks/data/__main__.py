@@ -121,7 +121,7 @@ def measure_prepare(data: Path, work: Path, repeats: int) -> tuple[dict[str, Any
     manifests: list[dict] = []
 
     def once() -> int:
-        manifests.append(prepare_module.prepare(parser.parse_args(prepare_arguments(data, out))))
+        manifests.append(prepare_module.prepare(parser.parse_args([*prepare_arguments(data, out), "--overwrite"])))
         return manifests[-1]["num_queries"]
 
     load = load_average()

@@ -56,6 +56,7 @@ class DataConfig:
     manifest: str | None = None  # with a brace-expanded shard list in `train`: where its manifest.json is
     retries: int = 3  # per shard behind a URL, for a dropped connection (see lead_dist/data/remote.py)
     retry_backoff_s: float = 1.0  # wait before retry n (0-based): retry_backoff_s * 2**n
+    on_bad_shard: str = "error"  # a shard unlike its manifest entry: "error" (stop, naming it) or "skip" (leave it out)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,25 @@ def _one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}{closest_hint(str(value), choices)}")
 
 
+def _finite_numbers(node: Any, key: str = "") -> None:
+    """Every float of the config, however deep (sections, dicts, lists), is a finite number: NaN passes every `<`
+    and `==` range check, and an infinite learning rate or temperature ruins a run only steps later."""
+    if dataclasses.is_dataclass(node):
+        for field in dataclasses.fields(node):
+            _finite_numbers(getattr(node, field.name), f"{key}.{field.name}" if key else field.name)
+    elif isinstance(node, dict):
+        for name, value in node.items():
+            _finite_numbers(value, f"{key}.{name}")
+    elif isinstance(node, list | tuple):
+        for index, value in enumerate(node):
+            _finite_numbers(value, f"{key}[{index}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{key}: must be a finite number, got {node}")
+
+
 def _positive(key: str, value: float | int, *, zero_ok: bool = False) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
     if value < 0 or (value == 0 and not zero_ok):
         raise ConfigError(f"{key}: must be {'>= 0' if zero_ok else '> 0'}, got {value}")
 
@@ -132,6 +152,7 @@ def validate(config: Config) -> None:
     Reads the config and never changes it: the defaults that depend on other keys (mode, candidates) are filled
     by `parse.fill_defaults` before this runs.
     """
+    _finite_numbers(config)
     _one_of("stage", config.stage, STAGES)
     if config.stage == "warmup":
         if config.mode is not None:
@@ -214,6 +235,7 @@ def _validate_data(config: Config) -> None:
     _positive("data.dev_max_queries", d.dev_max_queries)
     _positive("data.retries", d.retries, zero_ok=True)
     _positive("data.retry_backoff_s", d.retry_backoff_s, zero_ok=True)
+    _one_of("data.on_bad_shard", d.on_bad_shard, ("error", "skip"))
 
 
 def _validate_train(config: Config) -> None:

@@ -25,13 +25,16 @@ import itertools
 import json
 import math
 import random
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from lead_dist.atomic import replace_dir
 from lead_dist.data.assemble import Assembled, SourceBundle, assemble
 from lead_dist.data.drops import DropLog
 from lead_dist.data.manifest import FORMAT_VERSION, describe_file, negatives_summary, write_manifest
+from lead_dist.data.out_folder import check_out, staging_dir
 from lead_dist.data.readers.trec_run import parse_depth
 from lead_dist.data.shards import write_shard
 from lead_dist.data.sources import add_run_negatives, beir_bundle, msmarco_bundle, reference_bundle
@@ -39,11 +42,12 @@ from lead_dist.data.store import PrepareStore
 
 TRAIN_SHARD = "train-{:06d}.tar"
 CORPUS_SHARD = "corpus-{:06d}.tar"
+RUN_FLAGS = ("overwrite", "debug", "verbose")
 AUTO_SHARD_TARGET = 5000  # examples per training shard when --shards is not given
 AUTO_MIN_SHARDS = 8  # enough for 2 ranks x 4 workers (or 8 ranks x 1) without a rank going dry
 
 
-def _bundle_for(args: argparse.Namespace) -> SourceBundle:
+def _bundle_for(args: argparse.Namespace, work: Path) -> SourceBundle:
     if args.format == "beir":
         if not args.input:
             raise ValueError("--format beir needs --input FOLDER (corpus.jsonl, queries.jsonl, qrels/)")
@@ -51,7 +55,7 @@ def _bundle_for(args: argparse.Namespace) -> SourceBundle:
     elif args.format == "demo":
         from lead_dist.data.demo_dataset import write_demo_dataset
 
-        folder = Path(args.input) if args.input else Path(args.out) / "source"
+        folder = Path(args.input) if args.input else work / "source"
         write_demo_dataset(folder)
         bundle = beir_bundle(folder, args.split)
     elif args.format == "msmarco":
@@ -75,14 +79,8 @@ def equal_shard_sizes(total: int, shards: int) -> list[int]:
 
 
 def _options(args: argparse.Namespace) -> dict:
-    return {key: value for key, value in sorted(vars(args).items()) if key not in ("verb",)}
-
-
-def _clear_old_outputs(out: Path) -> None:
-    # Only our own file names: a stale shard from an earlier run must not be streamed with the new manifest.
-    for pattern in ("train-*.tar", "corpus-*.tar", "*.tar.*.tmp"):
-        for path in out.glob(pattern):
-            path.unlink()
+    # what shaped the data; not how the command ran (--overwrite, --debug, --verbose change no byte of it)
+    return {key: value for key, value in sorted(vars(args).items()) if key not in ("verb", *RUN_FLAGS)}
 
 
 def _write_train_shards(out: Path, data: Assembled, shards: int | None, seed: int) -> list[dict]:
@@ -156,19 +154,33 @@ def prepare(args: argparse.Namespace) -> dict:
         raise ValueError(f"--corpus-shard-size {args.corpus_shard_size}: expected a positive number")
     if not 0 <= args.max_drop_share <= 1:
         raise ValueError(f"--max-drop-share {args.max_drop_share}: expected a share between 0 and 1")
-    bundle = _bundle_for(args)
+    check_out(args)
     out = Path(args.out)
+    work = staging_dir(out)
+    try:
+        manifest = _prepare_into(args, work, out)
+        # the demo's source files were described where they were written: say where they now are
+        for source in manifest["sources"]:
+            if source["path"].startswith(str(work)):
+                source["path"] = str(out.resolve()) + source["path"][len(str(work)) :]
+        write_manifest(work, manifest)
+        replace_dir(work, out.resolve())
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _prepare_into(args: argparse.Namespace, work: Path, out: Path) -> dict:
+    """Read, join and write everything into the staging folder `work`; returns the manifest (not yet written)."""
+    bundle = _bundle_for(args, work)
     with _scratch_store(out) as store:
         log = DropLog()
         data = assemble(
             bundle, log, store, min_relevance=args.min_relevance, keep_without_negatives=args.keep_without_negatives
         )
-        log.check(args.max_drop_share)  # before writing anything, so a failed run leaves no half-made folder behind
-        out.mkdir(parents=True, exist_ok=True)
-        _clear_old_outputs(out)
-        manifest = _write_outputs(args, out, bundle, data, log)
-    write_manifest(out, manifest)
-    return manifest
+        log.check(args.max_drop_share)
+        return _write_outputs(args, work, bundle, data, log)
 
 
 def _write_outputs(args: argparse.Namespace, out: Path, bundle: SourceBundle, data: Assembled, log: DropLog) -> dict:

@@ -134,7 +134,7 @@ class TrainStream:
                 self.skipped_shards.append((entry["name"], problem))
             else:
                 raise ShardError(
-                    f"shard {self.location.url(entry['name'])}: {problem}; pass on_bad_shard='skip' to leave it out"
+                    f"shard {self.location.url(entry['name'])}: {problem}; set data.on_bad_shard=skip to leave it out"
                 )
         return usable
 

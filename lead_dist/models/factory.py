@@ -83,7 +83,7 @@ def model_from_config(
 ) -> RetrievalModel:
     """A model with fresh random weights (backbone and head); `tokenizer` is a tokenizer or a folder holding one."""
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
-        tokenizer = load_tokenizer(resolve_folder(tokenizer))
+        tokenizer = load_tokenizer(resolve_folder(tokenizer, model=False))
     if len(tokenizer) > int(backbone_config.vocab_size):
         raise ValueError(
             f"tokenizer has {len(tokenizer)} tokens but backbone_config.vocab_size is {backbone_config.vocab_size}"

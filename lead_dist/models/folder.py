@@ -48,11 +48,46 @@ def packaged_copy(hub_id: str) -> Path | None:
     return Path(getattr(module, function)())
 
 
-def resolve_folder(path_or_id: str | Path) -> Path:
-    """A local model folder for a path, or for a hub id (`name` / `org/name`, fetched when online or cached)."""
+def looks_local(text: str) -> bool:
+    """A path (absolute, relative, ~), not a hub id like `org/name`: it exists, or it starts like a path."""
+    return Path(text).expanduser().exists() or text.startswith(("/", ".", "~")) or text.count("/") > 1
+
+
+def not_a_model(text: str) -> str | None:
+    """Why the local folder `text` is not a model folder (no config.json, or one without model_type), or None."""
+    config = Path(text).expanduser() / "config.json"
+    if not config.is_file():
+        return f"{text} is not a lead_dist, transformers or sentence-transformers model folder (no config.json)"
+    try:
+        has_type = "model_type" in json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError, TypeError):
+        has_type = False
+    if not has_type:
+        return f"{config} is not a transformers model config (no model_type key)"
+    return None
+
+
+def check_model_folder(key: str, text: str) -> None:
+    """Before any loading: `key` (a flag or config key) names a local model folder, or a packaged / hub id.
+    ValueError (bad input, one line from the CLI) naming the key otherwise."""
+    if packaged_copy(text) is not None or not looks_local(text):
+        return
+    if not Path(text).expanduser().is_dir():
+        raise ValueError(f"{key}: {text} does not exist (or is not a folder)")
+    problem = not_a_model(text)
+    if problem:
+        raise ValueError(f"{key}: {problem}")
+
+
+def resolve_folder(path_or_id: str | Path, *, model: bool = True) -> Path:
+    """A local model folder for a path, or for a hub id (`name` / `org/name`, fetched when online or cached).
+    A local folder must hold a model (`not_a_model`) unless `model=False` (a tokenizer folder)."""
     text = str(path_or_id)
     path = Path(text).expanduser()
     if path.is_dir():
+        problem = not_a_model(text) if model else None
+        if problem:
+            raise ValueError(problem)
         return path
     packaged = packaged_copy(text)
     if packaged is not None:

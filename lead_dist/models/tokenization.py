@@ -1,6 +1,6 @@
 """Build model inputs from raw text with an explicit token layout.
 
-Models assemble their own layouts (`[CLS] q [SEP]`, `[CLS] title [SEP] text [SEP]`, ColBERT markers, [MASK]
+Models assemble their own layouts (`[CLS] q [SEP]`, a DE passage `[CLS] title text [SEP]`, ColBERT markers, [MASK]
 augmentation) from segment token ids, so the layout is visible here rather than hidden in a tokenizer's pair logic.
 An empty segment (e.g. a passage without title) is left out together with its [SEP], so a title-less passage is
 `[CLS] text [SEP]` and tokenizes exactly like the same text given alone.
@@ -28,6 +28,12 @@ def vocab_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
     """The id of `token` if it is a single entry of the vocabulary, else None."""
     vocab = tokenizer.get_vocab()
     return vocab.get(token)
+
+
+def join_title(titles: Sequence[str], texts: Sequence[str]) -> list[str]:
+    """A passage as one string, "title text" (just the text when the title is empty): how dual encoders read a
+    passage, here and in sentence-transformers (BEIR's convention)."""
+    return [f"{title} {text}".strip() for title, text in zip(titles, texts, strict=True)]
 
 
 def segment_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:

@@ -102,6 +102,35 @@ def encode_queries(
     return encode_sorted(encoder, tokenize, [len(t) for t in texts], batch_size=batch_size, dtype=dtype)
 
 
+def _count_longer(
+    tokenize: Callable[[Sequence[int], int], dict[str, torch.Tensor]], count: int, max_length: int
+) -> int:
+    """How many of items 0..N-1 have more than `max_length` tokens: tokenized (not encoded) at max_length + 1, an
+    item that fills all max_length + 1 positions is one that `max_length` cuts."""
+    longer = 0
+    for start in range(0, count, TOKENIZE_BLOCK):
+        mask = tokenize(range(start, min(count, start + TOKENIZE_BLOCK)), max_length + 1)["attention_mask"]
+        longer += int((mask.sum(dim=1) > max_length).sum())
+    return longer
+
+
+def count_truncated_queries(encoder: TextEncoder, texts: Sequence[str], max_length: int) -> int:
+    """Queries that `max_length` truncates (for the input report)."""
+    return _count_longer(
+        lambda rows, length: encoder.tokenize_queries([texts[i] for i in rows], length), len(texts), max_length
+    )
+
+
+def count_truncated_passages(encoder: TextEncoder, records: Sequence[dict[str, str]], max_length: int) -> int:
+    """Passages (title and text as the encoder joins them) that `max_length` truncates."""
+
+    def tokenize(rows: Sequence[int], length: int) -> dict[str, torch.Tensor]:
+        chosen = [records[i] for i in rows]
+        return encoder.tokenize_passages([r["title"] for r in chosen], [r["text"] for r in chosen], length)
+
+    return _count_longer(tokenize, len(records), max_length)
+
+
 class Throughput:
     """Progress callback that prints passages done and passages/s at most every `every_s` seconds."""
 

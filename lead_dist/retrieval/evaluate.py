@@ -20,7 +20,13 @@ from torch import nn
 from lead_dist.data.readers.qrels import Qrels
 from lead_dist.distributed import contiguous_share, unwrap, world_size
 from lead_dist.distributed import rank as process_rank
-from lead_dist.retrieval.encode import Throughput, encode_passages, encode_queries
+from lead_dist.retrieval.encode import (
+    Throughput,
+    count_truncated_passages,
+    count_truncated_queries,
+    encode_passages,
+    encode_queries,
+)
 from lead_dist.retrieval.index_base import SearchResult
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
 from lead_dist.retrieval.search import gather_and_merge, search_local
@@ -113,6 +119,7 @@ def evaluate_passages(
     *,
     corpus_ids: set[str],
     empty_passages: int,
+    truncated_passages: int | None = None,
     k: int = 1000,
     query_max_length: int = 64,
     query_batch_size: int = 128,
@@ -130,7 +137,9 @@ def evaluate_passages(
     """
     judged, report = check_inputs(dict(queries), qrels, corpus_ids, InputReport())
     report.empty_passages = empty_passages
+    report.truncated_passages = truncated_passages
     qids = sorted(judged)
+    report.truncated_queries = count_truncated_queries(encoder, [judged[q] for q in qids], query_max_length)
     result, timings = search_queries(
         encoder, [judged[q] for q in qids], passages, k=k, query_max_length=query_max_length,
         query_batch_size=query_batch_size, dtype=dtype, world=world, **(index_options or {}),
@@ -177,7 +186,8 @@ def evaluate_model(
         )  # fmt: skip
         scored = evaluate_passages(
             encoder, queries, qrels, passages, corpus_ids={r["id"] for r in corpus},
-            empty_passages=sum(1 for r in corpus if not (r["title"].strip() or r["text"].strip())), k=k,
+            empty_passages=sum(1 for r in corpus if not (r["title"].strip() or r["text"].strip())),
+            truncated_passages=count_truncated_passages(encoder, list(corpus), passage_max_length), k=k,
             query_max_length=query_max_length, dtype=dtype, relevance_threshold=relevance_threshold, hit_ks=hit_ks,
             world=world, index_options={"backend": backend},
         )  # fmt: skip

@@ -25,6 +25,8 @@ class InputReport:
     qrels_docs_absent_from_corpus: int = 0
     queries_without_judgments: int = 0
     judged_queries_absent_from_queries: int = 0
+    truncated_queries: int = 0  # longer than the query length in use (cut at the end)
+    truncated_passages: int | None = None  # the same for passages; None: not counted (embeddings of an older encode)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def note(self, kind: str, item: str, limit: int = 5) -> None:
@@ -40,11 +42,13 @@ class InputReport:
             "qrels_docs_absent_from_corpus": self.qrels_docs_absent_from_corpus,
             "queries_without_judgments": self.queries_without_judgments,
             "judged_queries_absent_from_queries": self.judged_queries_absent_from_queries,
+            "truncated_queries": self.truncated_queries,
+            "truncated_passages": self.truncated_passages,
             "examples": self.examples,
         }
 
 
-def _corpus_file(path: Path) -> Path:
+def corpus_file(path: Path) -> Path:
     if path.is_dir():
         for name in ("corpus.jsonl", "collection.tsv", "manifest.json"):
             if (path / name).exists():
@@ -58,7 +62,7 @@ def _corpus_file(path: Path) -> Path:
 def iter_corpus(path: str | Path) -> Iterator[dict[str, str]]:
     """Corpus records {"id", "title", "text"} in corpus order from BEIR corpus.jsonl, MS MARCO collection.tsv, or
     the corpus shards of a folder written by `lead-dist prepare`. Parsing is the data package's readers'."""
-    file = _corpus_file(Path(path))
+    file = corpus_file(Path(path))
     if file.name == "manifest.json":
         from lead_dist.data import read_corpus_shards
 
@@ -92,7 +96,7 @@ def read_corpus_subset(path: str | Path, wanted: set[str]) -> CorpusSubset:
 
 def count_corpus(path: str | Path) -> int:
     """Number of records, by counting non-blank lines (cheap next to encoding them) or from a prepared manifest."""
-    file = _corpus_file(Path(path))
+    file = corpus_file(Path(path))
     if file.name == "manifest.json":
         from lead_dist.data import read_manifest
 
@@ -123,7 +127,7 @@ def load_beir_split(data_dir: str | Path, split: str) -> BeirSplit:
     qrels_file = root / "qrels" / f"{split}.tsv"
     if not qrels_file.exists():
         raise FileNotFoundError(f"{qrels_file}: no qrels for split {split!r} (expected qrels/<split>.tsv)")
-    return BeirSplit(corpus_path=_corpus_file(root), queries=read_queries(root), qrels=read_qrels(qrels_file))
+    return BeirSplit(corpus_path=corpus_file(root), queries=read_queries(root), qrels=read_qrels(qrels_file))
 
 
 def check_inputs(

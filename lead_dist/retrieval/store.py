@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,10 @@ import numpy as np
 
 from lead_dist.atomic import atomic_open, atomic_write_bytes
 from lead_dist.distributed import barrier, contiguous_share
-from lead_dist.retrieval.encode import Throughput, encode_passages
+from lead_dist.errors import UsageError
+from lead_dist.folder_claim import clear_folder
+from lead_dist.retrieval.corpus_digest import corpus_digest
+from lead_dist.retrieval.encode import Throughput, count_truncated_passages, encode_passages
 from lead_dist.retrieval.sources import count_corpus, iter_corpus
 from lead_dist.retrieval.text_encoder import TextEncoder
 
@@ -46,10 +50,19 @@ def shard_name(index: int) -> str:
 
 
 def read_manifest(folder: str | Path) -> dict:
+    """The manifest of an embeddings folder; a folder without one, or with another kind of manifest (e.g. a
+    prepared shards folder), is refused by name."""
     path = Path(folder) / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not an embeddings folder (run `lead-dist encode` first)")
-    return json.loads(path.read_text())
+        raise UsageError(f"{folder}: not an embeddings folder written by `lead-dist encode` (no {MANIFEST})")
+    manifest = json.loads(path.read_text())
+    missing = [key for key in ("fingerprint", "dim", "num_passages", "shard_size", "num_shards") if key not in manifest]
+    if not isinstance(manifest, dict) or missing:
+        raise UsageError(
+            f"{folder}: not an embeddings folder written by `lead-dist encode` ({MANIFEST} lacks {missing}; "
+            "a `lead-dist prepare` shards folder is encoded with `lead-dist encode --corpus DIR --out EMB`)"
+        )
+    return manifest
 
 
 @dataclass
@@ -65,6 +78,73 @@ def shards_of_rank(num_shards: int, rank: int, world: int) -> range:
     return contiguous_share(num_shards, rank, world)
 
 
+def _check_reuse(
+    manifest: dict, manifest_path: Path, encoder: TextEncoder, shard_size: int | None, settings: dict, digest: str
+) -> None:
+    """Refuse to add to (or reuse) a folder of another model, shard plan, setting or corpus content."""
+    fix = "pass --overwrite to encode again into this folder, or use a new folder"
+    if manifest["fingerprint"] != encoder.fingerprint:
+        raise UsageError(
+            f"{manifest_path}: this folder holds embeddings of another model (fingerprint "
+            f"{manifest['fingerprint']}, this model {encoder.fingerprint}); {fix}"
+        )
+    if manifest.get("corpus_sha256") != digest:
+        recorded = manifest.get("corpus_sha256") or "none (written before corpus checksums)"
+        raise UsageError(
+            f"{manifest_path}: these embeddings were encoded from other corpus content (sha256 {recorded}, the "
+            f"corpus {settings['corpus']} now has {digest}): the texts changed since; {fix}"
+        )
+    if shard_size is not None and shard_size != manifest["shard_size"]:
+        raise UsageError(
+            f"{manifest_path}: shard_size is {manifest['shard_size']} but this run asks for {shard_size}; "
+            f"leave --shard-size out to resume, or {fix}"
+        )
+    for key in ("max_length", "dtype"):
+        if manifest["settings"].get(key) != settings[key]:
+            raise UsageError(
+                f"{manifest_path}: settings.{key} is {manifest['settings'].get(key)!r} but this run asks for "
+                f"{settings[key]!r}; resume with the same settings, or {fix}"
+            )
+
+
+def _start_or_reuse(
+    encoder: TextEncoder,
+    corpus: str | Path,
+    out: Path,
+    *,
+    world: int,
+    shard_size: int | None,
+    settings: dict,
+    overwrite: bool,
+    rank: int,
+) -> dict:
+    """The folder's manifest: a new one (after clearing the folder with `overwrite`), or the existing one, checked."""
+    manifest_path = out / MANIFEST
+    digest = corpus_digest(corpus)
+    if overwrite and rank == 0 and manifest_path.exists():
+        clear_folder(out)
+    barrier()  # nobody reads the old manifest while the main process clears the folder
+    if manifest_path.exists():
+        manifest = read_manifest(out)
+        _check_reuse(manifest, manifest_path, encoder, shard_size, settings, digest)
+        return manifest
+    total = count_corpus(corpus)
+    size = shard_size or min(MAX_SHARD_SIZE, max(1, math.ceil(total / world)))
+    manifest = {
+        "format": 1,
+        "fingerprint": encoder.fingerprint,
+        "corpus_sha256": digest,
+        "dim": encoder.dim,
+        "num_passages": total,
+        "shard_size": size,
+        "num_shards": max(1, math.ceil(total / size)),
+        "settings": settings,
+    }
+    # every rank computes the same plan; identical content, each written atomically, so the race is harmless
+    _atomic_write_json(manifest_path, manifest)
+    return manifest
+
+
 def encode_to_folder(
     encoder: TextEncoder,
     corpus: str | Path,
@@ -77,48 +157,27 @@ def encode_to_folder(
     dtype: str = "fp32",
     shard_size: int | None = None,
     show_progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Encode this rank's shards of `corpus` into `out_dir`, skipping finished ones. Returns a summary of this rank."""
+    """Encode this rank's shards of `corpus` into `out_dir`, skipping finished ones (the same model, settings and
+    corpus content, else refused; `overwrite` clears the folder first). Returns a summary of this rank; a reuse of
+    finished shards is said on stderr by rank 0."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"max_length": max_length, "dtype": dtype, "corpus": str(Path(corpus).resolve())}
-    manifest_path = out / MANIFEST
-    if manifest_path.exists():
-        manifest = read_manifest(out)
-        if manifest["fingerprint"] != encoder.fingerprint:
-            raise ValueError(
-                f"{manifest_path}: this folder holds embeddings of another model (fingerprint "
-                f"{manifest['fingerprint']}, this model {encoder.fingerprint}); use a new --out folder"
-            )
-        if shard_size is not None and shard_size != manifest["shard_size"]:
-            raise ValueError(
-                f"{manifest_path}: shard_size is {manifest['shard_size']} but this run asks for {shard_size}; "
-                "leave --shard-size out to resume, or use a new --out folder"
-            )
-        for key, value in settings.items():
-            if manifest["settings"].get(key) != value:
-                raise ValueError(
-                    f"{manifest_path}: settings.{key} is {manifest['settings'].get(key)!r} but this run asks for "
-                    f"{value!r}; resume with the same settings or use a new --out folder"
-                )
-    else:
-        total = count_corpus(corpus)
-        size = shard_size or min(MAX_SHARD_SIZE, max(1, math.ceil(total / world)))
-        manifest = {
-            "format": 1,
-            "fingerprint": encoder.fingerprint,
-            "dim": encoder.dim,
-            "num_passages": total,
-            "shard_size": size,
-            "num_shards": max(1, math.ceil(total / size)),
-            "settings": settings,
-        }
-        # every rank computes the same plan; identical content, each written atomically, so the race is harmless
-        _atomic_write_json(manifest_path, manifest)
+    manifest = _start_or_reuse(
+        encoder, corpus, out, world=world, shard_size=shard_size, settings=settings, overwrite=overwrite, rank=rank
+    )
     size, total = manifest["shard_size"], manifest["num_passages"]
     mine = shards_of_rank(manifest["num_shards"], rank, world)
     todo = [k for k in mine if not (out / f"{shard_name(k)}.done.json").exists()]
     summary = {"rank": rank, "shards": list(mine), "skipped": len(mine) - len(todo), "encoded": 0, "seconds": 0.0}
+    if rank == 0 and summary["skipped"]:
+        print(
+            f"reusing {summary['skipped']} finished shard(s) of rank 0 in {out} (same model {encoder.fingerprint}, "
+            f"corpus sha256 {manifest['corpus_sha256'][:16]}..., max_length {max_length}, {dtype})",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
     if todo:
         first, last = todo[0] * size, min(total, (todo[-1] + 1) * size)
         records = iter(itertools.islice(iter_corpus(corpus), first, last))
@@ -145,6 +204,7 @@ def encode_to_folder(
                 {
                     "count": len(batch),
                     "empty_passages": empty,
+                    "truncated_passages": count_truncated_passages(encoder, batch, max_length),
                     "seconds": seconds,
                     "passages_per_s": len(batch) / max(seconds, 1e-9),
                     "fingerprint": encoder.fingerprint,
@@ -199,3 +259,11 @@ def passage_ids(folder: str | Path) -> set[str]:
 def empty_passages(folder: str | Path) -> int:
     out = Path(folder)
     return sum(json.loads(p.read_text())["empty_passages"] for p in sorted(out.glob("shard-*.done.json")))
+
+
+def truncated_passages(folder: str | Path) -> int | None:
+    """Passages the encode truncated, over every shard; None when a shard did not count them (an older encode)."""
+    counts = [
+        json.loads(p.read_text()).get("truncated_passages") for p in sorted(Path(folder).glob("shard-*.done.json"))
+    ]
+    return None if any(c is None for c in counts) else sum(counts)

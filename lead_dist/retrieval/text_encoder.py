@@ -8,6 +8,10 @@ Two kinds of model folder are accepted:
   `load_model` uses too; vectors are L2-normalised when `modules.json` lists a Normalize module, so inner product
   = the cosine the model was trained with. A bare transformers folder (no modules.json) pools the mean, unnormalised.
 
+Every encoder knows its `max_seq_length`, the default query and passage length of every verb (sentence-transformers
+encodes with it too): a lead_dist DE's option, a sentence-transformers folder's `max_seq_length`, else the position
+embeddings the backbone has (`default_max_length`).
+
 Every encoder carries a fingerprint (a hash of its weights and its pooling) that is stored with the embeddings, so
 an index is never searched with vectors from another model.
 """
@@ -22,6 +26,7 @@ import torch
 from torch import nn
 
 from lead_dist.config.schema import POOLINGS
+from lead_dist.models.tokenization import join_title
 
 
 def model_fingerprint(module: nn.Module, extra: str = "") -> str:
@@ -36,11 +41,23 @@ def model_fingerprint(module: nn.Module, extra: str = "") -> str:
     return digest.hexdigest()[:16]
 
 
+def default_max_length(backbone: nn.Module, tokenizer, declared: int | None = None) -> int:
+    """A model's own token limit: `declared` (a sentence-transformers `max_seq_length`, a lead_dist DE option), else
+    the position embeddings of the backbone, capped by the tokenizer's `model_max_length` when it states one (e.g.
+    RoBERTa's 514 positions hold 512 tokens)."""
+    if declared:
+        return int(declared)
+    positions = int(getattr(backbone.config, "max_position_embeddings", 512))
+    stated = getattr(tokenizer, "model_max_length", None)
+    return min(positions, int(stated)) if isinstance(stated, int) and 0 < stated < 1_000_000 else positions
+
+
 class TextEncoder:
     """Tokenize queries/passages to padded tensors and embed token batches into [B, D] vectors."""
 
     model: nn.Module
     dim: int
+    max_seq_length: int
     fingerprint: str
     pad_token_id: int
     padding_side: str = "right"
@@ -68,7 +85,14 @@ class TextEncoder:
 class HFTextEncoder(TextEncoder):
     """A transformers backbone with sentence-transformers pooling: mean (masked) or CLS, optional L2 norm."""
 
-    def __init__(self, backbone: nn.Module, tokenizer, pooling: str = "mean", normalize: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_seq_length: int | None = None,
+    ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.model = backbone.eval()
@@ -76,6 +100,7 @@ class HFTextEncoder(TextEncoder):
         self.pooling = pooling
         self.normalize = normalize
         self.dim = int(backbone.config.hidden_size)
+        self.max_seq_length = default_max_length(backbone, tokenizer, max_seq_length)
         self.pad_token_id = int(tokenizer.pad_token_id)
         self.padding_side = tokenizer.padding_side
         self.fingerprint = model_fingerprint(backbone, f"hf:{pooling}:{normalize}")
@@ -91,9 +116,8 @@ class HFTextEncoder(TextEncoder):
     def tokenize_passages(
         self, titles: Sequence[str], texts: Sequence[str], max_length: int
     ) -> dict[str, torch.Tensor]:
-        # BEIR's sentence-transformers convention: "title text", stripped (an empty title leaves just the text)
-        joined = [f"{title} {text}".strip() for title, text in zip(titles, texts, strict=True)]
-        return self._tokenize(joined, max_length)
+        # BEIR's sentence-transformers convention, shared with lead_dist's DE: "title text"
+        return self._tokenize(join_title(titles, texts), max_length)
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         states = self.model(**batch).last_hidden_state
@@ -119,6 +143,7 @@ class LeadTextEncoder(TextEncoder):
         self.model = model.eval()
         self.dim = int(model.hidden_size)
         tokenizer = model.tokenizer
+        self.max_seq_length = default_max_length(model.backbone, tokenizer, getattr(model, "max_seq_length", None))
         self.pad_token_id = int(tokenizer.pad_token_id)
         self.padding_side = tokenizer.padding_side
         self.fingerprint = model_fingerprint(model, f"lead:{type(model).__name__}")
@@ -160,7 +185,9 @@ def load_text_encoder(path: str | Path, device: str | torch.device | None = None
         options = read_sentence_transformers(folder) or {"pooling": "mean", "similarity": "dot"}
         pooling, normalize = options["pooling"], options["similarity"] == "cos"
         backbone, _ignored = load_backbone(folder)
-        encoder = HFTextEncoder(backbone.eval(), load_tokenizer(folder), pooling, normalize)
+        encoder = HFTextEncoder(
+            backbone.eval(), load_tokenizer(folder), pooling, normalize, options.get("max_seq_length")
+        )
     if device is not None:
         encoder.to(device)
     return encoder

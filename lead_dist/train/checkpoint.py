@@ -4,7 +4,7 @@ Layout of `output_dir` (only names matching `step-NNNNNN` with a `COMPLETE` mark
 
     output_dir/
       step-000100/                 complete: every file fsynced, COMPLETE written last, then renamed into place
-        COMPLETE                   JSON manifest {"step", "files": {relative path: size in bytes}}
+        COMPLETE                   JSON manifest {"step", "files": {relative path: {"size", "sha256"}}}
         train_state.json           TrainState (step, data cursor, non-finite counters, examples seen)
         ...                        whatever the writer put there (lead_dist's: see train/resume.py)
       ckpt-000200.tmp-1a2b3c4d/    a save in progress (or one killed mid-write): ignored, removed by `clean_incomplete`
@@ -14,7 +14,8 @@ How a save goes (`atomic_checkpoint_dir`): every rank writes into the same tempo
 the directory and renames it to `step-STEP` in one `os.rename`, then fsyncs `output_dir`. A reader (`latest`,
 `list_checkpoints`) trusts a directory only if its name parses, its `COMPLETE` marker parses and every file of the
 manifest exists with the recorded size, so a torn write, a half-renamed replacement or a deleted file is never
-taken for a checkpoint.
+taken for a checkpoint. A resume also compares every file's sha256 with the manifest (`damaged_file`): `--resume
+latest` passes over a damaged checkpoint to the previous one and says so; `--resume DIR` refuses a damaged DIR.
 
 Multi-rank protocol (the barriers are the caller's job, this module never calls a collective; `resume.save_checkpoint`
 is the loop's use of it):
@@ -40,11 +41,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,15 +94,28 @@ def fsync_tree(root: str | Path) -> None:
         _fsync_path(Path(dirpath))
 
 
-def _manifest(root: Path) -> dict[str, int]:
-    files: dict[str, int] = {}
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(root: Path) -> dict[str, dict[str, Any]]:
+    files: dict[str, dict[str, Any]] = {}
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
             if rel != COMPLETE_MARKER:
-                files[rel] = full.stat().st_size
+                files[rel] = {"size": full.stat().st_size, "sha256": _sha256(full)}
     return dict(sorted(files.items()))
+
+
+def _entry(value: Any) -> tuple[int, str | None]:
+    """A manifest entry: {"size", "sha256"}, or a bare size (checkpoints written before the checksums)."""
+    return (int(value["size"]), value.get("sha256")) if isinstance(value, dict) else (int(value), None)
 
 
 def _write_durable(path: Path, text: str) -> None:
@@ -182,7 +198,9 @@ def is_complete(path: str | Path) -> bool:
         files = manifest["files"]
         if int(manifest["step"]) != int(match.group(1)):
             return False
-        return all((path / rel).is_file() and (path / rel).stat().st_size == size for rel, size in files.items())
+        return all(
+            (path / rel).is_file() and (path / rel).stat().st_size == _entry(value)[0] for rel, value in files.items()
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -206,13 +224,35 @@ def latest(output_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
-    """`--resume` value -> checkpoint dir. None/"" -> None; "latest" -> newest (None if none yet); else a path."""
+def damaged_file(path: str | Path) -> str | None:
+    """The first file of a complete checkpoint whose sha256 differs from its COMPLETE manifest (a flipped byte, a
+    file replaced with one of the same size), described; None when every recorded checksum matches."""
+    path = Path(path)
+    files = json.loads((path / COMPLETE_MARKER).read_text(encoding="utf-8"))["files"]
+    for rel, value in files.items():
+        expected = _entry(value)[1]
+        if expected is not None and _sha256(path / rel) != expected:
+            return f"{path / rel}: sha256 differs from the one recorded in {COMPLETE_MARKER} (the file is damaged)"
+    return None
+
+
+def resolve_resume(output_dir: str | Path, resume: str | None, *, announce: bool = False) -> Path | None:
+    """`--resume` value -> checkpoint dir. None/"" -> None; "latest" -> the newest complete checkpoint whose files
+    match their checksums, falling back to older ones past a damaged one (said on stderr when `announce`), None if
+    none; else a path, which must be complete and undamaged."""
     if not resume:
         return None
     if resume == "latest":
-        return latest(output_dir)
+        for _step, candidate in reversed(list_checkpoints(output_dir)):
+            problem = damaged_file(candidate)
+            if problem is None:
+                return candidate
+            if announce:
+                print(f"lead-dist train: {problem}; falling back to the previous checkpoint", file=sys.stderr)
+        return None
     path = Path(resume)
+    if is_complete(path) and (problem := damaged_file(path)) is not None:
+        raise FileNotFoundError(f"--resume {resume}: {problem}")
     if not is_complete(path):
         raise FileNotFoundError(
             f"--resume {resume}: not a complete checkpoint (expected a step-NNNNNN directory holding a valid "

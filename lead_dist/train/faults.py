@@ -96,6 +96,8 @@ class TestHooks:
         written and before the directory is committed (so a test can kill the run mid-write).
     LEAD_DIST_TEST_STEP_SLEEP=SECONDS: sleep after every step (so a test can kill a run between checkpoints).
     LEAD_DIST_TEST_HANG_RANK=R:STEP: rank R stops responding at that step (to test the others' timeout).
+    LEAD_DIST_TEST_HOLD_WHILE=PATH: after every step, wait while PATH exists (a test holds the run mid-training for
+        as long as it needs, however slow the machine, then lets it finish).
     None of them set (a user's run): every hook does nothing.
     """
 
@@ -105,6 +107,7 @@ class TestHooks:
     sleep_in_save: tuple[int, float] | None = None  # (step, seconds)
     step_sleep_s: float = 0.0
     hang: tuple[int, int] | None = None  # (rank, step)
+    hold_while: str | None = None  # a path
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TestHooks:
@@ -126,6 +129,7 @@ class TestHooks:
             sleep_in_save=pair("LEAD_DIST_TEST_SLEEP_IN_SAVE", float),
             step_sleep_s=float(env.get("LEAD_DIST_TEST_STEP_SLEEP", "0") or 0),
             hang=pair("LEAD_DIST_TEST_HANG_RANK", int),
+            hold_while=env.get("LEAD_DIST_TEST_HOLD_WHILE") or None,
         )
 
     def poisons(self, step: int) -> bool:
@@ -143,3 +147,5 @@ class TestHooks:
 
     def after_step(self) -> None:
         time.sleep(self.step_sleep_s)
+        while self.hold_while is not None and os.path.exists(self.hold_while):
+            time.sleep(0.2)

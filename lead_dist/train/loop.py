@@ -24,14 +24,33 @@ from lead_dist.train.dev_eval import evaluate_on_dev, load_dev_set
 from lead_dist.train.export import export_trained
 from lead_dist.train.faults import TestHooks, Watchdog, collective_failures_explained
 from lead_dist.train.log import TrainLogger
+from lead_dist.train.output_dir import claim_output_dir
 from lead_dist.train.resume import restore, save_checkpoint
 from lead_dist.train.setup import set_up, write_run_file
 from lead_dist.train.step import collate, record_nonfinite, run_step
 
 
-def train(config: Config, resume: str | None = None) -> dict[str, Any]:
-    """Run the configured training under the current launch (one process, DDP or DeepSpeed). Returns a summary."""
-    run = set_up(config)
+def train(config: Config, resume: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run the configured training under the current launch (one process, DDP or DeepSpeed). Returns a summary.
+
+    output_dir is claimed first (train/output_dir.py): locked for this run; a used folder needs `resume` or
+    `overwrite`."""
+    claimed: list[Any] = []
+
+    def claim(accelerator: Any) -> None:
+        lock = claim_output_dir(
+            config.output_dir, resume=resume, overwrite=overwrite, is_main=accelerator.is_main_process
+        )
+        claimed.append(lock)
+
+    try:
+        return _train(config, set_up(config, claim), resume)
+    finally:
+        if claimed and claimed[0] is not None:
+            claimed[0].release()
+
+
+def _train(config: Config, run: Any, resume: str | None) -> dict[str, Any]:
     hooks = TestHooks.from_env()
     state, resumed_from = restore(run, resume)
     if run.is_main:

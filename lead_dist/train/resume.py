@@ -19,6 +19,7 @@ loop's resume (or, without one, its seeding). torch and numpy are imported insid
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,23 @@ if TYPE_CHECKING:
 
     from lead_dist.train.faults import TestHooks
     from lead_dist.train.setup import Run, Trainee
+
+
+def weights_only_load(path: str | Path, map_location: Any = "cpu", allowed: list[Any] | None = None) -> Any:
+    """`torch.load(weights_only=True)`; a file that needs code to load is refused by name (UnpicklingError whose
+    message starts with the path), never run."""
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(allowed or []):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise pickle.UnpicklingError(
+            f"{path}: refused to load, it holds more than tensors and plain data (loading it could run code): {reason}"
+        ) from None
 
 
 def rng_file(rank: int) -> str:
@@ -91,7 +109,6 @@ def save_rng_state(directory: str | Path, rank: int = 0) -> Path:
 
 
 def load_rng_state(directory: str | Path, rank: int = 0) -> None:
-    import torch
 
     path = Path(directory) / rng_file(rank)
     if not path.is_file():
@@ -100,7 +117,7 @@ def load_rng_state(directory: str | Path, rank: int = 0) -> None:
             f"{path}: no RNG state for rank {rank} (checkpoint has {present}); resume with the world size it was "
             f"saved with"
         )
-    restore_rng_state(torch.load(path, map_location="cpu", weights_only=True))
+    restore_rng_state(weights_only_load(path))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,13 +183,10 @@ def weights_only_deepspeed_loading(engine: Any) -> None:
     this replaces. A file that needs any class beyond `DEEPSPEED_SAFE_GLOBALS` then fails to load instead of
     running code. (DeepSpeed's universal-checkpoint conversion reads files on its own and is not covered.)
     """
-    import torch
-
     allowed = [_resolve_global(name) for name in DEEPSPEED_SAFE_GLOBALS]
 
     def load(path: str, map_location: Any = None) -> Any:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        return weights_only_load(path, map_location, allowed)
 
     checkpoint_engine = getattr(engine, "checkpoint_engine", None)
     if checkpoint_engine is None:
@@ -181,9 +195,7 @@ def weights_only_deepspeed_loading(engine: Any) -> None:
 
 
 def load_object_state(obj: Any, path: str | Path) -> None:
-    import torch
-
-    obj.load_state_dict(torch.load(Path(path), map_location="cpu", weights_only=True))
+    obj.load_state_dict(weights_only_load(Path(path)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -258,8 +270,10 @@ def restore(run: Run, resume: str | None) -> tuple[checkpoint.TrainState, Path |
     if run.is_main:
         checkpoint.clean_incomplete(run.out)
     run.accelerator.wait_for_everyone()
-    resumed_from = checkpoint.resolve_resume(run.out, resume)
+    resumed_from = checkpoint.resolve_resume(run.out, resume, announce=run.is_main)
     if resumed_from is None:
+        if resume == "latest" and run.is_main:
+            print(f"lead-dist train: no checkpoint in {run.out}: starting fresh", file=sys.stderr, flush=True)
         torch.manual_seed(run.config.seed + run.rank)  # each rank its own dropout stream
         return checkpoint.TrainState(), None
     load_trainees(run.trainees, resumed_from, scaler=run.scaler)

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +325,7 @@ class Run:
         return self.schedule.at(step) if self.schedule is not None else ((), ())
 
 
-def set_up(config: Config) -> Run:
+def set_up(config: Config, claim: Callable[[Any], Any] | None = None) -> Run:
     """Accelerator, models, layer schedule, data stream, step count, engines and the MFU peak, in this order.
 
     The order matters for the random numbers: the models are built from `config.seed` on every rank, and the MFU
@@ -334,6 +335,8 @@ def set_up(config: Config) -> Run:
     from lead_dist.train.flops import peak_matmul_flops
 
     accelerator = build_accelerator(config)
+    if claim is not None:  # output_dir's guard and lock (train/output_dir.py), before anything is written or built
+        claim(accelerator)
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     if config.train.grad_accum > 1:
@@ -356,6 +359,7 @@ def set_up(config: Config) -> Run:
         manifest=config.data.manifest,
         retries=config.data.retries,
         retry_backoff_s=config.data.retry_backoff_s,
+        on_bad_shard=config.data.on_bad_shard,
     )
     total_steps = total_steps_for(config, stream.batches_per_epoch)
     trainees = prepare_trainees(accelerator, config, models, total_steps)

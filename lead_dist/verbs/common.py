@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import torch
 
+from lead_dist.folder_claim import lock_folder, on_main
 from lead_dist.retrieval.encode import DTYPES
 from lead_dist.retrieval.indexes import BACKENDS
+from lead_dist.retrieval.store import encode_to_folder
+from lead_dist.retrieval.text_encoder import TextEncoder
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser, *, passages: bool = True, queries: bool = True) -> None:
     parser.add_argument("--model", required=True, help="lead_dist model folder or a (sentence-)transformers folder")
     if passages:
-        parser.add_argument("--passage-max-length", type=int, default=256, help="tokens per passage (default 256)")
+        parser.add_argument(
+            "--passage-max-length", type=int, help="tokens per passage (default: the model's max_seq_length)"
+        )
     if queries:
-        parser.add_argument("--query-max-length", type=int, default=64, help="tokens per query (default 64)")
+        parser.add_argument(
+            "--query-max-length", type=int, help="tokens per query (default: the model's max_seq_length)"
+        )
     parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (default 64)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype (default fp32)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: this rank's GPU if any, else cpu)")
@@ -54,3 +62,39 @@ def pick_device(requested: str | None) -> str:
 def check_positive(value: int, flag: str) -> None:
     if value < 1:
         raise ValueError(f"{flag} must be >= 1, got {value}")
+
+
+def encode_locked(
+    encoder: TextEncoder,
+    corpus: str | Path,
+    folder: str | Path,
+    args: argparse.Namespace,
+    *,
+    rank: int,
+    world: int,
+    verb: str,
+) -> dict:
+    """`encode_to_folder` with the folder's lock held by rank 0 (`lead_dist.folder_claim`), from the verb's flags."""
+    lock = on_main(rank == 0, lambda: lock_folder(folder, f"lead-dist {verb}"))
+    try:
+        return encode_to_folder(
+            encoder, corpus, folder, rank=rank, world=world, max_length=args.passage_max_length,
+            batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def resolve_lengths(args: argparse.Namespace, model_max_length: int) -> None:
+    """Fill the length flags the user left out with the model's own limit (what sentence-transformers uses: a
+    shorter default silently truncates long queries); check the given ones."""
+    for name in ("query_max_length", "passage_max_length"):
+        if not hasattr(args, name):
+            continue
+        value = getattr(args, name)
+        if value is None:
+            setattr(args, name, int(model_max_length))
+        else:
+            check_positive(value, "--" + name.replace("_", "-"))

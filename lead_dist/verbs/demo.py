@@ -7,7 +7,8 @@ Each step is a verb users have, called as they would call it:
   4. `train CONFIG`: LEAD from the packaged all-MiniLM-L6-v2 teacher into that student;
   5. `evaluate` the trained student, and print teacher / before / after side by side (also written as JSON).
 
-The hyper-parameters live in the config (configs/demo.yaml), not here; this module only orchestrates.
+The hyper-parameters live in the config (configs/demo.yaml), not here; this module only orchestrates. The --out
+folder is the demo's own: a rerun starts over (its prepare, train and evaluate run with --overwrite).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _evaluate(model_dir: Path, data_dir: Path, out: Path, config) -> dict[str, f
     _verb(
         "evaluate", "--model", str(model_dir), "--data", str(data_dir), "--split", "test", "--out", str(out),
         "--passage-max-length", str(config.data.passage_max_length),
-        "--query-max-length", str(config.data.query_max_length), "--top-k", "100",
+        "--query-max-length", str(config.data.query_max_length), "--top-k", "100", "--overwrite",
     )  # fmt: skip
     results = json.loads(out.read_text())
     return {name: float(results["metrics"][name]) for name in METRICS}
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     print("== 1/5 prepare the embedded demo data", flush=True)
-    _verb("prepare", "--format", "demo", "--out", str(shards), "--split", "train")
+    _verb("prepare", "--format", "demo", "--out", str(shards), "--split", "train", "--overwrite")
     data_dir = shards / "source"
 
     print("== 2/5 build the initial student (first layers of the teacher)", flush=True)
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     before = _evaluate(student_before, data_dir, out / "eval-before.json", config)
 
     print(f"== 4/5 train: {config_path} ({config.mode}, {config.train.max_steps} steps)", flush=True)
-    _verb("train", str(config_path), *overrides)
+    _verb("train", str(config_path), *overrides, "--overwrite")
 
     print("== 5/5 evaluate the trained student", flush=True)
     student_after = Path(config.output_dir) / "export" / "student"

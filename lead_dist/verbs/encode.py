@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from lead_dist.distributed import init_from_env
-from lead_dist.retrieval.store import encode_to_folder
+from lead_dist.models.folder import check_model_folder
+from lead_dist.retrieval.sources import corpus_file
 from lead_dist.retrieval.text_encoder import load_text_encoder
-from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device
+from lead_dist.verbs.common import (
+    add_encoder_arguments,
+    check_positive,
+    encode_locked,
+    pick_device,
+    resolve_lengths,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,16 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl, or MS MARCO collection.tsv")
     parser.add_argument("--out", required=True, help="embeddings folder (created; rerun with it to resume)")
     parser.add_argument("--shard-size", type=int, help="passages per shard (default: corpus / ranks, at most 100k)")
+    parser.add_argument("--overwrite", action="store_true", help="delete what --out holds and encode again")
 
 
 def run(args: argparse.Namespace) -> int:
     check_positive(args.batch_size, "--batch-size")
     rank, world = init_from_env()
+    corpus_file(Path(args.corpus))  # a missing corpus is named before the model loads
+    check_model_folder("--model", args.model)
     encoder = load_text_encoder(args.model, pick_device(args.device))
-    summary = encode_to_folder(
-        encoder, args.corpus, args.out, rank=rank, world=world, max_length=args.passage_max_length,
-        batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
-    )  # fmt: skip
+    resolve_lengths(args, encoder.max_seq_length)
+    summary = encode_locked(encoder, args.corpus, args.out, args, rank=rank, world=world, verb="encode")
     summary["world_size"] = world
     print(json.dumps(summary), flush=True)
     return 0

@@ -17,20 +17,30 @@ import time
 from pathlib import Path
 
 from lead_dist.distributed import init_from_env
+from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.evaluate import evaluate_passages
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS
 from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.search import check_compatible
 from lead_dist.retrieval.sources import load_beir_split
-from lead_dist.retrieval.store import empty_passages, encode_to_folder, passage_ids, rank_shards, read_manifest
+from lead_dist.retrieval.store import (
+    empty_passages,
+    passage_ids,
+    rank_shards,
+    read_manifest,
+    truncated_passages,
+)
 from lead_dist.retrieval.text_encoder import load_text_encoder
 from lead_dist.verbs.common import (
     add_encoder_arguments,
     add_index_arguments,
     check_positive,
+    encode_locked,
     index_options,
     pick_device,
+    resolve_lengths,
 )
+from lead_dist.verbs.report import print_summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="results JSON to write")
     parser.add_argument("--embeddings", help="corpus embeddings folder (default <out stem>.embeddings next to --out)")
     parser.add_argument("--shard-size", type=int, help="passages per embeddings shard (default corpus / ranks)")
+    parser.add_argument("--overwrite", action="store_true", help="delete the embeddings folder's content, encode again")
     parser.add_argument("--run-out", help="also write the TREC run here")
     parser.add_argument("--relevance-threshold", type=int, default=1, help="grade counted relevant (TREC DL: 2)")
     parser.add_argument("--hit-k", type=int, nargs="+", default=list(DEFAULT_HIT_KS), help="hit@K cut-offs")
@@ -51,23 +62,23 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.batch_size, "--batch-size")
     rank, world = init_from_env()
     device = pick_device(args.device)
-    split = load_beir_split(args.data, args.split)
+    split = load_beir_split(args.data, args.split)  # inputs first: a wrong path fails before the model loads
+    check_model_folder("--model", args.model)
     encoder = load_text_encoder(args.model, device)
+    resolve_lengths(args, encoder.max_seq_length)
     out = Path(args.out)
     embeddings = Path(args.embeddings) if args.embeddings else out.with_name(out.stem + ".embeddings")
 
     started = time.perf_counter()
-    encoded = encode_to_folder(
-        encoder, split.corpus_path, embeddings, rank=rank, world=world, max_length=args.passage_max_length,
-        batch_size=args.batch_size, dtype=args.dtype, shard_size=args.shard_size, show_progress=not args.quiet,
-    )  # fmt: skip
+    encoded = encode_locked(encoder, split.corpus_path, embeddings, args, rank=rank, world=world, verb="evaluate")
     encode_s = time.perf_counter() - started
     manifest = read_manifest(embeddings)
     check_compatible(manifest, encoder, embeddings)
 
     scored = evaluate_passages(
         encoder, split.queries, split.qrels, rank_shards(embeddings, rank, world),
-        corpus_ids=passage_ids(embeddings), empty_passages=empty_passages(embeddings), k=args.top_k,
+        corpus_ids=passage_ids(embeddings), empty_passages=empty_passages(embeddings),
+        truncated_passages=truncated_passages(embeddings), k=args.top_k,
         query_max_length=args.query_max_length, query_batch_size=args.batch_size, dtype=args.dtype,
         relevance_threshold=args.relevance_threshold, hit_ks=args.hit_k, world=world,
         index_options=index_options(args, device),
@@ -97,5 +108,5 @@ def run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
-    print(json.dumps({"metrics": results["metrics"], "input_report": results["input_report"]}, indent=1), flush=True)
+    print_summary({"value": results["metrics"]}, results["input_report"], str(out), results["num_queries"])
     return 0

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from lead_dist.data.readers.qrels import read_qrels
@@ -31,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="training shard folder")
     parser.add_argument("--shards", type=int, help="number of training shards (passed to prepare)")
     parser.add_argument("--negatives-only", action="store_true", help="write negatives.trec only, no shards")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (as prepare does)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,14 +47,27 @@ def run(args: argparse.Namespace) -> int:
     run = read_run(args.run)
     report = mine_negatives(run, read_qrels(qrels_path), depth, min_relevance=args.min_relevance)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    negatives_file = out / "negatives.trec"
-    write_run(negatives_as_run(report, run), negatives_file, tag="mined")
     summary = {**report.as_dict(), "depth": list(depth), "run": str(args.run), "qrels": str(qrels_path)}
-    (out / "mining_report.json").write_text(json.dumps(summary, indent=1))
-    print(json.dumps(summary), flush=True)
     if args.negatives_only:
+        out.mkdir(parents=True, exist_ok=True)
+        write_run(negatives_as_run(report, run), out / "negatives.trec", tag="mined")
+        (out / "mining_report.json").write_text(json.dumps(summary, indent=1))
+        print(json.dumps(summary), flush=True)
         return 0
+    # prepare replaces --out whole and refuses an input inside it: the negatives wait beside --out until then
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.resolve().name}.mine-", dir=out.resolve().parent) as scratch:
+        negatives_file = Path(scratch) / "negatives.trec"
+        write_run(negatives_as_run(report, run), negatives_file, tag="mined")
+        status = _prepare_shards(args, out, negatives_file, qrels_path, depth)
+        if status == 0:
+            shutil.copyfile(negatives_file, out / "negatives.trec")
+            (out / "mining_report.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary), flush=True)
+    return status
+
+
+def _prepare_shards(args: argparse.Namespace, out: Path, negatives_file: Path, qrels_path: Path, depth) -> int:
     from lead_dist.verbs import prepare
 
     prepare_args = ["--format", args.format, "--input", args.input, "--split", args.split, "--out", str(out),
@@ -61,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         prepare_args += ["--qrels", str(qrels_path)]
     if args.shards:
         prepare_args += ["--shards", str(args.shards)]
+    if args.overwrite:
+        prepare_args.append("--overwrite")
     parser = argparse.ArgumentParser(prog="lead-dist prepare")
     prepare.add_arguments(parser)
     status = prepare.run(parser.parse_args(prepare_args))

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
     parser.add_argument("--input", help="BEIR/MS MARCO folder, reference JSON file, or (demo) where to write it")
     parser.add_argument("--out", required=True, help="output folder (shards, queries.jsonl, qrels.tsv, manifest)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (whole, atomically)")
     parser.add_argument("--split", default="train", help="qrels split to prepare (default train)")
     parser.add_argument("--passages", help="reference format: passage tsv (id<TAB>text<TAB>title, 1-based)")
     parser.add_argument("--id-offset", type=int, default=0, help="reference format: added to JSON passage ids")

@@ -18,13 +18,17 @@ from pathlib import Path
 from lead_dist.config.schema import KINDS
 from lead_dist.data.readers.trec_run import read_run
 from lead_dist.distributed import all_gather_objects, contiguous_share, init_from_env
+from lead_dist.errors import UsageError
 from lead_dist.models.factory import load_model
+from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.encode import Throughput
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
 from lead_dist.retrieval.rerank import RerankInputs, candidates_from_run, rerank
 from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.sources import InputReport, check_inputs, load_beir_split, read_corpus_subset
-from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device
+from lead_dist.retrieval.text_encoder import default_max_length
+from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device, resolve_lengths
+from lead_dist.verbs.report import print_summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,24 +48,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hit-k", type=int, nargs="+", default=list(DEFAULT_HIT_KS), help="hit@K cut-offs")
 
 
+def _default_lengths(args: argparse.Namespace, model) -> None:
+    """Lengths left out come from the model (`default_max_length`); a cross-encoder reads query and passage as one
+    pair within that limit, so it gets 64 query tokens and the rest for the passage."""
+    limit = default_max_length(model.backbone, model.tokenizer, getattr(model, "max_seq_length", None))
+    if model.kind == "ce":
+        args.query_max_length = args.query_max_length or min(64, limit // 2)
+        args.passage_max_length = args.passage_max_length or limit - args.query_max_length
+    resolve_lengths(args, limit)
+
+
 def run(args: argparse.Namespace) -> int:
     for value, flag in ((args.depth, "--depth"), (args.batch_size, "--batch-size")):
         check_positive(value, flag)
     rank, world = init_from_env()
     device = pick_device(args.device)
+    split = load_beir_split(args.data, args.split)  # inputs first: a wrong path fails before the model loads
+    first_stage = read_run(args.first_stage)
+    check_model_folder("--model", args.model)
     try:
         model = load_model(args.model, kind=args.kind)
     except ValueError as error:
-        raise SystemExit(f"lead-dist rerank: {error} (pass --kind de|cb|ce)") from None
+        hint = " (pass --kind de|cb|ce)" if args.kind is None and "kind" in str(error) else ""
+        raise UsageError(f"{error}{hint}") from None
     if model.fresh_parameters:
-        raise SystemExit(
-            f"lead-dist rerank: {args.model} has freshly initialised parameters ({', '.join(model.fresh_parameters)}):"
+        raise UsageError(
+            f"{args.model} has freshly initialised parameters ({', '.join(model.fresh_parameters)}):"
             f" it was never trained as a {model.kind} model, so its scores would be noise. Train it first "
             f"(lead-dist train with stage: warmup) and pass the exported folder."
         )
     model.to(device)
-    split = load_beir_split(args.data, args.split)
-    first_stage = read_run(args.first_stage)
+    _default_lengths(args, model)
 
     judged, _ = check_inputs(split.queries, split.qrels, None)  # counted again below, with the corpus ids
     qids = sorted(judged)
@@ -71,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     corpus = read_corpus_subset(split.corpus_path, wanted)
     missing = sorted(wanted - corpus.ids)
     if missing:
-        raise SystemExit(
-            f"lead-dist rerank: {args.first_stage} names {len(missing)} documents that {split.corpus_path} lacks, e.g. "
+        raise UsageError(
+            f"{args.first_stage} names {len(missing)} documents that {split.corpus_path} lacks, e.g. "
             f"{missing[:5]}: was the run made on another corpus?"
         )
     _judged, report = check_inputs(split.queries, split.qrels, corpus.ids, InputReport())
@@ -119,5 +136,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
-    print(json.dumps({"metrics": results["metrics"], "first_stage_metrics": first["metrics"]}, indent=1), flush=True)
+    columns = {"first stage": first["metrics"], "re-ranked": results["metrics"]}
+    print_summary(columns, results["input_report"], str(out), results["num_queries"])
     return 0

@@ -14,6 +14,7 @@ import time
 
 from lead_dist.data.readers.qrels import read_qrels
 from lead_dist.distributed import init_from_env
+from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.encode import encode_queries
 from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.search import check_compatible, search_folder
@@ -26,6 +27,7 @@ from lead_dist.verbs.common import (
     check_positive,
     index_options,
     pick_device,
+    resolve_lengths,
 )
 
 
@@ -41,14 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_positive(args.top_k, "--top-k")
-    rank, world = init_from_env()
-    device = pick_device(args.device)
-    encoder = load_text_encoder(args.model, device)
-    check_compatible(read_manifest(args.index), encoder, args.index)  # before encoding a single query
+    check_model_folder("--model", args.model)
+    manifest = read_manifest(args.index)  # inputs first: a wrong folder or file fails before the model loads
     queries = read_queries(args.queries)
     if args.qrels:
         judged = read_qrels(args.qrels)
         queries = {qid: text for qid, text in queries.items() if qid in judged}
+    rank, world = init_from_env()
+    device = pick_device(args.device)
+    encoder = load_text_encoder(args.model, device)
+    resolve_lengths(args, encoder.max_seq_length)
+    check_compatible(manifest, encoder, args.index)  # before encoding a single query
     qids = list(queries)
     started = time.perf_counter()
     vectors = encode_queries(

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="latest|DIR",
         help="continue from the newest complete checkpoint under output_dir (latest; a fresh start if none) or DIR",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete what output_dir holds and start fresh (refused otherwise)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from lead_dist.data.errors import ShardError
     from lead_dist.teacher_cache.fingerprint import TeacherCacheError
     from lead_dist.train.loop import train
+    from lead_dist.train.preflight import check_inputs
 
     try:
-        summary = train(config, resume=args.resume)
+        check_inputs(config)  # before any model is built or output_dir touched
+        summary = train(config, resume=args.resume, overwrite=args.overwrite)
     except ShardError as exc:  # the training data cannot be read: a URL, a file, a manifest, named in the message
         print(f"lead-dist train: data error: {exc}", file=sys.stderr)
         return 2

@@ -294,3 +294,19 @@ def test_a_student_cut_from_a_cached_teacher_gets_the_teachers_blocks(tmp_path, 
     assert isinstance(cached["teacher"], CachedTeacher) and not isinstance(live["teacher"], CachedTeacher)
     want, got = live["student"].state_dict(), cached["student"].state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)  # the same copied weights
+
+
+def test_a_build_into_a_folder_another_live_writer_holds_is_refused(tmp_path, tmp_path_factory, capsys):
+    from lead_dist.lockfile import acquire
+
+    shards = helpers.shared_shards(tmp_path_factory)
+    yaml_path = write_yaml(tmp_path / "de.yaml", config_dict(shards, tmp_path / "run", "de"))
+    cache = tmp_path / "cache"
+    held = acquire(cache, "another writer")  # this (live) process holds the folder
+    try:
+        code, err = run_cli(capsys, "cache-teacher", yaml_path, "--out", str(cache), "--shard-size", "64")
+        assert code == 2 and "another writer" in err and len(err.strip().splitlines()) == 1, err
+    finally:
+        held.release()
+    assert run_cli(capsys, "cache-teacher", yaml_path, "--out", str(cache), "--shard-size", "64")[0] == 0
+    assert not any(p.name.startswith(".lead_dist.lock") for p in cache.iterdir())  # released at the end

@@ -24,6 +24,7 @@ from torch import nn
 
 from lead_dist.config import Config
 from lead_dist.distributed import barrier, contiguous_share
+from lead_dist.folder_claim import folder_entries
 from lead_dist.teacher_cache.encode import encode_shard, tokenize_entries
 from lead_dist.teacher_cache.fingerprint import TeacherCacheError, teacher_fingerprint
 from lead_dist.teacher_cache.format import (
@@ -87,7 +88,7 @@ def _claim_state(out: Path, state: dict[str, Any]) -> str:
                 f"--out {out}: holds an unfinished build with another {field}; rerun that build or choose another --out"
             )
         return "resume"
-    if out.exists() and any(out.iterdir()):
+    if folder_entries(out):  # the lock the verb holds (lead_dist.folder_claim) is not the user's data
         raise TeacherCacheError(f"--out {out}: exists and is not a teacher cache; choose a new folder")
     return "new"
 

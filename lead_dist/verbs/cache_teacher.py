@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from lead_dist.verbs.common import check_positive, pick_device
 
@@ -53,17 +54,27 @@ def run(args: argparse.Namespace) -> int:
 
     from lead_dist.data.errors import ShardError
     from lead_dist.distributed import init_from_env
+    from lead_dist.errors import UsageError
+    from lead_dist.folder_claim import lock_folder, on_main
     from lead_dist.teacher_cache.build import build_cache
     from lead_dist.teacher_cache.fingerprint import TeacherCacheError
 
     rank, world = init_from_env()
+    lock, created = None, not Path(args.out).exists()
     try:
+        # one writer per folder: a second build into it (or a training run's output there) is refused while this runs
+        lock = on_main(rank == 0, lambda: lock_folder(args.out, "lead-dist cache-teacher"))
         summary = build_cache(
             config, args.out, dtype=args.dtype, shard_size=args.shard_size, batch_size=args.batch_size,
             max_bytes=int(args.max_gb * 1e9), device=pick_device(args.device), rank=rank, world=world,
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )  # fmt: skip
-    except (TeacherCacheError, ShardError) as exc:
+    except (TeacherCacheError, ShardError, UsageError) as exc:
         return _fail(str(exc))
+    finally:
+        if lock is not None:
+            lock.release()
+            if created and not any(Path(args.out).iterdir()):  # a refused build leaves no folder behind
+                Path(args.out).rmdir()
     print(json.dumps(summary | {"world_size": world}, sort_keys=True), flush=True)
     return 0

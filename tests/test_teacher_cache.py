@@ -161,7 +161,9 @@ def test_lead_loss_and_terms_from_the_cache_equal_the_live_teacher_within_the_bo
     term_bounds = lead_term_bounds(live_terms, want, (s_final, s_layers), tuple(bounds), labels, config.lead)
     if kind != "cb":
         assert abs(float(cached_total) - float(live_total)) <= term_bounds["total"]
-    assert float(live_terms["response_forward"]) > 10 * term_bounds["response_forward"]  # the bound can fail
+    assert (
+        float(live_terms["response_forward"]) > 4 * term_bounds["response_forward"]
+    )  # the bound can fail: under a quarter of the term
     assert float(cached_terms["student"]) == float(live_terms["student"])  # no teacher in it: the same computation
     # ColBERT's per-layer scores come from raw token states and run into the hundreds: fp16 moves each by up to ~1,
     # and the worst-case bound of its layer terms (exp(2E/T) with E ~ 3) exceeds the terms themselves, so for CB the
@@ -310,3 +312,11 @@ def test_a_build_into_a_folder_another_live_writer_holds_is_refused(tmp_path, tm
         held.release()
     assert run_cli(capsys, "cache-teacher", yaml_path, "--out", str(cache), "--shard-size", "64")[0] == 0
     assert not any(p.name.startswith(".lead_dist.lock") for p in cache.iterdir())  # released at the end
+
+
+def test_train_with_a_missing_cache_folder_fails_before_any_model_is_built(tmp_path, tmp_path_factory, capsys):
+    shards = helpers.shared_shards(tmp_path_factory)
+    yaml_path = write_yaml(tmp_path / "de.yaml", config_dict(shards, tmp_path / "run", "de"))
+    code, err = run_cli(capsys, "train", yaml_path, f"teacher.cache={tmp_path / 'no-cache'}")
+    assert code == 2 and "teacher.cache:" in err and "cache-teacher" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # checked before the output_dir was claimed

@@ -216,10 +216,8 @@ def _validate_teacher_cache(config: Config) -> None:
         )
     if teacher.deepspeed is not None:
         raise ConfigError("teacher.deepspeed: a cached teacher is never built, so it has no engine; remove it")
-    if not Path(teacher.cache).is_dir():
-        raise ConfigError(
-            f"teacher.cache: {teacher.cache} is not a folder; build it with `lead-dist cache-teacher CONFIG --out DIR`"
-        )
+    # that the folder exists is an input check (train/preflight.py), like data.train's: a config is valid before
+    # its inputs are built
 
 
 def _validate_data(config: Config) -> None:

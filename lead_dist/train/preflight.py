@@ -39,6 +39,11 @@ def check_inputs(config: Config) -> None:
             raise UsageError(f"data.train: {error}") from None
     for name in ("model", "teacher", "student"):
         _check_section(name, getattr(config, name))
+    cache = config.teacher.cache if config.teacher is not None else None
+    if cache is not None and not Path(cache).is_dir():
+        raise UsageError(
+            f"teacher.cache: {cache} is not a folder; build it with `lead-dist cache-teacher CONFIG --out DIR`"
+        )
     if config.train.eval_every > 0 and config.data.dev is not None:
         qrels = Path(config.data.dev) / "qrels" / f"{config.data.dev_split}.tsv"
         if not qrels.is_file():

@@ -1,9 +1,9 @@
 """`lead-dist cache-teacher CONFIG [key=value ...] --out DIR`: run a distill config's frozen teacher once over
 everything its training shards can draw, and store every layer's output (lead_dist/teacher_cache/).
 
-    lead-dist cache-teacher configs/scifact/lead.yaml --out runs/sf-teacher-cache
+    lead-dist cache-teacher configs/scifact/bench/lead_de_frozen.yaml --out runs/sf-teacher-cache
     torchrun --nproc_per_node 4 -m lead_dist.cli cache-teacher lead.yaml --out cache --dtype bf16   # 4 shares
-    lead-dist train configs/scifact/lead.yaml teacher.cache=runs/sf-teacher-cache
+    lead-dist train configs/scifact/bench/lead_de_frozen.yaml teacher.cache=runs/sf-teacher-cache
 
 Rerun the same command to resume a killed build; a finished cache is left as it is.
 """

@@ -152,3 +152,32 @@ def test_inductor_compiled_blocks_equal_eager_in_fp32(tiny_bert_dir) -> None:
     assert counter.count == 1
     _close(got.final, want.final, "final")
     _close(got.layers, want.layers, "layers")
+
+
+@pytest.mark.slow
+def test_compiled_training_loop_logs_its_recompiles_and_matches_eager(tmp_path, tmp_path_factory, monkeypatch) -> None:
+    """`train.speed.compile=true` through the real loop (aot_eager instead of inductor: no minutes of C++ builds).
+    With the length bucket above every collated length, every chunk has one length, so after the first step (which
+    compiles each shape) nothing recompiles; and the first step's loss, from the same initial weights, is eager's."""
+    from accelerate.state import AcceleratorState
+
+    from lead_dist.train import speed as speed_module
+    from lead_dist.train.loop import train
+
+    monkeypatch.setattr(speed_module, "CompileCounter", lambda backend="inductor": CompileCounter("aot_eager"))
+    losses, records = {}, {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        raw = _config(tmp_path / name, tmp_path_factory, max_steps=3)
+        raw["train"]["speed"] = {"compile": compiled, "length_bucket": 64, "chunk_size": 8}
+        train(config_from_dict(raw))
+        AcceleratorState._reset_state(True)
+        losses[name] = helpers.losses(tmp_path / name / "run")
+        lines = (tmp_path / name / "run" / "log.jsonl").read_text().splitlines()
+        records[name] = [r for r in map(json.loads, lines) if "step_s" in r]
+    assert all("recompiles" not in r for r in records["eager"])
+    counts = [r["recompiles"] for r in records["compiled"]]
+    assert counts[0] > 0 and counts == [counts[0]] * 3, counts
+    # Same weights, the same batch: the first loss differs by the encoders' rounding (COMPILED_RELATIVE of each
+    # output) carried through the scores' softmaxes, whose cross-entropies change by at most twice the largest score
+    # change; scores of these 32- and 48-wide models stay below 100, losses near 5: 4 terms x 2 x 2e-5 x 100 / 5.
+    assert losses["compiled"][0] == pytest.approx(losses["eager"][0], rel=4 * 2 * COMPILED_RELATIVE * 100 / 5)

@@ -178,8 +178,10 @@ def check_zero2(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             overrides += [f"student.tokenizer={args.tokenizer}", f"teacher.tokenizer={args.tokenizer}"]
             overrides += ENGINES["zero2"] if name == "zero2" else []
             # Bounded well inside the GPU call's own limit: a hung launch costs this check only, not the whole call.
+            # The CPU dry run gets longer: on the shared build machine one launch took over 240 s (2026-11-30).
+            limit = 240 if args.device == "cuda" else 900
             try:
-                runs[name] = run_training(config, 1, overrides, workdir, threads=usable_cores(), timeout_s=240)
+                runs[name] = run_training(config, 1, overrides, workdir, threads=usable_cores(), timeout_s=limit)
             except RuntimeError as exc:
                 return {**report, "ok": False, "error": f"{precision} {name} run failed: {str(exc)[-3000:]}"}
             if "stopped" in runs[name]:

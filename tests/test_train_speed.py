@@ -9,6 +9,7 @@ import shutil
 import pytest
 import test_train_loop_helpers as helpers
 import torch
+from test_train_loop import fresh_accelerate_state  # noqa: F401  (autouse: a clean accelerate state per run)
 
 from lead_dist.config import ConfigError, config_from_dict
 from lead_dist.train.chunking import Chunking, encode
@@ -19,17 +20,6 @@ from lead_dist.train.speed import CompileCounter, apply_to_models, compile_block
 # matmuls to the same BLAS. That is a whole encoder run with its sums reordered: tests/rounding.py's estimate for the
 # 2-layer 32-wide test BERT, 1e-5 to 2e-5 relative on O(1) values; 2e-5 of the largest entry. (Seen: 2.4e-7 of 2.4.)
 COMPILED_RELATIVE = 2e-5
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def _config(tmp_path, tmp_path_factory, **train):

@@ -202,6 +202,23 @@ def check_zero2(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return report
 
 
+def timed_steps(variant: Any, warm_up: int, steps: int, device: torch.device) -> tuple[float, list[float]]:
+    """(seconds of the `warm_up` steps: kernel selection, allocator, optimizer state, compilation; seconds of each of
+    the `steps` timed steps), synchronised with the device."""
+    start = time.perf_counter()
+    for _ in range(warm_up):
+        variant.step()
+    sync(device)
+    warm_up_s = time.perf_counter() - start
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        variant.step()
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+    return warm_up_s, seconds
+
+
 def measure_training(teacher: Any, student: Any, batch: dict, args: argparse.Namespace, device: torch.device) -> dict:
     from lead_dist.train.flops import peak_matmul_flops
 
@@ -209,15 +226,7 @@ def measure_training(teacher: Any, student: Any, batch: dict, args: argparse.Nam
     results: dict[str, Any] = {"matmul_peak_tflops_bf16": peak / 1e12}
     for joint in (False, True):
         variant = make_variant(teacher, student, batch, joint, "bf16", device)
-        for _ in range(3):  # warm-up: kernel selection, allocator, optimizer state
-            variant.step()
-        sync(device)
-        seconds = []
-        for _ in range(args.steps):
-            start = time.perf_counter()
-            variant.step()
-            sync(device)
-            seconds.append(time.perf_counter() - start)
+        _warm_up_s, seconds = timed_steps(variant, 3, args.steps, device)
         flops, tokens = variant.work()
         step_s = statistics.median(seconds)
         results["lead-de-" + ("joint" if joint else "frozen")] = {

@@ -21,7 +21,6 @@ import argparse
 import copy
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +82,7 @@ def measure_cell(
     models: tuple[Any, Any], batch: dict, joint: bool, speed: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
     """One cell: the switches applied to copies of the models, warm-up (compiles), timed steps."""
-    from benchmarks.gpu.bench_gpu import make_variant, sync
+    from benchmarks.gpu.bench_gpu import make_variant, timed_steps
     from benchmarks.throughput.speed import with_speed
     from lead_dist.train.speed import CompileCounter, compile_blocks
 
@@ -99,17 +98,7 @@ def measure_cell(
     variant = with_speed(make_variant(teacher, student, batch, joint, "bf16", device), **speed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(1 if args.dry_run else 3):
-        variant.step()
-    sync(device)
-    warm_up_s = time.perf_counter() - start
-    seconds = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        variant.step()
-        sync(device)
-        seconds.append(time.perf_counter() - start)
+    warm_up_s, seconds = timed_steps(variant, 1 if args.dry_run else 3, args.steps, device)
     flops, tokens = variant.work()
     step_s = statistics.median(seconds)
     return {

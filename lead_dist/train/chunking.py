@@ -121,7 +121,8 @@ def encode(
     """`model(**tokens, layers=layers)`, chunked: Reps for a DE / ColBERT, (final [B], layers [K, B]) for a cross
     encoder, equal to the one-batch call up to the rounding of differently shaped kernels. None: the plain call."""
     layers = tuple(layers)
-    if chunking is None or chunking.is_plain:
+    # a cached teacher (lead_dist/teacher_cache) gets cache rows, not tokens: it runs no encoder, nothing to trim
+    if chunking is None or chunking.is_plain or "attention_mask" not in tokens:
         return model(**tokens, layers=layers)
     chunks = plan_chunks(tokens["attention_mask"], chunking)
     pad_id = _pad_id(model)

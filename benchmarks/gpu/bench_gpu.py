@@ -178,8 +178,10 @@ def check_zero2(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             overrides += [f"student.tokenizer={args.tokenizer}", f"teacher.tokenizer={args.tokenizer}"]
             overrides += ENGINES["zero2"] if name == "zero2" else []
             # Bounded well inside the GPU call's own limit: a hung launch costs this check only, not the whole call.
+            # The CPU dry run gets longer: on the shared build machine one launch took over 240 s (2026-11-30).
+            limit = 240 if args.device == "cuda" else 900
             try:
-                runs[name] = run_training(config, 1, overrides, workdir, threads=usable_cores(), timeout_s=240)
+                runs[name] = run_training(config, 1, overrides, workdir, threads=usable_cores(), timeout_s=limit)
             except RuntimeError as exc:
                 return {**report, "ok": False, "error": f"{precision} {name} run failed: {str(exc)[-3000:]}"}
             if "stopped" in runs[name]:
@@ -200,6 +202,23 @@ def check_zero2(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return report
 
 
+def timed_steps(variant: Any, warm_up: int, steps: int, device: torch.device) -> tuple[float, list[float]]:
+    """(seconds of the `warm_up` steps: kernel selection, allocator, optimizer state, compilation; seconds of each of
+    the `steps` timed steps), synchronised with the device."""
+    start = time.perf_counter()
+    for _ in range(warm_up):
+        variant.step()
+    sync(device)
+    warm_up_s = time.perf_counter() - start
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        variant.step()
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+    return warm_up_s, seconds
+
+
 def measure_training(teacher: Any, student: Any, batch: dict, args: argparse.Namespace, device: torch.device) -> dict:
     from lead_dist.train.flops import peak_matmul_flops
 
@@ -207,15 +226,7 @@ def measure_training(teacher: Any, student: Any, batch: dict, args: argparse.Nam
     results: dict[str, Any] = {"matmul_peak_tflops_bf16": peak / 1e12}
     for joint in (False, True):
         variant = make_variant(teacher, student, batch, joint, "bf16", device)
-        for _ in range(3):  # warm-up: kernel selection, allocator, optimizer state
-            variant.step()
-        sync(device)
-        seconds = []
-        for _ in range(args.steps):
-            start = time.perf_counter()
-            variant.step()
-            sync(device)
-            seconds.append(time.perf_counter() - start)
+        _warm_up_s, seconds = timed_steps(variant, 3, args.steps, device)
         flops, tokens = variant.work()
         step_s = statistics.median(seconds)
         results["lead-de-" + ("joint" if joint else "frozen")] = {

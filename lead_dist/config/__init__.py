@@ -28,6 +28,7 @@ from lead_dist.config.schema import (
     DataConfig,
     LeadConfig,
     ModelConfig,
+    SpeedConfig,
     TrainConfig,
 )
 from lead_dist.config.validate import deepspeed_json, validate, validate_depths, zero_stage
@@ -48,6 +49,7 @@ __all__ = [
     "DataConfig",
     "LeadConfig",
     "ModelConfig",
+    "SpeedConfig",
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",

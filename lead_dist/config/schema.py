@@ -127,6 +127,19 @@ class LeadConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """`train.speed`: ways the step does less work for the same result (lead_dist/train/speed.py, chunking.py).
+
+    null means the device's default, the fastest correct choice measured there (lead_dist/train/README.md, "Speed").
+    """
+
+    chunk_size: int | None = None  # texts per length-sorted chunk, each padded to its own longest; 0: one batch
+    teacher_bf16: bool | None = None  # hold a frozen teacher in bf16 (needs mixed_precision bf16, no DeepSpeed)
+    compile: bool | None = None  # torch.compile every transformer block of the models outside DeepSpeed
+    length_bucket: int = 16  # chunk lengths rounded up to a multiple of this when compiled (bounds recompiles)
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = 8  # queries per rank per micro-batch
     max_steps: int = 1000  # optimizer steps
@@ -142,6 +155,7 @@ class TrainConfig:
     max_nonfinite_in_row: int = 5
     rank_timeout_s: float = 300.0  # a collective waiting longer on a dead or stuck rank fails
     num_epochs: int | None = None  # when set, also stop after this many passes over the data
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
 
 @dataclass

@@ -239,6 +239,7 @@ def _validate_data(config: Config) -> None:
 def _validate_train(config: Config) -> None:
     t = config.train
     _one_of("train.mixed_precision", t.mixed_precision, PRECISIONS)
+    _validate_speed(config)
     for key in ("batch_size", "max_steps", "grad_accum", "log_every", "keep_last", "max_nonfinite_in_row"):
         _positive(f"train.{key}", getattr(t, key))
     for key in ("eval_every", "save_every"):
@@ -255,6 +256,29 @@ def _validate_train(config: Config) -> None:
         raise ConfigError(
             f"train.eval_every: in-training evaluation retrieves with a dual encoder, and the warm-up model is a "
             f"{evaluated.kind!r}; set train.eval_every=0"
+        )
+
+
+def _validate_speed(config: Config) -> None:
+    """`train.speed` (lead_dist/train/speed.py): sizes, and a bf16 teacher only where it can be held in bf16."""
+    speed = config.train.speed
+    if speed.chunk_size is not None:
+        _positive("train.speed.chunk_size", speed.chunk_size, zero_ok=True)
+    _positive("train.speed.length_bucket", speed.length_bucket)
+    teacher = config.teacher
+    if speed.teacher_bf16 and (
+        config.stage != "distill" or teacher is None or teacher.trained or config.mode == "contrastive"
+    ):
+        raise ConfigError(
+            "train.speed.teacher_bf16: true needs a frozen teacher (teacher.trained=false) to distil from"
+        )
+    if speed.teacher_bf16 and config.train.mixed_precision != "bf16":
+        raise ConfigError(
+            f"train.speed.teacher_bf16: true needs train.mixed_precision=bf16, got {config.train.mixed_precision!r}"
+        )
+    if speed.teacher_bf16 and teacher is not None and teacher.deepspeed is not None:
+        raise ConfigError(
+            "train.speed.teacher_bf16: a teacher under DeepSpeed is held in the JSON's precision; leave it null"
         )
 
 

@@ -13,6 +13,7 @@ so `--resume latest` continues exactly where the run stopped. Faults the tests i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import time
@@ -54,7 +55,8 @@ def _train(config: Config, run: Any, resume: str | None) -> dict[str, Any]:
     hooks = TestHooks.from_env()
     state, resumed_from = restore(run, resume)
     if run.is_main:
-        write_run_file(run, resumed_from=str(resumed_from) if resumed_from else None)
+        speed = dataclasses.asdict(run.speed) if run.speed is not None else None
+        write_run_file(run, resumed_from=str(resumed_from) if resumed_from else None, speed=speed)
     dev = load_dev_set(config)
     batches = _endless(run.stream)
     micro_batches = (collate(config, run.trainees, next(batches), run.device) for _ in itertools.count())
@@ -94,7 +96,8 @@ def _train(config: Config, run: Any, resume: str | None) -> dict[str, Any]:
                 layer_pairs=layers if run.schedule is not None else None,
                 layer_weights=result.layer_weights,
                 step_flops=result.flops,
-                extra={"grad_norm": result.grad_norms, "world_size": run.world, "epoch": run.stream.epoch},
+                extra={"grad_norm": result.grad_norms, "world_size": run.world, "epoch": run.stream.epoch}
+                | ({"recompiles": run.compiler.count} if run.compiler is not None else {}),
             )
             if dev is not None and state.step % config.train.eval_every == 0:
                 with watchdog.paused():

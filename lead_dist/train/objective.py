@@ -38,6 +38,7 @@ from lead_dist.config import CANDIDATES, MODES
 from lead_dist.distributed import all_reduce_mean, unwrap
 from lead_dist.lead import contrastive_loss, lead_loss
 from lead_dist.train.candidates import cut_to_own_group, gather_passages, global_labels, group_labels
+from lead_dist.train.chunking import Chunking, encode
 
 
 def _group_size(queries: Mapping[str, torch.Tensor], passages: Mapping[str, torch.Tensor]) -> int:
@@ -52,12 +53,17 @@ def _group_size(queries: Mapping[str, torch.Tensor], passages: Mapping[str, torc
 
 
 def score_bi_encoder(
-    model: torch.nn.Module, batch: Mapping[str, Any], layers: Sequence[int], candidates: str
+    model: torch.nn.Module,
+    batch: Mapping[str, Any],
+    layers: Sequence[int],
+    candidates: str,
+    chunking: Chunking | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """DE / ColBERT: (final [Q, C], layers [K, Q, C], group size); C = global passages, or the own group."""
+    """DE / ColBERT: (final [Q, C], layers [K, Q, C], group size); C = global passages, or the own group.
+    `chunking`: length-sorted chunks per encoder call (train/chunking.py); the default is one padded batch."""
     group_size = _group_size(batch["queries"], batch["passages"])
-    q = model(**batch["queries"], layers=tuple(layers))
-    p = model(**batch["passages"], layers=tuple(layers))
+    q = encode(model, batch["queries"], layers, chunking)
+    p = encode(model, batch["passages"], layers, chunking)
     if candidates == "global":
         p = gather_passages(p)
     final, per_layer = unwrap(model).score(q, p)
@@ -67,10 +73,14 @@ def score_bi_encoder(
 
 
 def score_cross_encoder(
-    model: torch.nn.Module, batch: Mapping[str, Any], layers: Sequence[int], group_size: int
+    model: torch.nn.Module,
+    batch: Mapping[str, Any],
+    layers: Sequence[int],
+    group_size: int,
+    chunking: Chunking | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross encoder: its own group only, (final [Q, G], layers [K, Q, G])."""
-    final, per_layer = model(**batch["pairs"], layers=tuple(layers))
+    final, per_layer = encode(model, batch["pairs"], layers, chunking)
     if final.shape[0] % group_size:
         raise ValueError(f"cross-encoder batch has {final.shape[0]} pairs, not a multiple of group size {group_size}")
     num_queries = final.shape[0] // group_size
@@ -94,7 +104,12 @@ def _check_candidates(candidates: str, teacher_kind: str | None, key: str) -> No
 
 
 def warmup_loss(
-    model: torch.nn.Module, batch: Mapping[str, Any], candidates: str, *, group_size: int | None = None
+    model: torch.nn.Module,
+    batch: Mapping[str, Any],
+    candidates: str,
+    *,
+    group_size: int | None = None,
+    chunking: Chunking | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One model alone: cross-entropy of its final distribution over its candidates (in-batch + cross-rank + hard
     negatives when global; the own group when `group`).
@@ -108,10 +123,10 @@ def warmup_loss(
         group_size = batch.get("group_size", group_size)
         if group_size is None:
             raise ValueError("warmup_loss: a cross-encoder batch needs group_size (1 + data.num_negatives)")
-        final, _ = score_cross_encoder(model, batch, (), int(group_size))
+        final, _ = score_cross_encoder(model, batch, (), int(group_size), chunking)
     else:
         _check_candidates(candidates, kind, "candidates")
-        final, _, group_size = score_bi_encoder(model, batch, (), candidates)
+        final, _, group_size = score_bi_encoder(model, batch, (), candidates, chunking)
     labels = _labels(candidates, final.shape[0], group_size, final.device)
     loss = contrastive_loss(final, labels)
     return loss, {"contrastive": loss.detach()}
@@ -128,6 +143,7 @@ def distill_loss(
     teacher_trained: bool,
     candidates: str,
     mode: str = "lead",
+    chunking: Chunking | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Student + teacher: L_stu + L_tch + L_rep (+ L_lyr for mode lead), LEAD_SPEC section 7.
 
@@ -137,7 +153,7 @@ def distill_loss(
     if mode not in MODES:
         raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
     if mode == "contrastive":
-        return warmup_loss(student, batch["student"], candidates)
+        return warmup_loss(student, batch["student"], candidates, chunking=chunking)
     if teacher is None:
         raise ValueError(f"mode {mode} distils from a teacher, but teacher is None")
     if mode == "response":
@@ -147,12 +163,14 @@ def distill_loss(
     teacher_kind = unwrap(teacher).kind
     _check_candidates(candidates, teacher_kind, "teacher.candidates")
 
-    s_final, s_layers, group_size = score_bi_encoder(student, batch["student"], student_layers, candidates)
+    s_final, s_layers, group_size = score_bi_encoder(student, batch["student"], student_layers, candidates, chunking)
     with contextlib.nullcontext() if teacher_trained else torch.no_grad():
         if teacher_kind == "ce":
-            t_final, t_layers = score_cross_encoder(teacher, batch["teacher"], teacher_layers, group_size)
+            t_final, t_layers = score_cross_encoder(teacher, batch["teacher"], teacher_layers, group_size, chunking)
         else:
-            t_final, t_layers, t_group = score_bi_encoder(teacher, batch["teacher"], teacher_layers, candidates)
+            t_final, t_layers, t_group = score_bi_encoder(
+                teacher, batch["teacher"], teacher_layers, candidates, chunking
+            )
             if t_group != group_size:
                 raise ValueError(f"student batch has groups of {group_size} passages, teacher batch of {t_group}")
     if t_final.shape != s_final.shape:

@@ -299,6 +299,8 @@ class Run:
     scaler: torch.amp.GradScaler | None
     total_steps: int
     peak_flops: float | None  # the matmul peak MFU is logged against (main process only)
+    speed: Any = None  # train/speed.py: the resolved `train.speed` switches
+    compiler: Any = None  # train/speed.py's CompileCounter when blocks are compiled (the loop logs its count)
 
     @property
     def rank(self) -> int:
@@ -333,6 +335,8 @@ def set_up(config: Config, claim: Callable[[Any], Any] | None = None) -> Run:
     """
     from lead_dist.data.stream import TrainStream
     from lead_dist.train.flops import peak_matmul_flops
+    from lead_dist.train.speed import apply_to_models as apply_speed
+    from lead_dist.train.speed import resolve as resolve_speed
 
     accelerator = build_accelerator(config)
     if claim is not None:  # output_dir's guard and lock (train/output_dir.py), before anything is written or built
@@ -347,6 +351,8 @@ def set_up(config: Config, claim: Callable[[Any], Any] | None = None) -> Run:
             stacklevel=3,  # the caller of loop.train
         )
     models = build_models(config)  # seeded: identical initial weights on every rank, whatever the launch
+    speed = resolve_speed(config, accelerator.device)
+    compiler = apply_speed(config, models, speed)  # bf16 frozen teacher, compiled blocks
     schedule = layer_schedule(config, models)
     stream = TrainStream(
         config.data.train,
@@ -366,7 +372,7 @@ def set_up(config: Config, claim: Callable[[Any], Any] | None = None) -> Run:
     scaler = make_grad_scaler(config, accelerator.device)
     peak_dtype = torch.bfloat16 if config.train.mixed_precision == "bf16" else torch.float32
     peak = peak_matmul_flops(peak_dtype) if accelerator.is_main_process else None
-    return Run(config, accelerator, trainees, stream, schedule, scaler, total_steps, peak)
+    return Run(config, accelerator, trainees, stream, schedule, scaler, total_steps, peak, speed, compiler)
 
 
 def write_run_file(run: Run, **extra: Any) -> None:

@@ -163,9 +163,12 @@ def _collate_one(model: nn.Module, examples: list[dict], lengths: tuple[int, int
 def step_loss(config: Config, trainees: dict[str, Trainee], batch: dict, layers: tuple) -> tuple[torch.Tensor, dict]:
     """The loss of one micro-batch as the loop computes it (warm-up or distillation); benchmarks time this too."""
     from lead_dist.train.objective import distill_loss, warmup_loss
+    from lead_dist.train.speed import resolve
 
+    device = next(iter(trainees.values())).raw.backbone.device
+    chunking = resolve(config, device).chunking  # length-sorted chunks (train/chunking.py)
     if config.stage == "warmup":
-        return warmup_loss(trainees["model"].model, batch, config.candidates)
+        return warmup_loss(trainees["model"].model, batch, config.candidates, chunking=chunking)
     teacher = trainees.get("teacher")
     return distill_loss(
         trainees["student"].model,
@@ -177,6 +180,7 @@ def step_loss(config: Config, trainees: dict[str, Trainee], batch: dict, layers:
         teacher_trained=teacher is not None and teacher.trained,
         candidates=config.candidates,
         mode=config.mode or "lead",
+        chunking=chunking,
     )
 
 

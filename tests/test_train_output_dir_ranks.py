@@ -22,12 +22,14 @@ SCRIPT = textwrap.dedent(
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    for folder in sys.argv[1:]:
+    report = open(f"{sys.argv[1]}.rank{rank}", "w")  # one file per rank: two ranks' stdout lines can interleave
+    for folder in sys.argv[2:]:
         try:
             lock = claim_output_dir(folder, resume=None, overwrite=False, is_main=rank == 0)
-            print(f"rank {rank} of {world}: {folder}: claimed lock={lock is not None}", flush=True)
+            print(f"rank {rank} of {world}: {folder}: claimed lock={lock is not None}", file=report, flush=True)
         except UsageError as error:
-            print(f"rank {rank} of {world}: {folder}: refused: {error}", flush=True)
+            print(f"rank {rank} of {world}: {folder}: refused: {error}", file=report, flush=True)
+    report.close()
     dist.destroy_process_group()
     """
 )
@@ -41,10 +43,11 @@ def test_every_rank_gets_the_main_process_verdict(tmp_path):
     script.write_text(SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", str(29500 + random.Random().randint(0, 3000)), str(script), str(used), str(free)]  # fmt: skip
+               "--master_port", str(29500 + random.Random().randint(0, 3000)), str(script), str(tmp_path / "report"), str(used), str(free)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    reports = [(tmp_path / f"report.rank{rank}").read_text() for rank in (0, 1)]
+    lines = sorted(line for text in reports for line in text.splitlines() if line.startswith("rank "))
     refusal = f"refused: output_dir {used} is not empty (log.jsonl): continue that run with --resume latest"
     assert [line.split(": ", 1)[0] for line in lines] == ["rank 0 of 2", "rank 0 of 2", "rank 1 of 2", "rank 1 of 2"]
     assert sum(refusal in line for line in lines) == 2, lines  # both ranks, the same message

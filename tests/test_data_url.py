@@ -11,6 +11,7 @@ import pytest
 from test_data_fixtures import ShardServer, run_prepare, write_beir
 
 from lead_dist.config import ConfigError, load_config
+from lead_dist.data import shards
 from lead_dist.data.errors import ShardError
 from lead_dist.data.remote import records_with_retries
 from lead_dist.data.shards import read_shard
@@ -88,6 +89,32 @@ def test_the_last_retry_names_the_url_and_the_record(prepared: Path) -> None:
         assert server.requests.count(shard.name) == 4
     assert waits == [0.5, 1.0, 2.0]  # exponential backoff
     assert got == list(read_shard(shard))[:delivered]  # each delivered record once, in order
+
+
+def test_records_that_arrived_before_a_failure_are_delivered_to_a_slow_reader(
+    prepared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reading command writes half the shard and fails; the reader is made slow by opening only once the command
+    # has exited, so every byte waits in the pipe. Those records are delivered, then the failure is reported.
+    shard = prepared / "train-000002.tar"
+    half = shard.stat().st_size // 2
+    assert half < 65536  # the whole half fits in a Linux pipe buffer, so the command can exit before any read
+    arrived = records_before_cut(shard)
+    expected = list(read_shard(shard))[:arrived]
+    real_open = shards._open
+
+    def open_after_exit(source: str | Path, where: str):  # noqa: ANN202
+        stream = real_open(source, where)
+        stream.proc.wait()
+        return stream
+
+    monkeypatch.setattr(shards, "_open", open_after_exit)
+    got = []
+    with pytest.raises(ShardError) as failure:
+        for record in read_shard(f"pipe:head -c {half} {shard}; exit 18", expected_count=12):
+            got.append(record)
+    assert f"after {arrived} records" in str(failure.value) and "status 18" in str(failure.value)
+    assert got == expected
 
 
 def test_a_missing_manifest_or_shard_fails_at_construction_naming_the_url(prepared: Path, tmp_path: Path) -> None:

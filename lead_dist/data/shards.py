@@ -91,16 +91,21 @@ def read_shard(source: str | Path, expected_count: int | None = None) -> Iterato
                 raise ShardError(f"{member}: unexpected member (expected regular files named <9 digits>.json)")
             yield decode_record(sample["data"], member)
             count += 1
-        _close(stream, abandoned=False)
+        status = _close(stream)
         finished = True
     except ShardError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-        problem = _close_after_error(stream, error)
+        problem = f"{type(error).__name__}: {error}"
+        status = _close(stream)
+        if status:
+            problem = f"{problem}; the reader exited with status {status}"
         raise ShardReadError(f"{where}: unreadable after {count} records ({problem})", count, stream) from None
     finally:
         if not finished:
-            _close(stream, abandoned=True)
+            _close(stream)
+    if status:  # every record arrived, yet the download or command failed: its output cannot be trusted whole
+        raise ShardReadError(f"{where}: the reader exited with status {status} after {count} records", count, stream)
     if expected_count is not None and count != expected_count:
         raise ShardReadError(
             f"{where}: holds {count} records but the manifest says {expected_count} (truncated or corrupt)",
@@ -123,32 +128,26 @@ CURL_HTTP_ERROR = 22  # curl -f: the server answered with an HTTP error
 
 
 def _open(source: str | Path, where: str) -> IO[bytes]:
-    from webdataset.gopen import gopen
+    from webdataset.gopen import gopen, set_options
 
     try:
-        return gopen(str(source), "rb")
+        stream = gopen(str(source), "rb")
     except FileNotFoundError:
         raise ShardError(f"{where}: file not found") from None
     except (OSError, ValueError) as error:
         raise ShardReadError(f"{where}: cannot be opened ({type(error).__name__}: {error})") from None
+    # webdataset's Pipe raises at the first read after its process has exited with a failure, throwing away what
+    # the pipe still holds: a consumer slower than the download then loses the records that arrived before a
+    # dropped connection. We read to the end of what arrived and judge the exit status when closing instead.
+    set_options(stream, ignore_errors=True)
+    return stream
 
 
-def _close(stream: IO[bytes], *, abandoned: bool) -> None:
-    """Close; a command or download we stop reading early is told to ignore its broken pipe."""
-    if abandoned:
-        from webdataset.gopen import set_options
-
-        set_options(stream, ignore_errors=True)
-    stream.close()
-
-
-def _close_after_error(stream: IO[bytes], error: BaseException) -> str:
-    """Reap the reading process, whose exit status says more than the tar reader's error (curl's 18: the
-    connection dropped mid-file; 22: an HTTP error such as 404)."""
-    problem = f"{type(error).__name__}: {error}"
+def _close(stream: IO[bytes]) -> int | None:
+    """Close the stream and reap its reading process; the exit status of a download or command (curl's 18: the
+    connection dropped mid-file; 22: an HTTP error such as 404), None for a local file."""
     try:
         stream.close()
-    except OSError as close_error:
-        status = getattr(stream, "status", None)
-        problem = f"{problem}; the reader exited with status {status}: {close_error}"
-    return problem
+    except OSError:  # the process did not end within the Pipe's timeout; its status says the rest
+        pass
+    return getattr(stream, "status", None)

@@ -13,6 +13,7 @@ import test_train_loop_helpers as helpers
 import torch
 from cache_bounds import cb_score_bound, de_score_bound, lead_term_bounds, value_bound
 from rounding import assert_within
+from test_train_loop_helpers import fresh_accelerate_state  # noqa: F401 (a fixture, used by name)
 
 from lead_dist.cli import main
 from lead_dist.config import config_from_dict
@@ -27,15 +28,7 @@ from lead_dist.train.setup import build_models, build_teacher
 LAYERS = ((0, 1), (0, 2))  # student, teacher layer pairs (K = 2)
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def teacher_section(kind: str, **extra) -> dict:

@@ -10,21 +10,12 @@ import math
 import pytest
 import test_train_loop_helpers as helpers
 from rounding import assert_adam_runs_agree, noisy_share
+from test_train_loop_helpers import fresh_accelerate_state  # noqa: F401 (a fixture, used by name)
 
 from lead_dist.config import config_from_dict
 from lead_dist.train.loop import train
 
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """accelerate keeps process-wide singletons; every in-process run starts from a clean one."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def _events(output_dir, name):
@@ -90,9 +81,7 @@ def test_gradient_accumulation_equals_the_larger_batch_when_nothing_crosses_quer
                 train(config_from_dict(config))
         else:
             train(config_from_dict(config))
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state(True)
+        helpers.reset_accelerate()
         results[name] = tmp_path / name
     batch4, accum = helpers.step_records(results["batch4"]), helpers.step_records(results["accum2x2"])
     # Same loss at every step (so the same updates in between) and the same gradient norms before clipping.
@@ -153,12 +142,10 @@ def test_warmup_of_a_cross_encoder(tmp_path, tmp_path_factory):
 
 
 def test_in_training_evaluation_is_logged_and_leaves_training_unchanged(tmp_path, tmp_path_factory):
-    from accelerate.state import AcceleratorState
-
     beir = helpers.shared_beir(tmp_path_factory)
     plain = _warmup_config(tmp_path / "plain", tmp_path_factory, max_steps=4)
     train(plain)
-    AcceleratorState._reset_state(True)
+    helpers.reset_accelerate()
     dev = {"dev": str(beir), "dev_split": "dev", "dev_max_queries": 10}
     evaluated = _warmup_config(tmp_path / "evaluated", tmp_path_factory, data=dev, max_steps=4, eval_every=2)
     train(evaluated)
@@ -175,8 +162,6 @@ def test_in_training_evaluation_is_logged_and_leaves_training_unchanged(tmp_path
 
 def test_mixed_precision_runs_close_to_fp32(tmp_path, tmp_path_factory):
     """bf16 autocast, and fp16 autocast with a gradient scaler shared by student and teacher."""
-    from accelerate.state import AcceleratorState
-
     runs = {}
     for precision in ("no", "bf16", "fp16"):
         config = helpers.tiny_config(
@@ -186,7 +171,7 @@ def test_mixed_precision_runs_close_to_fp32(tmp_path, tmp_path_factory):
             train={"max_steps": 2, "mixed_precision": precision},
         )
         train(config_from_dict(config))
-        AcceleratorState._reset_state(True)
+        helpers.reset_accelerate()
         runs[precision] = helpers.losses(tmp_path / precision)
     for precision in ("bf16", "fp16"):
         # Autocast really ran in low precision (the first loss, before any update, already differs) ...

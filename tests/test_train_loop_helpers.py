@@ -15,9 +15,11 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,6 +189,22 @@ def exported_weights(output_dir: Path, role: str = "student") -> dict[str, Any]:
     for path in found:
         weights.update({f"{path.relative_to(folder)}:{k}": v for k, v in load_file(path).items()})
     return weights
+
+
+def reset_accelerate() -> None:
+    """accelerate keeps process-wide singletons; every in-process run starts from clean ones."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state() -> Iterator[None]:
+    """For a test file's `pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")`, with the fixture imported."""
+    reset_accelerate()
+    yield
+    reset_accelerate()
 
 
 # Work shared by several test files in one pytest process (fixtures cannot be shared across files without

@@ -9,11 +9,13 @@ import shutil
 import pytest
 import test_train_loop_helpers as helpers
 import torch
-from test_train_loop import fresh_accelerate_state  # noqa: F401  (autouse: a clean accelerate state per run)
+from test_train_loop_helpers import fresh_accelerate_state  # noqa: F401 (a fixture, used by name)
 
 from lead_dist.config import ConfigError, config_from_dict
 from lead_dist.train.chunking import Chunking, encode
 from lead_dist.train.speed import CompileCounter, apply_to_models, compile_blocks, resolve
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 # Compiled against eager, fp32: inductor fuses the element-wise ops and the layer-norm and softmax reductions into
 # its own loops (other summation orders, its own vectorised exp/erf, within an ulp or two of ATen's), and leaves the
@@ -64,15 +66,13 @@ def test_bad_speed_settings_are_refused_naming_the_key(tmp_path, tmp_path_factor
 def test_bf16_held_teacher_is_cast_once_and_stays_within_the_bf16_bounds(tmp_path, tmp_path_factory) -> None:
     """A frozen teacher held in bf16 against one held in fp32 under the same autocast, and against fp32: the
     existing bf16 bound of the loop (losses within 0.05 of fp32, test_train_loop.py)."""
-    from accelerate.state import AcceleratorState
-
     from lead_dist.train.loop import train
 
     runs = {}
     for name, precision, held in [("fp32", "no", False), ("autocast", "bf16", False), ("held", "bf16", True)]:
         raw = _config(tmp_path / name, tmp_path_factory, mixed_precision=precision, speed={"teacher_bf16": held})
         train(config_from_dict(raw))
-        AcceleratorState._reset_state(True)
+        helpers.reset_accelerate()
         runs[name] = helpers.losses(tmp_path / name / "run")
         recorded = json.loads((tmp_path / name / "run" / "run.json").read_text())["speed"]
         assert recorded["teacher_bf16"] is held
@@ -149,8 +149,6 @@ def test_compiled_training_loop_logs_its_recompiles_and_matches_eager(tmp_path, 
     """`train.speed.compile=true` through the real loop (aot_eager instead of inductor: no minutes of C++ builds).
     With the length bucket above every collated length, every chunk has one length, so after the first step (which
     compiles each shape) nothing recompiles; and the first step's loss, from the same initial weights, is eager's."""
-    from accelerate.state import AcceleratorState
-
     from lead_dist.train import speed as speed_module
     from lead_dist.train.loop import train
 
@@ -160,7 +158,7 @@ def test_compiled_training_loop_logs_its_recompiles_and_matches_eager(tmp_path, 
         raw = _config(tmp_path / name, tmp_path_factory, max_steps=3)
         raw["train"]["speed"] = {"compile": compiled, "length_bucket": 64, "chunk_size": 8}
         train(config_from_dict(raw))
-        AcceleratorState._reset_state(True)
+        helpers.reset_accelerate()
         losses[name] = helpers.losses(tmp_path / name / "run")
         lines = (tmp_path / name / "run" / "log.jsonl").read_text().splitlines()
         records[name] = [r for r in map(json.loads, lines) if "step_s" in r]

@@ -11,7 +11,7 @@
 #   RUN_SPEED      speed_grid: MFU before and after each train.speed switch, frozen/joint, 32/64 q    -> gpu_speed.json
 #   RUN_LARGE      large_teacher: 24-layer teacher under ZeRO-3 inference against held plainly        -> gpu_large_teacher.json
 #   RUN_FAISS      faiss_gpu: CUDA 12 libraries looked for first; sharded faiss GPU search only where
-#                  they are and the faiss-gpu-cu12 wheel was carried (faiss_wheel.sh, a call of its own) -> gpu_faiss.json
+#                  they are and the faiss-gpu-cu12 wheel was carried (build_wheels.sh --faiss-gpu, a call of its own) -> gpu_faiss.json
 # Each is on (1) unless set to 0; one device budget (15 min) does not hold them all: the session running it picks
 # (e.g. RUN_BENCH=0 RUN_RETRIEVAL=0 for the speed grid and the large teacher, about 8 minutes).
 # Here, to check the script on the CPU (tiny shapes, every stage):

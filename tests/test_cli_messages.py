@@ -130,3 +130,29 @@ def test_libraries_are_quiet_unless_verbose_and_evaluate_prints_a_table(minilm_d
     assert "{" not in quiet.stdout and f"1 queries; everything else in {tmp_path / 'r.json'}" in quiet.stdout
     verbose = evaluate("--verbose")
     assert verbose.returncode == 0 and "Loading weights" in verbose.stderr  # the check above could fail
+
+
+def test_deepspeed_accelerator_notice_is_dropped_and_its_warnings_kept():
+    import logging
+
+    from lead_dist.cli import _deepspeed_notices_off
+
+    def record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("DeepSpeed", level, __file__, 1, message, None, None)
+
+    assert not _deepspeed_notices_off(record(logging.WARNING, "Setting accelerator to CPU. If you have GPU ..."))
+    assert not _deepspeed_notices_off(record(logging.INFO, "DeepSpeed info: version=0.18"))
+    assert _deepspeed_notices_off(record(logging.WARNING, "gradient overflow, skipping step"))
+    assert _deepspeed_notices_off(record(logging.ERROR, "Setting accelerator failed"))
+    # Through DeepSpeed's own logger, in a fresh interpreter (the notice is printed once, when the accelerator is
+    # first chosen): gone with the filter, there without it.
+    script = ("import sys; from lead_dist.cli import quiet_libraries\n"
+              "if sys.argv[1] == 'quiet': quiet_libraries()\n"
+              "from deepspeed.accelerator import get_accelerator; get_accelerator()")  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("DS_ACCELERATOR", None)
+    runs = {mode: subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, env=env,
+                                 timeout=300) for mode in ("quiet", "plain")}  # fmt: skip
+    assert all(run.returncode == 0 for run in runs.values()), [run.stderr[-1000:] for run in runs.values()]
+    assert "Setting accelerator to CPU" in runs["plain"].stderr + runs["plain"].stdout  # the check below could fail
+    assert "Setting accelerator to CPU" not in runs["quiet"].stderr + runs["quiet"].stdout

@@ -43,6 +43,7 @@ def test_parse_depth():
 
 def test_mine_cli_writes_training_shards(tmp_path):
     from lead_dist.data import read_manifest, read_shard
+    from lead_dist.data.manifest import file_sha256
 
     data = tmp_path / "data"
     (data / "qrels").mkdir(parents=True)
@@ -70,6 +71,11 @@ def test_mine_cli_writes_training_shards(tmp_path):
     report = json.loads((out / "mining_report.json").read_text())
     assert (report["queries_mined"], report["positives_removed"]) == (4, 8)
     manifest = read_manifest(out)
+    # The negatives are recorded where they were kept (prepare read them from a scratch copy, since removed).
+    kept = out / "negatives.trec"
+    assert manifest["options"]["negatives_run"] == str(kept)
+    [negatives] = [s for s in manifest["sources"] if s["path"].endswith("negatives.trec")]
+    assert negatives["path"] == str(kept) and negatives["sha256"] == file_sha256(kept)
     records = [r for entry in manifest["shards"]["train"] for r in read_shard(out / entry["name"], entry["count"])]
     assert sorted(r["qid"] for r in records) == ["q0", "q1", "q2", "q3"]
     for record in records:

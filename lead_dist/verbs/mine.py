@@ -62,9 +62,24 @@ def run(args: argparse.Namespace) -> int:
         status = _prepare_shards(args, out, negatives_file, qrels_path, depth)
         if status == 0:
             shutil.copyfile(negatives_file, out / "negatives.trec")
+            _point_manifest_at_kept_negatives(out, negatives_file)
             (out / "mining_report.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
     return status
+
+
+def _point_manifest_at_kept_negatives(out: Path, staged: Path) -> None:
+    """prepare recorded the staged negatives file, which goes with the scratch folder; the manifest names the copy
+    kept in --out instead (the same bytes: its size and sha256 stand)."""
+    from lead_dist.data.manifest import read_manifest, write_manifest
+
+    manifest = read_manifest(out)
+    kept = str(out / "negatives.trec")
+    manifest["options"]["negatives_run"] = kept
+    for source in manifest["sources"]:
+        if source["path"] == str(staged):
+            source["path"] = kept
+    write_manifest(out, manifest)
 
 
 def _prepare_shards(args: argparse.Namespace, out: Path, negatives_file: Path, qrels_path: Path, depth) -> int:

@@ -128,11 +128,17 @@ def rate_summary(items: Sequence[int], seconds: Sequence[float]) -> dict[str, An
     return {
         "items": list(items),
         "seconds": [round(s, 4) for s in seconds],
-        "per_second": [round(r, 1) for r in rates],
-        "median_per_second": round(statistics.median(rates), 1),
-        "min_per_second": round(min(rates), 1),
-        "max_per_second": round(max(rates), 1),
+        "per_second": [significant(r) for r in rates],
+        "median_per_second": significant(statistics.median(rates)),
+        "min_per_second": significant(min(rates)),
+        "max_per_second": significant(max(rates)),
     }
+
+
+def significant(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant digits: rates of 2 items/s and of 20,000 keep the same relative precision
+    (one decimal place made a ratio of two rates near 1-2/s move in steps of 5-10%)."""
+    return float(f"{value:.{digits}g}")
 
 
 def cpu_seconds() -> float:
@@ -156,8 +162,8 @@ def run_summary(runs: Sequence[tuple[int, float, float]], load: list[float] | No
     summary["cpu_share"] = [round(c, 2) for _n, _s, c in runs]
     # Items per CPU second: what the work costs, whatever share of a core the shared machine granted.
     per_cpu = [n / (s * c) for n, s, c in runs if c > 0]
-    summary["per_cpu_second"] = [round(r, 1) for r in per_cpu]
-    summary["median_per_cpu_second"] = round(statistics.median(per_cpu), 1) if per_cpu else None
+    summary["per_cpu_second"] = [significant(r) for r in per_cpu]
+    summary["median_per_cpu_second"] = significant(statistics.median(per_cpu)) if per_cpu else None
     summary["load_average_before"] = load
     return summary
 

@@ -146,8 +146,5 @@ def _open(source: str | Path, where: str) -> IO[bytes]:
 def _close(stream: IO[bytes]) -> int | None:
     """Close the stream and reap its reading process; the exit status of a download or command (curl's 18: the
     connection dropped mid-file; 22: an HTTP error such as 404), None for a local file."""
-    try:
-        stream.close()
-    except OSError:  # the process did not end within the Pipe's timeout; its status says the rest
-        pass
+    stream.close()
     return getattr(stream, "status", None)

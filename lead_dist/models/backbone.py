@@ -46,6 +46,15 @@ def takes_token_types(config: PretrainedConfig) -> bool:
     return family_for(config).token_types and int(getattr(config, "type_vocab_size", 1)) > 0
 
 
+def max_tokens(config: PretrainedConfig) -> int:
+    """The most tokens one text may have: the position embeddings, less the ids RoBERTa-style families skip (their
+    positions start after the padding id: 514 embeddings hold 512 tokens)."""
+    positions = int(getattr(config, "max_position_embeddings", 512))
+    if family_for(config).positions_after_padding:
+        positions -= int(getattr(config, "pad_token_id", None) or 0) + 1
+    return positions
+
+
 def _constructor_kwargs(family: Family) -> dict[str, object]:
     return {"add_pooling_layer": False} if family.has_pooler else {}
 

@@ -47,14 +47,33 @@ class Family:
     attn_implementation: str | None = None  # pinned attention implementation (None: transformers' default)
     after_first_block: str | None = None  # a module applied to block 0's output before block 1 (its output is layer 0)
     runner: str = "model"  # how the backbone is run: "model" (its forward) or "deberta" (embeddings, then encoder)
+    positions_after_padding: bool = False  # position ids start after the padding id (RoBERTa-style): fewer tokens fit
 
 
 _BERT_LIKE = "BERT-like encoder"
+# A config section without model_type builds a BERT (train/setup.py reads it so).
+DEFAULT_MODEL_TYPE = "bert"
 
 FAMILIES: dict[str, Family] = {
     "bert": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers", ("pooler.", "cls."), True, True),
-    "roberta": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers", ("pooler.", "lm_head."), True, True),
-    "xlm-roberta": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers", ("pooler.", "lm_head."), True, True),
+    "roberta": Family(
+        _BERT_LIKE,
+        "encoder.layer",
+        "num_hidden_layers",
+        ("pooler.", "lm_head."),
+        True,
+        True,
+        positions_after_padding=True,
+    ),
+    "xlm-roberta": Family(
+        _BERT_LIKE,
+        "encoder.layer",
+        "num_hidden_layers",
+        ("pooler.", "lm_head."),
+        True,
+        True,
+        positions_after_padding=True,
+    ),
     "electra": Family(
         _BERT_LIKE,
         "encoder.layer",
@@ -65,7 +84,14 @@ FAMILIES: dict[str, Family] = {
     "distilbert": Family(
         _BERT_LIKE, "transformer.layer", "n_layers", ("vocab_transform.", "vocab_layer_norm.", "vocab_projector.")
     ),
-    "mpnet": Family("MPNet", "encoder.layer", "num_hidden_layers", ("pooler.", "lm_head."), has_pooler=True),
+    "mpnet": Family(
+        "MPNet",
+        "encoder.layer",
+        "num_hidden_layers",
+        ("pooler.", "lm_head."),
+        has_pooler=True,
+        positions_after_padding=True,
+    ),
     "deberta-v2": Family(
         "DeBERTa-v2/v3",
         "encoder.layer",
@@ -86,10 +112,13 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+def unsupported_type(model_type: object) -> str:
+    """The one message for a model_type outside the table (it names the type and the table's types)."""
+    return f"backbone model_type {model_type!r} is not supported; lead_dist handles: {', '.join(sorted(FAMILIES))}"
+
+
 def family_of(model_type: object) -> Family:
     """The row of a config's `model_type`; ValueError naming it and the supported types otherwise."""
     if model_type not in FAMILIES:
-        raise ValueError(
-            f"backbone model_type {model_type!r} is not supported; lead_dist handles: {', '.join(sorted(FAMILIES))}"
-        )
+        raise ValueError(unsupported_type(model_type))
     return FAMILIES[model_type]  # type: ignore[index]

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lead_dist.config.schema import KINDS
+from lead_dist.models.families import FAMILIES, unsupported_type
 from lead_dist.models.packaged import packaged_copy
 
 LEAD_CONFIG = "lead_dist.json"
@@ -37,16 +38,19 @@ def looks_local(text: str) -> bool:
 
 
 def not_a_model(text: str) -> str | None:
-    """Why the local folder `text` is not a model folder (no config.json, or one without model_type), or None."""
+    """Why the local folder `text` is not a model folder lead_dist can use (no config.json, one without model_type or
+    of a model_type outside `families.FAMILIES`), or None."""
     config = Path(text).expanduser() / "config.json"
     if not config.is_file():
         return f"{text} is not a lead_dist, transformers or sentence-transformers model folder (no config.json)"
     try:
-        has_type = "model_type" in json.loads(config.read_text())
-    except (ValueError, UnicodeDecodeError, TypeError):
-        has_type = False
-    if not has_type:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
+        model_type = None
+    if model_type is None:
         return f"{config} is not a transformers model config (no model_type key)"
+    if model_type not in FAMILIES:
+        return f"{config}: {unsupported_type(model_type)}"
     return None
 
 

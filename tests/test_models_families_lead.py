@@ -24,7 +24,12 @@ TEACHER_LAYERS, STUDENT_LAYERS = (0, 2), (0, 1)  # the last layer of each model 
 QUERY_LENGTH, PASSAGE_LENGTH = 16, 40
 NEGATIVES = 2
 GROUP = 1 + NEGATIVES
-STUDENT_OPTIONS = ({"pooling": "mean", "similarity": "cos", "scale": 20.0}, {"pooling": "cls", "similarity": "dot"})
+# a sentence encoder's final scoring with the reference's raw [CLS] dot products for its intermediate blocks, and the
+# reference's scoring throughout
+STUDENT_OPTIONS = (
+    {"pooling": "mean", "similarity": "cos", "scale": 20.0, "layer_pooling": "cls", "layer_similarity": "dot"},
+    {"pooling": "cls", "similarity": "dot"},
+)
 
 
 def examples() -> list[dict]:
@@ -72,7 +77,12 @@ def de_scores_by_hand(model, queries: dict, passages: dict, layers: tuple[int, .
         return scale * torch.stack([torch.stack([qi.dot(pj) for pj in p]) for qi in q])
 
     final = score(-1, model.pooling, model.similarity, model.scale)
-    per_layer = [score(layer + 1, model.layer_pooling, model.layer_similarity, model.layer_scale) for layer in layers]
+    # an intermediate block is scored with the layer options; the last block is scored as the final score (issue 19)
+    per_layer = [
+        final if layer == model.num_layers - 1 else
+        score(layer + 1, model.layer_pooling, model.layer_similarity, model.layer_scale)
+        for layer in layers
+    ]  # fmt: skip
     return final, torch.stack(per_layer)
 
 

@@ -1,7 +1,7 @@
 """The layer-capture path of a training step against the same path at another commit (default: main), for BERT.
 
     nice -n 10 .venv/bin/python -m benchmarks.throughput.capture                 # about 5 minutes on 2 shared cores
-    .venv/bin/python -m benchmarks.throughput.capture --ref <commit> --rounds 7
+    .venv/bin/python -m benchmarks.throughput.capture --ref <commit> --rounds 9
 
 What a LEAD step runs per encoder call and what a change to the backbone code can slow down is
 `lead_dist.models.backbone.run_backbone` (hooks on the requested blocks, the backbone's forward) and the tokenizer
@@ -79,6 +79,7 @@ def measure(name: str, shape: dict, baseline: Any, rounds: int) -> dict[str, Any
     config = BertConfig(
         vocab_size=30522, hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
         num_attention_heads=shape["heads"], intermediate_size=4 * shape["hidden"], max_position_embeddings=512,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,  # both versions must compute the same function
     )  # fmt: skip
     torch.manual_seed(0)
     model = branch_backbone.build_backbone(config).train(shape["backward"])
@@ -112,7 +113,7 @@ def measure(name: str, shape: dict, baseline: Any, rounds: int) -> dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", default="main", help="the baseline commit (default main)")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cells", default="minilm,tiny")
     parser.add_argument("--name", default="capture_vs_main")
     args = parser.parse_args(argv)

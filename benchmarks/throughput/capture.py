@@ -10,8 +10,9 @@ one process on the same weights and inputs: the baseline's backbone.py is read f
 loaded as a module of its own. Cells, LEAD layers requested as in the throughput grid:
 - `minilm`: all-MiniLM-L6-v2's shape (6 x 384, random weights), 64 passages x 128 tokens, forward + backward with
   layers (1, 3, 5): the compute-bound case of the throughput benchmark's LEAD cells;
-- `tiny`: the 2 x 32 BERT of the throughput grid's tiny size, 64 passages x 32 tokens, forward only: Python overhead
-  dominates, the worst case for any per-call cost the change adds.
+- `tiny`: the 2 x 32 BERT of the throughput grid's tiny size, 64 passages x 32 tokens, forward only;
+- `overhead`: a 2 x 8 BERT on one 4-token text, 200 calls per round: almost no arithmetic, so what is timed is the
+  per-call cost of the capture path itself, the part a change of this code adds or removes (microseconds per call).
 Rounds interleave baseline and branch (benchmarks.common.interleaved_rounds), so load from other users of the shared
 machine hits both alike; the headline is the median over rounds of branch / baseline examples per second.
 Writes benchmarks/results/<--name>.json (default capture_vs_main).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,10 +36,14 @@ from benchmarks.common import REPO_ROOT, interleaved_rounds, log, machine, write
 from lead_dist.models import backbone as branch_backbone
 
 SHAPES = {
-    "minilm": {"hidden": 384, "layers": 6, "heads": 12, "tokens": 128, "backward": True, "capture": (1, 3, 5)},
-    "tiny": {"hidden": 32, "layers": 2, "heads": 2, "tokens": 32, "backward": False, "capture": (0, 1)},
-}
-PASSAGES = 64
+    "minilm": {"hidden": 384, "layers": 6, "heads": 12, "tokens": 128, "passages": 64, "calls": 1, "backward": True,
+               "capture": (1, 3, 5)},
+    "tiny": {"hidden": 32, "layers": 2, "heads": 2, "tokens": 32, "passages": 64, "calls": 1, "backward": False,
+             "capture": (0, 1)},
+    # almost no arithmetic: what is left is the per-call cost of the capture path itself (hooks, lookups, dispatch)
+    "overhead": {"hidden": 8, "layers": 2, "heads": 2, "tokens": 4, "passages": 1, "calls": 200, "backward": False,
+                 "capture": (0, 1)},
+}  # fmt: skip
 
 
 def baseline_module(ref: str) -> Any:
@@ -60,17 +66,19 @@ def baseline_module(ref: str) -> Any:
 
 
 def make_action(run_backbone: Any, takes_types: Any, model: Any, inputs: dict, shape: dict) -> Any:
+    """One timed item = one passage; an action runs `calls` encoder calls of `passages` passages."""
+
     def action() -> int:
-        token_types = inputs["token_type_ids"] if takes_types(model.config) else None
-        if shape["backward"]:
-            last, kept = run_backbone(
-                model, inputs["input_ids"], inputs["attention_mask"], token_types, shape["capture"]
-            )
-            (last.mean() + sum(states.mean() for states in kept)).backward()
-        else:
-            with torch.no_grad():
-                run_backbone(model, inputs["input_ids"], inputs["attention_mask"], token_types, shape["capture"])
-        return PASSAGES
+        for _ in range(shape["calls"]):
+            token_types = inputs["token_type_ids"] if takes_types(model.config) else None
+            args = (model, inputs["input_ids"], inputs["attention_mask"], token_types, shape["capture"])
+            if shape["backward"]:
+                last, kept = run_backbone(*args)
+                (last.mean() + sum(states.mean() for states in kept)).backward()
+            else:
+                with torch.no_grad():
+                    run_backbone(*args)
+        return shape["passages"] * shape["calls"]
 
     return action
 
@@ -85,9 +93,9 @@ def measure(name: str, shape: dict, baseline: Any, rounds: int) -> dict[str, Any
     model = branch_backbone.build_backbone(config).train(shape["backward"])
     generator = torch.Generator().manual_seed(1)
     inputs = {
-        "input_ids": torch.randint(1000, 30000, (PASSAGES, shape["tokens"]), generator=generator),
-        "attention_mask": torch.ones(PASSAGES, shape["tokens"], dtype=torch.long),
-        "token_type_ids": torch.zeros(PASSAGES, shape["tokens"], dtype=torch.long),
+        "input_ids": torch.randint(1000, 30000, (shape["passages"], shape["tokens"]), generator=generator),
+        "attention_mask": torch.ones(shape["passages"], shape["tokens"], dtype=torch.long),
+        "token_type_ids": torch.zeros(shape["passages"], shape["tokens"], dtype=torch.long),
     }
     inputs["attention_mask"][::3, shape["tokens"] // 2 :] = 0  # a third of the rows padded
 
@@ -106,7 +114,11 @@ def measure(name: str, shape: dict, baseline: Any, rounds: int) -> dict[str, Any
     same = torch.equal(old[0], new[0]) and all(torch.equal(a, b) for a, b in zip(old[1], new[1], strict=True))
     log(f"{name}: captured states identical in both versions: {same}")
     results = interleaved_rounds(actions, rounds, unit="passages")
-    return {"shape": shape | {"passages": PASSAGES}, "identical_states": same, "rates": results,
+    per_call = {
+        name: [shape["passages"] / rate * 1e6 for rate in result["per_second"]] for name, result in results.items()
+    }
+    return {"shape": shape, "identical_states": same, "rates": results,
+            "microseconds_per_call_median": {name: round(statistics.median(v), 1) for name, v in per_call.items()},
             "branch_over_baseline": results["branch"]["ratio_to_reference_median_of_rounds"]}  # fmt: skip
 
 
@@ -114,13 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", default="main", help="the baseline commit (default main)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cells", default="minilm,tiny")
+    parser.add_argument("--cells", default="minilm,tiny,overhead")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--name", default="capture_vs_main")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     baseline = baseline_module(args.ref)
     ref_commit = subprocess.run(["git", "rev-parse", args.ref], cwd=REPO_ROOT, capture_output=True, text=True).stdout
     cells = {name: measure(name, SHAPES[name], baseline, args.rounds) for name in args.cells.split(",")}
     payload = {"baseline_ref": args.ref, "baseline_commit": ref_commit.strip(), "rounds": args.rounds,
+               "command": " ".join(sys.argv),
                "cells": cells, "machine": machine()}  # fmt: skip
     path = write_json(args.name, payload)
     for name, cell in cells.items():

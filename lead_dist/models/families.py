@@ -54,62 +54,27 @@ _BERT_LIKE = "BERT-like encoder"
 # A config section without model_type builds a BERT (train/setup.py reads it so).
 DEFAULT_MODEL_TYPE = "bert"
 
+_ROBERTA_HEADS = ("pooler.", "lm_head.")
+
 FAMILIES: dict[str, Family] = {
-    "bert": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers", ("pooler.", "cls."), True, True),
-    "roberta": Family(
-        _BERT_LIKE,
-        "encoder.layer",
-        "num_hidden_layers",
-        ("pooler.", "lm_head."),
-        True,
-        True,
-        positions_after_padding=True,
-    ),
-    "xlm-roberta": Family(
-        _BERT_LIKE,
-        "encoder.layer",
-        "num_hidden_layers",
-        ("pooler.", "lm_head."),
-        True,
-        True,
-        positions_after_padding=True,
-    ),
-    "electra": Family(
-        _BERT_LIKE,
-        "encoder.layer",
-        "num_hidden_layers",
-        ("discriminator_predictions.", "generator_predictions.", "generator_lm_head."),
-        token_types=True,
-    ),
-    "distilbert": Family(
-        _BERT_LIKE, "transformer.layer", "n_layers", ("vocab_transform.", "vocab_layer_norm.", "vocab_projector.")
-    ),
-    "mpnet": Family(
-        "MPNet",
-        "encoder.layer",
-        "num_hidden_layers",
-        ("pooler.", "lm_head."),
-        has_pooler=True,
-        positions_after_padding=True,
-    ),
-    "deberta-v2": Family(
-        "DeBERTa-v2/v3",
-        "encoder.layer",
-        "num_hidden_layers",
-        ("pooler.", "cls.", "lm_predictions.", "mask_predictions."),
-        token_types=True,
-        after_first_block="encoder.conv",
-        runner="deberta",
-    ),
-    "modernbert": Family(
-        "ModernBERT",
-        "layers",
-        "num_hidden_layers",
-        ("head.", "decoder."),
-        per_layer_keys=("layer_types",),
-        attn_implementation="sdpa",
-    ),
-}
+    "bert": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers", ("pooler.", "cls."), has_pooler=True,
+                   token_types=True),
+    "roberta": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers", _ROBERTA_HEADS, has_pooler=True,
+                      token_types=True, positions_after_padding=True),
+    "xlm-roberta": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers", _ROBERTA_HEADS, has_pooler=True,
+                          token_types=True, positions_after_padding=True),
+    "electra": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers",
+                      ("discriminator_predictions.", "generator_predictions.", "generator_lm_head."), token_types=True),
+    "distilbert": Family(_BERT_LIKE, "transformer.layer", "n_layers",
+                         ("vocab_transform.", "vocab_layer_norm.", "vocab_projector.")),
+    "mpnet": Family("MPNet", "encoder.layer", "num_hidden_layers", _ROBERTA_HEADS, has_pooler=True,
+                    positions_after_padding=True),
+    "deberta-v2": Family("DeBERTa-v2/v3", "encoder.layer", "num_hidden_layers",
+                         ("pooler.", "cls.", "lm_predictions.", "mask_predictions."), token_types=True,
+                         after_first_block="encoder.conv", runner="deberta"),
+    "modernbert": Family("ModernBERT", "layers", "num_hidden_layers", ("head.", "decoder."),
+                         per_layer_keys=("layer_types",), attn_implementation="sdpa"),
+}  # fmt: skip
 
 
 def unsupported_type(model_type: object) -> str:

@@ -14,7 +14,8 @@ loaded as a module of its own. Cells, LEAD layers requested as in the throughput
 - `overhead`: a 2 x 8 BERT on one 4-token text, 200 calls per round: almost no arithmetic, so what is timed is the
   per-call cost of the capture path itself, the part a change of this code adds or removes (microseconds per call).
 Rounds interleave baseline and branch (benchmarks.common.interleaved_rounds), so load from other users of the shared
-machine hits both alike; the headline is the median over rounds of branch / baseline examples per second.
+machine hits both alike; reported: the median over rounds of branch / baseline examples per second (wall clock) and,
+run with `--threads 1`, each version's CPU microseconds per call (this thread's CPU time, robust to the load).
 Writes benchmarks/results/<--name>.json (default capture_vs_main).
 """
 
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,20 @@ def make_action(run_backbone: Any, takes_types: Any, model: Any, inputs: dict, s
     return action
 
 
+def cpu_microseconds_per_call(actions: dict[str, Any], calls: int, rounds: int) -> dict[str, float]:
+    """This thread's CPU time per call (time.thread_time, nanosecond clock), each action in turn `rounds` times:
+    what the call costs whatever share of a core the shared machine grants (wall time under a load of 10 on 2 cores
+    moved by +-50 % from round to round)."""
+    spent: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(rounds):
+        for name, action in actions.items():
+            started = time.thread_time()
+            action()
+            spent[name].append((time.thread_time() - started) / calls * 1e6)
+    medians = {name: round(statistics.median(values), 1) for name, values in spent.items()}
+    return medians | {"branch_minus_baseline": round(medians["branch"] - medians["baseline"], 1)}
+
+
 def measure(name: str, shape: dict, baseline: Any, rounds: int) -> dict[str, Any]:
     config = BertConfig(
         vocab_size=30522, hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
@@ -113,12 +129,15 @@ def measure(name: str, shape: dict, baseline: Any, rounds: int) -> dict[str, Any
         old, new = baseline.run_backbone(*args), branch_backbone.run_backbone(*args)
     same = torch.equal(old[0], new[0]) and all(torch.equal(a, b) for a, b in zip(old[1], new[1], strict=True))
     log(f"{name}: captured states identical in both versions: {same}")
+    cpu_us = cpu_microseconds_per_call(actions, shape["calls"], rounds)
+    log(f"{name}: CPU microseconds per call, median of {rounds} alternations: {cpu_us}")
     results = interleaved_rounds(actions, rounds, unit="passages")
     per_call = {
         name: [shape["passages"] / rate * 1e6 for rate in result["per_second"]] for name, result in results.items()
     }
     return {"shape": shape, "identical_states": same, "rates": results,
             "microseconds_per_call_median": {name: round(statistics.median(v), 1) for name, v in per_call.items()},
+            "cpu_microseconds_per_call_median": cpu_us,
             "branch_over_baseline": results["branch"]["ratio_to_reference_median_of_rounds"]}  # fmt: skip
 
 

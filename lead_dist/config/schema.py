@@ -15,14 +15,15 @@ from typing import Any
 STAGES = ("warmup", "distill")
 MODES = ("lead", "response", "contrastive")
 KINDS = ("de", "cb", "ce")
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "lasttoken")  # lasttoken: each text's last real token (decoder embedders)
 SIMILARITIES = ("dot", "cos")
 CANDIDATES = ("global", "group")
 STRATEGIES = ("random", "last", "skip", "fixed")
 PRECISIONS = ("no", "bf16", "fp16")
 
-# A dual encoder's scoring keys: the final score's, then those of LEAD's per-layer scores.
-DE_OPTION_KEYS = ("pooling", "similarity", "scale", "layer_pooling", "layer_similarity", "layer_scale")
+# A dual encoder's keys: the final score's, those of LEAD's per-layer scores, then how its texts are written.
+DE_OPTION_KEYS = ("pooling", "similarity", "scale", "layer_pooling", "layer_similarity", "layer_scale",
+                  "query_prompt", "passage_prompt", "append_eos")  # fmt: skip
 
 # Keys a model section accepts only in one role; the rest are shared by student, teacher and model.
 STUDENT_ONLY_KEYS = ("from_teacher_layers",)
@@ -67,8 +68,8 @@ class ModelConfig:
     (student only: the teacher's first N blocks) or `config` (fresh random weights from BertConfig kwargs, with
     `tokenizer` naming the tokenizer folder). With `path`, `num_layers: N` keeps only the loaded model's first N
     blocks (e.g. all-MiniLM-L6-v2's first 3 layers, whatever the teacher). Model options left null (pooling,
-    similarity, scale for a DE; projection_dim, query_augmentation for a ColBERT) take the folder's stored value,
-    else the model's default (a cosine DE: scale 20); options of another kind are an error.
+    similarity, scale, prompts for a DE; projection_dim, query_augmentation for a ColBERT) take the folder's stored
+    value, else the model's default (a cosine DE: scale 20); options of another kind are an error.
     `candidates` (teacher and warm-up model): null means `group` for a cross encoder and `global` (every passage
     of every rank) otherwise, filled at parsing; the student is scored over the teacher's candidate set (contrastive
     mode without a teacher: global). `trained` (teacher only): false freezes it. `grad_clip: 0` disables clipping.
@@ -88,6 +89,9 @@ class ModelConfig:
     layer_pooling: str | None = None  # DE: how LEAD's per-layer scores pool (None = as `pooling`)
     layer_similarity: str | None = None  # DE: ... and compare (None = as `similarity`)
     layer_scale: float | None = None  # DE: ... and scale (None = `scale`, or the layer similarity's default)
+    query_prompt: str | None = None  # DE: text put before every query (an instruction; null: the folder's, else "")
+    passage_prompt: str | None = None  # DE: text put before every passage ("title text")
+    append_eos: bool | None = None  # DE on a decoder: end every text with EOS (null: as the folder's tokenizer does)
     projection_dim: int | None = None
     query_augmentation: bool | None = None
     lr: float = 5e-5

@@ -11,6 +11,10 @@ row of `families.FAMILIES`; this module acts on the row. Decisions taken here (L
 - Only safetensors weights are read, and `trust_remote_code` is always off: loading never runs code from a file.
 - Layer `l` is the output of block `l` (HF `hidden_states[l + 1]`). Requested layers are kept by forward hooks on
   the blocks, so the full `hidden_states` tuple is never built; the last layer is `last_hidden_state`.
+- The model kinds read a layer's states through `read_out`: the states themselves, or for a decoder family the
+  states after the final norm (families.py), which is what layer N-1 is already.
+- A backbone keeps the dtype it is stored or configured in (a bf16 checkpoint stays bf16: transformers 5 loads
+  `dtype="auto"`, and a config's `dtype` is applied to a fresh build).
 """
 
 from __future__ import annotations
@@ -123,8 +127,28 @@ def load_backbone(folder: str | Path) -> tuple[PreTrainedModel, list[str]]:
 
 
 def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
-    """The tokenizer stored with a model (never runs code from the folder)."""
-    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    """The tokenizer stored with a model (never runs code from the folder).
+
+    A tokenizer_config.json with `"add_eos_token": true` (e5-mistral and other Llama/Mistral embedders) asks for EOS
+    after every text; transformers 5 drops that key when the folder has a tokenizer.json, so it is applied here: the
+    tokenizer's template then appends EOS, and a folder saved from it carries the rule in its tokenizer.json."""
+    import json
+
+    from lead_dist.models.tokenization import with_eos_appended
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    config_path = Path(folder) / "tokenizer_config.json"
+    if config_path.is_file():
+        try:
+            asks = json.loads(config_path.read_text(encoding="utf-8")).get("add_eos_token") is True
+        except (ValueError, AttributeError) as error:
+            raise ValueError(f"{config_path}: not a JSON object ({error})") from error
+        if asks:
+            appended = with_eos_appended(tokenizer)
+            if appended is not tokenizer:
+                logger.info("%s: add_eos_token is set; the tokenizer appends %s", config_path, tokenizer.eos_token)
+            tokenizer = appended
+    return tokenizer
 
 
 def build_backbone(config: PretrainedConfig) -> PreTrainedModel:
@@ -134,7 +158,15 @@ def build_backbone(config: PretrainedConfig) -> PreTrainedModel:
     if family.attn_implementation is not None:
         config._attn_implementation = family.attn_implementation
     model_class = AutoModel._model_mapping[type(config)]
-    return model_class(config, **_constructor_kwargs(family))
+    # The class itself, not `_from_config`: under an active ZeRO-3 config that would build inside zero.Init with
+    # weight initialisation off, and a fresh model would not be the seeded one every rank and launch agree on.
+    model = model_class(config, **_constructor_kwargs(family))
+    dtype = getattr(config, "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype != torch.float32:
+        model.to(dtype)  # the constructor builds float32 whatever the config says
+    return model
 
 
 def _module_at(root: nn.Module, path: str) -> nn.Module | None:
@@ -199,7 +231,12 @@ def _run_deberta(backbone: PreTrainedModel, inputs: dict[str, Tensor]) -> Tensor
     return backbone.encoder(states, mask, output_hidden_states=False, return_dict=True).last_hidden_state
 
 
-_RUNNERS = {"model": _run_model, "deberta": _run_deberta}
+def _run_decoder(backbone: PreTrainedModel, inputs: dict[str, Tensor]) -> Tensor:
+    """A decoder's forward without the key/value cache it would otherwise fill (nothing is generated here)."""
+    return backbone(**inputs, use_cache=False, output_hidden_states=False, return_dict=True).last_hidden_state
+
+
+_RUNNERS = {"model": _run_model, "deberta": _run_deberta, "decoder": _run_decoder}
 
 
 def _capture_module(backbone: nn.Module, family: Family, blocks: nn.ModuleList, index: int) -> nn.Module:
@@ -253,6 +290,19 @@ def run_backbone(
             handle.remove()
     captured[last] = states
     return states, [captured[index] for index in chosen]
+
+
+def read_out(backbone: nn.Module, states: Tensor, index: int) -> Tensor:
+    """Layer `index`'s states as the model kinds score them: as captured, or for a family with `final_norm` (the
+    decoders) through that norm, as the model reads its last block. The last layer is returned as it is: it is
+    `last_hidden_state`, already after the norm."""
+    family = family_for(backbone.config)
+    if family.final_norm is None or index == depth_of(backbone) - 1:
+        return states
+    norm = _module_at(backbone, family.final_norm)
+    if norm is None:
+        raise TypeError(f"{type(backbone).__name__}: no final norm at {family.final_norm!r}")
+    return norm(states)
 
 
 def stack_or_empty(tensors: list[Tensor], like: Tensor) -> Tensor:

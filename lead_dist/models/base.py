@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from lead_dist.models.backbone import depth_of, family_for, takes_token_types
+from lead_dist.models.backbone import depth_of, takes_token_types
+from lead_dist.models.families import kind_problem
 from lead_dist.models.folder import read_head, remove_kind_files, write_head, write_lead_config
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ class RetrievalModel(nn.Module):
 
     def __init__(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__()
-        family_for(backbone.config)  # refuse unsupported architectures at construction time
+        problem = kind_problem(backbone.config.model_type, self.kind)  # unsupported architectures fail here too
+        if problem:
+            raise ValueError(problem)
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.fresh_parameters: list[str] = []

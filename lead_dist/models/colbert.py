@@ -97,7 +97,9 @@ class ColBERT(RetrievalModel):
         self.mask_token_id = special_id(tokenizer, "mask_token") if self.query_augmentation else None
         hidden = int(backbone.config.hidden_size)
         # ColBERT's projection has no bias: it only rotates/reduces the token space before normalisation.
-        self.projection = nn.Linear(hidden, self.projection_dim, bias=False) if self.projection_dim else None
+        self.projection = (
+            nn.Linear(hidden, self.projection_dim, bias=False, dtype=backbone.dtype) if self.projection_dim else None
+        )
 
     def _resolve_marker(self, option: str, token: str) -> tuple[str, int]:
         token_id = vocab_id(self.tokenizer, token)

@@ -24,7 +24,24 @@ Facts checked against transformers 5.25 (the classes AutoModel builds for each t
   `layer_types`, which a cut keeps in step with the blocks. Attention is pinned to PyTorch's SDPA, which runs on any
   CPU or GPU without flash-attn and keeps every state padded [B, T, H].
 
-Issue 22 adds decoder families (last-token pooling, left padding) as more rows and fields here.
+Decoder-only LLMs (Qwen2, Qwen3, Llama, Mistral, Gemma, Gemma2, Gemma3-text; `decoder=True`), checked against the same
+transformers: the blocks are `layers` and return the states alone; a final RMSNorm (`norm`) follows the last block
+and `hidden_states[N]` is `last_hidden_state`, after it (transformers ties the last entry to it). Gemma's embeddings
+are scaled by sqrt(hidden) inside the embedding module, so running the model's forward covers it. Qwen2, Qwen3, Gemma2
+and Gemma3 keep one attention type per block in `layer_types` (global or sliding window), cut with the blocks.
+Gemma2 soft-caps its attention logits, which PyTorch's SDPA cannot do: it is pinned to the eager implementation, the
+others to SDPA (built with it from the start: switching a built model's implementation left a stale sliding-window
+mask in transformers 5.25). Rotary positions make a text's states independent of where its padding is (left or
+right: equal up to rounding; tests/test_models_decoders.py). What lead_dist does differently for a decoder:
+- no [CLS]/[SEP]: a text is laid out as the tokenizer's own template lays out one text (its BOS where it adds one,
+  its EOS where it appends one), and read at its last real token (`pooling="lasttoken"`, the family default);
+- an intermediate block l is read through the final norm (`final_norm`), as the model reads its last block: the
+  residual stream of a pre-norm decoder grows with depth, and only the normed states are on the scale the pooling,
+  similarity and heads are made for (the "logit lens" reading). Layer N-1 is `last_hidden_state` either way;
+- the forward keeps no key/value cache (`use_cache=False`): nothing is generated;
+- ColBERT is not offered (no [MASK] to augment queries with, no spare marker tokens): kinds DE and CE.
+Causal-LM checkpoints carry `lm_head.` (skipped and reported); a sequence-classification head (`score.`) is not
+loaded as a CE head, and the strict loader names it, as for the encoders' `classifier.`.
 """
 
 from __future__ import annotations
@@ -46,8 +63,12 @@ class Family:
     per_layer_keys: tuple[str, ...] = ()  # config lists with one entry per block, cut with the blocks
     attn_implementation: str | None = None  # pinned attention implementation (None: transformers' default)
     after_first_block: str | None = None  # a module applied to block 0's output before block 1 (its output is layer 0)
-    runner: str = "model"  # how the backbone is run: "model" (its forward) or "deberta" (embeddings, then encoder)
+    runner: str = "model"  # how the backbone is run: "model" (its forward), "deberta" (embeddings, then encoder) or
+    # "decoder" (its forward without a key/value cache)
     positions_after_padding: bool = False  # position ids start after the padding id (RoBERTa-style): fewer tokens fit
+    decoder: bool = False  # a decoder-only LLM: the tokenizer's own text template, last-token reading, no ColBERT
+    final_norm: str | None = None  # the norm after the last block that intermediate blocks are read through
+    kinds: tuple[str, ...] = ("de", "cb", "ce")  # the model kinds this family can be
 
 
 _BERT_LIKE = "BERT-like encoder"
@@ -55,6 +76,13 @@ _BERT_LIKE = "BERT-like encoder"
 DEFAULT_MODEL_TYPE = "bert"
 
 _ROBERTA_HEADS = ("pooler.", "lm_head.")
+
+
+def _decoder(name: str, attention: str = "sdpa", per_layer_keys: tuple[str, ...] = ()) -> Family:
+    """A decoder-only LLM row: `layers` blocks, a final `norm`, causal-LM heads skipped, last-token reading."""
+    return Family(name, "layers", "num_hidden_layers", ("lm_head.",), pooling="lasttoken",
+                  per_layer_keys=per_layer_keys, attn_implementation=attention, runner="decoder", decoder=True,
+                  final_norm="norm", kinds=("de", "ce"))  # fmt: skip
 
 FAMILIES: dict[str, Family] = {
     "bert": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers", ("pooler.", "cls."), has_pooler=True,
@@ -74,12 +102,30 @@ FAMILIES: dict[str, Family] = {
                          after_first_block="encoder.conv", runner="deberta"),
     "modernbert": Family("ModernBERT", "layers", "num_hidden_layers", ("head.", "decoder."),
                          per_layer_keys=("layer_types",), attn_implementation="sdpa"),
+    "qwen2": _decoder("Qwen2", per_layer_keys=("layer_types",)),
+    "qwen3": _decoder("Qwen3", per_layer_keys=("layer_types",)),
+    "llama": _decoder("Llama"),
+    "mistral": _decoder("Mistral"),
+    "gemma": _decoder("Gemma"),
+    "gemma2": _decoder("Gemma2", attention="eager", per_layer_keys=("layer_types",)),
+    "gemma3_text": _decoder("Gemma3-text", per_layer_keys=("layer_types",)),
 }  # fmt: skip
 
 
 def unsupported_type(model_type: object) -> str:
     """The one message for a model_type outside the table (it names the type and the table's types)."""
     return f"backbone model_type {model_type!r} is not supported; lead_dist handles: {', '.join(sorted(FAMILIES))}"
+
+
+def kind_problem(model_type: object, kind: str) -> str | None:
+    """Why a model of `kind` cannot have a `model_type` backbone (the one message), or None when it can."""
+    family = family_of(model_type)
+    if kind in family.kinds:
+        return None
+    return (
+        f"model kind {kind!r} is not offered for {family.name} backbones (model_type {model_type!r}); "
+        f"they can be: {', '.join(family.kinds)}"
+    )
 
 
 def family_of(model_type: object) -> Family:

@@ -5,7 +5,8 @@ A saved model folder holds:
     lead_dist.json                                    {"format": 1, "kind": "de"|"cb"|"ce", "options": {...}}
     lead_head.safetensors                             parts the kind adds (ColBERT projection, CE head), if any
     modules.json, sentence_bert_config.json,          DE only: lets sentence_transformers load the folder with
-    1_Pooling/config.json, 2_Normalize/               the same pooling and normalisation (st_folder.py)
+    1_Pooling/config.json, 2_Normalize/,              the same pooling, normalisation and prompts (st_folder.py)
+    config_sentence_transformers.json
 """
 
 from __future__ import annotations
@@ -37,16 +38,23 @@ def looks_local(text: str) -> bool:
     return Path(text).expanduser().exists() or text.startswith(("/", ".", "~")) or text.count("/") > 1
 
 
+def model_type_of(text: str) -> str | None:
+    """The `model_type` of a local folder's config.json (None when there is none to read)."""
+    config = Path(text).expanduser() / "config.json"
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError, UnicodeDecodeError, TypeError, AttributeError):
+        return None
+    return model_type if isinstance(model_type, str) else None
+
+
 def not_a_model(text: str) -> str | None:
     """Why the local folder `text` is not a model folder lead_dist can use (no config.json, one without model_type or
     of a model_type outside `families.FAMILIES`), or None."""
     config = Path(text).expanduser() / "config.json"
     if not config.is_file():
         return f"{text} is not a lead_dist, transformers or sentence-transformers model folder (no config.json)"
-    try:
-        model_type = json.loads(config.read_text()).get("model_type")
-    except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
-        model_type = None
+    model_type = model_type_of(text)
     if model_type is None:
         return f"{config} is not a transformers model config (no model_type key)"
     if model_type not in FAMILIES:
@@ -130,7 +138,7 @@ def write_head(folder: Path, tensors: dict[str, Tensor]) -> None:
 
 def remove_kind_files(folder: Path) -> None:
     """Delete the files a save of some kind may have written (head, sentence-transformers modules)."""
-    for name in (HEAD_WEIGHTS, "modules.json", "sentence_bert_config.json"):
+    for name in (HEAD_WEIGHTS, "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
         (folder / name).unlink(missing_ok=True)
     for name in ("1_Pooling", "2_Normalize"):
         if (folder / name).is_dir():

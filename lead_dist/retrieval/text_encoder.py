@@ -3,10 +3,12 @@
 Two kinds of model folder are accepted:
 - a lead_dist dual encoder (a folder with lead_dist.json, loaded by `lead_dist.models.load_model`), whose
   `tokenize_*` and `forward(...).final` define the representation;
-- a plain transformers / sentence-transformers folder (e.g. the packaged all-MiniLM-L6-v2): pooling (mean or CLS)
-  and normalisation come from `lead_dist.models.st_folder.read_sentence_transformers`, the strict parser
-  `load_model` uses too; vectors are L2-normalised when `modules.json` lists a Normalize module, so inner product
-  = the cosine the model was trained with. A bare transformers folder (no modules.json) pools the mean, unnormalised.
+- a plain transformers / sentence-transformers folder (e.g. the packaged all-MiniLM-L6-v2, a decoder embedder):
+  pooling (mean, CLS or last token), normalisation and the query / passage prompts come from
+  `lead_dist.models.st_folder.read_sentence_transformers`, the strict parser `load_model` uses too; vectors are
+  L2-normalised when `modules.json` lists a Normalize module, so inner product = the cosine the model was trained
+  with. Texts are tokenized by the tokenizer itself, as sentence-transformers does (its template, its padding side).
+  A bare transformers folder (no modules.json) pools the mean, unnormalised.
 
 Every encoder knows its `max_seq_length`, the default query and passage length of every verb (sentence-transformers
 encodes with it too): a lead_dist DE's option, a sentence-transformers folder's `max_seq_length`, else the position
@@ -18,6 +20,7 @@ an index is never searched with vectors from another model.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,10 +97,16 @@ class HFTextEncoder(TextEncoder):
         pooling: str = "mean",
         normalize: bool = True,
         max_seq_length: int | None = None,
+        query_prompt: str = "",
+        passage_prompt: str = "",
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.model = backbone.eval()
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            # Llama / Mistral tokenizers define no padding token; padded positions are masked, so EOS serves
+            tokenizer = copy.deepcopy(tokenizer)
+            tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.normalize = normalize
@@ -105,7 +114,9 @@ class HFTextEncoder(TextEncoder):
         self.max_seq_length = default_max_length(backbone, tokenizer, max_seq_length)
         self.pad_token_id = int(tokenizer.pad_token_id)
         self.padding_side = tokenizer.padding_side
-        self.fingerprint = model_fingerprint(backbone, f"hf:{pooling}:{normalize}")
+        self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
+        prompts = f":{query_prompt!r}:{passage_prompt!r}" if query_prompt or passage_prompt else ""
+        self.fingerprint = model_fingerprint(backbone, f"hf:{pooling}:{normalize}{prompts}")
 
     def _tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
         return dict(
@@ -113,22 +124,19 @@ class HFTextEncoder(TextEncoder):
         )
 
     def tokenize_queries(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-        return self._tokenize(texts, max_length)
+        return self._tokenize([self.query_prompt + text for text in texts], max_length)
 
     def tokenize_passages(
         self, titles: Sequence[str], texts: Sequence[str], max_length: int
     ) -> dict[str, torch.Tensor]:
         # BEIR's sentence-transformers convention, shared with lead_dist's DE: "title text"
-        return self._tokenize(join_title(titles, texts), max_length)
+        return self._tokenize([self.passage_prompt + text for text in join_title(titles, texts)], max_length)
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from lead_dist.models.dual_encoder import pool
+
         states = self.model(**batch).last_hidden_state
-        if self.pooling == "cls":
-            pooled = states[:, 0]
-        else:
-            mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        pooled = pooled.float()
+        pooled = pool(states, batch["attention_mask"], self.pooling).float()
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
@@ -146,8 +154,10 @@ class LeadTextEncoder(TextEncoder):
         self.dim = int(model.hidden_size)
         tokenizer = model.tokenizer
         self.max_seq_length = default_max_length(model.backbone, tokenizer, getattr(model, "max_seq_length", None))
-        self.pad_token_id = int(tokenizer.pad_token_id)
-        self.padding_side = tokenizer.padding_side
+        from lead_dist.models.tokenization import pad_id
+
+        self.pad_token_id = pad_id(tokenizer)
+        self.padding_side = "right"  # lead_dist's own layouts pad on the right, whatever the tokenizer says
         self.fingerprint = model_fingerprint(model, f"lead:{type(model).__name__}")
 
     def tokenize_queries(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -188,8 +198,9 @@ def load_text_encoder(path: str | Path, device: str | torch.device | None = None
         pooling, normalize = options["pooling"], options["similarity"] == "cos"
         backbone, _ignored = load_backbone(folder)
         encoder = HFTextEncoder(
-            backbone.eval(), load_tokenizer(folder), pooling, normalize, options.get("max_seq_length")
-        )
+            backbone.eval(), load_tokenizer(folder), pooling, normalize, options.get("max_seq_length"),
+            query_prompt=options.get("query_prompt", ""), passage_prompt=options.get("passage_prompt", ""),
+        )  # fmt: skip
     if device is not None:
         encoder.to(device)
     return encoder

@@ -69,9 +69,8 @@ def decoder_tokenizer(family: str) -> Any:
             return Qwen2Tokenizer(vocab=vocab, merges=merges)
         from lead_dist.models.tokenization import with_eos_appended
 
-        tok = with_eos_appended(Qwen2Tokenizer(vocab=vocab, merges=merges))
-        tok.padding_side = "left"
-        return tok
+        # padding_side given to the constructor, so save_pretrained writes it (an attribute set later is not saved)
+        return with_eos_appended(Qwen2Tokenizer(vocab=vocab, merges=merges, padding_side="left"))
     if family in ("llama", "mistral"):
         vocab, merges = _sentencepiece_like(["<unk>", "<s>", "</s>"])
         return LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True, padding_side="left")

@@ -153,8 +153,9 @@ def test_left_and_right_padding_give_the_same_vectors_and_scores(family: str) ->
     ce = build(family, "ce")
     pairs = ce.tokenize_pairs(QUERIES, TITLES, PASSAGES, 56)
     with torch.no_grad():
-        (right_final, right_layers), (left_final, left_layers) = ce(**pairs, layers=[0]), ce(
-            **left_padded(pairs, ce.tokenizer.pad_token_id or 0), layers=[0]
+        (right_final, right_layers), (left_final, left_layers) = (
+            ce(**pairs, layers=[0]),
+            ce(**left_padded(pairs, ce.tokenizer.pad_token_id or 0), layers=[0]),
         )
         states = last_real(ce.backbone(**pairs).last_hidden_state, pairs["attention_mask"])
     size = (states.abs() @ ce.head.weight[0].abs()) + ce.head.bias.abs()  # sum |w_i h_i| + |b|
@@ -182,7 +183,9 @@ def test_cut_to_the_first_blocks_keeps_their_states_and_round_trips(family: str,
     student.save(tmp_path / "student")
     reloaded = load_model(tmp_path / "student").eval()
     saved, held = reloaded.backbone.config.to_dict(), student.backbone.config.to_dict()
-    assert {k: v for k, v in saved.items() if k != "_name_or_path"} == {k: v for k, v in held.items() if k != "_name_or_path"}
+    assert {k: v for k, v in saved.items() if k != "_name_or_path"} == {
+        k: v for k, v in held.items() if k != "_name_or_path"
+    }
     with torch.no_grad():
         again = reloaded(**tokens, layers=[0, 1])
     assert torch.equal(again.layers, reps.layers) and torch.equal(again.final, reps.final)

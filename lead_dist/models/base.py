@@ -13,6 +13,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from lead_dist.models.backbone import depth_of, takes_token_types
 from lead_dist.models.families import kind_problem
 from lead_dist.models.folder import read_head, remove_kind_files, write_head, write_lead_config
+from lead_dist.models.tokenization import with_pad_token
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class RetrievalModel(nn.Module):
         if problem:
             raise ValueError(problem)
         self.backbone = backbone
-        self.tokenizer = tokenizer
+        self.tokenizer = with_pad_token(tokenizer)
         self.fresh_parameters: list[str] = []
         self.ignored_keys: list[str] = []
 

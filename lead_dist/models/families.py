@@ -84,6 +84,7 @@ def _decoder(name: str, attention: str = "sdpa", per_layer_keys: tuple[str, ...]
                   per_layer_keys=per_layer_keys, attn_implementation=attention, runner="decoder", decoder=True,
                   final_norm="norm", kinds=("de", "ce"))  # fmt: skip
 
+
 FAMILIES: dict[str, Family] = {
     "bert": Family(_BERT_LIKE, "encoder.layer", "num_hidden_layers", ("pooler.", "cls."), has_pooler=True,
                    token_types=True),

@@ -39,6 +39,17 @@ def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return special_id(tokenizer, "pad_token", "eos_token", "unk_token")
 
 
+def with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The tokenizer if it has a padding token, else a copy that pads with EOS (Llama and Mistral tokenizers define
+    none). Padded positions are masked, so the id does not matter; it is set on the tokenizer so a saved folder pads
+    in sentence-transformers and transformers too, as e5-mistral's own folder does."""
+    if tokenizer.pad_token is not None or tokenizer.eos_token is None:
+        return tokenizer
+    changed = copy.deepcopy(tokenizer)
+    changed.pad_token = tokenizer.eos_token
+    return changed
+
+
 _PROBE = "lead dist"  # any text: only what the template adds around it is looked at
 
 

@@ -20,7 +20,6 @@ an index is never searched with vectors from another model.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from lead_dist.config.schema import POOLINGS
-from lead_dist.models.tokenization import join_title
+from lead_dist.models.tokenization import join_title, with_pad_token
 
 
 def model_fingerprint(module: nn.Module, extra: str = "") -> str:
@@ -103,11 +102,7 @@ class HFTextEncoder(TextEncoder):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.model = backbone.eval()
-        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-            # Llama / Mistral tokenizers define no padding token; padded positions are masked, so EOS serves
-            tokenizer = copy.deepcopy(tokenizer)
-            tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer = with_pad_token(tokenizer)  # Llama / Mistral define no padding token
         self.pooling = pooling
         self.normalize = normalize
         self.dim = int(backbone.config.hidden_size)

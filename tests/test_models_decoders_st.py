@@ -209,7 +209,10 @@ def test_evaluate_equals_sentence_transformers_and_pytrec_eval(tmp_path, tmp_pat
     p_vectors = st.encode_document(join_title([d.get("title", "") for d in corpus], [d["text"] for d in corpus]),
                                    convert_to_numpy=True)  # fmt: skip
     scores = q_vectors @ p_vectors.T
-    run = {qid: {doc["_id"]: float(s) for doc, s in zip(corpus, row, strict=True)} for qid, row in zip(qids, scores, strict=True)}
+    run = {
+        qid: {doc["_id"]: float(s) for doc, s in zip(corpus, row, strict=True)}
+        for qid, row in zip(qids, scores, strict=True)
+    }
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"}).evaluate(run)
     peer = float(np.mean([values["ndcg_cut_10"] for values in per_query.values()]))
     assert ours["num_queries"] == len(qids) == 48

@@ -1,0 +1,64 @@
+"""A frozen decoder teacher served by a ZeRO-3 inference engine gives the LEAD run of the plainly held teacher
+(2 real gloo processes each, world size asserted).
+
+The teacher is a tiny Qwen3 embedder (last-token pooling, cosine, a query prompt) beside a BERT student. The ZeRO-3
+JSON is the shipped launch/deepspeed/zero3_inference.json with `stage3_param_persistence_threshold: 0`: the shipped
+threshold keeps every tensor under 100k entries whole on each rank, which is every tensor of a tiny model, so
+without the change nothing would be sharded. The reference is the same run with the teacher held whole by each rank
+(plain DDP for the student, as tests/test_train_zero.py's frozen-teacher case). Losses of the 5 steps agree to 1e-4,
+the bound tests/test_train_zero.py uses for the same comparison (the gathered weights are the same numbers; the
+student's ZeRO-2 reduction order is what differs, and AdamW carries that rounding into later steps).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import test_train_loop_helpers as helpers
+from decoder_models import decoder_config, decoder_tokenizer
+
+pytestmark = pytest.mark.multiprocess
+
+DEEPSPEED = helpers.REPO / "launch" / "deepspeed"
+
+
+def decoder_teacher(tmp_path) -> dict:
+    tokenizer_dir = tmp_path / "qwen3-tokenizer"
+    decoder_tokenizer("qwen3").save_pretrained(tokenizer_dir)
+    built = {k: v for k, v in decoder_config("qwen3", 3).to_diff_dict().items() if k != "transformers_version"}
+    return {"config": built, "tokenizer": str(tokenizer_dir), "kind": "de", "trained": False, "similarity": "cos",
+            "query_prompt": "find: ", "lr": 1e-3}  # fmt: skip
+
+
+def test_zero3_decoder_teacher_gives_the_plain_teachers_losses(tmp_path, tmp_path_factory) -> None:
+    shards = helpers.shared_shards(tmp_path_factory)
+    teacher = decoder_teacher(tmp_path)
+    plain = helpers.reference_config(shards, tmp_path / "plain", teacher=teacher)
+    plain["teacher"] = teacher  # the whole section: the reference's BERT teacher keys must not leak in
+    helpers.launch("accelerate", helpers.write_config(tmp_path / "plain.yaml", plain))
+
+    zero3 = json.loads((DEEPSPEED / "zero3_inference.json").read_text())
+    zero3["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # shard every tensor, however small
+    zero3_path = tmp_path / "zero3_inference_all.json"
+    zero3_path.write_text(json.dumps(zero3))
+    sharded = helpers.reference_config(shards, tmp_path / "zero", student={"deepspeed": str(DEEPSPEED / "zero2.json")})
+    sharded["teacher"] = teacher | {"deepspeed": str(zero3_path)}
+    # a cold first DeepSpeed launch builds its shared-memory op first (ENVIRONMENT.md), on a loaded machine slowly
+    helpers.launch("torchrun", helpers.write_config(tmp_path / "zero.yaml", sharded), timeout=480)
+
+    plain_info, zero_info = helpers.run_info(tmp_path / "plain"), helpers.run_info(tmp_path / "zero")
+    assert plain_info["world_size"] == 2 and zero_info["world_size"] == 2
+    assert plain_info["engines"] == {"student": "DistributedDataParallel", "teacher": "DualEncoder"}
+    assert zero_info["engines"] == {"student": "deepspeed-zero2", "teacher": "deepspeed-zero3"}
+    assert zero_info["trained"] == ["student"]
+
+    plain_losses, zero_losses = helpers.losses(tmp_path / "plain"), helpers.losses(tmp_path / "zero")
+    assert len(plain_losses) == len(zero_losses) == 5
+    assert max(plain_losses) - min(plain_losses) > 1e-3  # the student trains: agreement is not two frozen runs
+    assert zero_losses == pytest.approx(plain_losses, abs=1e-4)
+    # the terms the teacher's scores enter (its final distribution, its layers' distributions) agree one by one
+    for term in ("response", "layers"):
+        plain_terms = [r["loss"][term] for r in helpers.step_records(tmp_path / "plain")]
+        zero_terms = [r["loss"][term] for r in helpers.step_records(tmp_path / "zero")]
+        assert zero_terms == pytest.approx(plain_terms, abs=1e-4), term

@@ -4,7 +4,8 @@
 The teacher is a tiny Qwen3 embedder (last-token pooling, cosine, a query prompt) beside a BERT student. The ZeRO-3
 JSON is the shipped launch/deepspeed/zero3_inference.json with `stage3_param_persistence_threshold: 0`: the shipped
 threshold keeps every tensor under 100k entries whole on each rank, which is every tensor of a tiny model, so
-without the change nothing would be sharded. The reference is the same run with the teacher held whole by each rank
+without the change nothing would be sharded (with it, each of the 2 ranks holds 20,360 of the teacher's 40,720
+entries, checked by hand with `deepspeed.initialize` on this JSON). The reference is the same run with the teacher held whole by each rank
 (plain DDP for the student, as tests/test_train_zero.py's frozen-teacher case). Losses of the 5 steps agree to 1e-4,
 the bound tests/test_train_zero.py uses for the same comparison (the gathered weights are the same numbers; the
 student's ZeRO-2 reduction order is what differs, and AdamW carries that rounding into later steps).

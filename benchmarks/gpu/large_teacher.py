@@ -19,6 +19,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,6 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     from benchmarks.gpu.bench_gpu import CARRIED_TOKENIZER
-    from benchmarks.throughput.launch import prepare_demo_shards, run_training
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
@@ -72,17 +72,28 @@ def main(argv: list[str]) -> int:
         args.tokenizer = (
             str(CARRIED_TOKENIZER) if CARRIED_TOKENIZER.is_dir() else "sentence-transformers/all-MiniLM-L6-v2"
         )
-    report: dict[str, Any] = {"config": str(CONFIG.relative_to(REPO_ROOT)), "tiny": args.dry_run, "runs": {}}
+    report = compare_plain_and_zero3(CONFIG, lambda shards: overrides(args, shards), args)
+    return 0 if report["ok"] else 1
+
+
+def compare_plain_and_zero3(
+    config: Path, overrides_for: Callable[[Path], list[str]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The run of `config` with the frozen teacher held plainly, then as a ZeRO-3 inference engine (the overrides
+    `overrides_for(shards)` given to both), summarised with the ratios zero3 / plain; written to `args.out`."""
+    from benchmarks.throughput.launch import prepare_demo_shards, run_training
+
+    report: dict[str, Any] = {"config": str(config.relative_to(REPO_ROOT)), "tiny": args.dry_run, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="large-teacher-") as tmp:
         shards = prepare_demo_shards(Path(tmp))
         for name, extra in (("plain", []), ("zero3", [ZERO3_INFERENCE])):
             try:
-                run = run_training(CONFIG, 1, overrides(args, shards) + extra, Path(tmp), threads=usable_cores(),
+                run = run_training(config, 1, overrides_for(shards) + extra, Path(tmp), threads=usable_cores(),
                                    timeout_s=900 if args.dry_run else 420)  # fmt: skip
             except RuntimeError as exc:
                 run = {"stopped": f"failed: {str(exc)[-2000:]}"}
             report["runs"][name] = summarise(run)
-            print(f"large teacher {name}: {report['runs'][name]}", flush=True)
+            print(f"{Path(args.out).stem} {name}: {report['runs'][name]}", flush=True)
             write_json(Path(args.out).stem, report, Path(args.out).parent)
     plain, zero3 = report["runs"]["plain"], report["runs"]["zero3"]
     if "stopped" not in plain and "stopped" not in zero3:
@@ -96,7 +107,7 @@ def main(argv: list[str]) -> int:
     else:
         report["ok"] = False
     write_json(Path(args.out).stem, report, Path(args.out).parent)
-    return 0 if report["ok"] else 1
+    return report
 
 
 if __name__ == "__main__":

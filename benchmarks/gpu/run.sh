@@ -10,6 +10,7 @@
 #   RUN_RETRIEVAL  check_retrieval: evaluate / rerank on the GPU against the CPU                      -> gpu_retrieval.json
 #   RUN_SPEED      speed_grid: MFU before and after each train.speed switch, frozen/joint, 32/64 q    -> gpu_speed.json
 #   RUN_LARGE      large_teacher: 24-layer teacher under ZeRO-3 inference against held plainly        -> gpu_large_teacher.json
+#   RUN_DECODER    decoder_teacher: a Qwen3-0.6B-shaped decoder teacher, the same comparison           -> gpu_decoder_teacher.json
 #   RUN_FAISS      faiss_gpu: CUDA 12 libraries looked for first; sharded faiss GPU search only where
 #                  they are and the faiss-gpu-cu12 wheel was carried (build_wheels.sh --faiss-gpu, a call of its own) -> gpu_faiss.json
 # Each is on (1) unless set to 0; one device budget (15 min) does not hold them all: the session running it picks
@@ -32,7 +33,7 @@ if [ "${RUN_FAISS:-1}" = 1 ]; then
     cat "$OUT/cuda_libraries.txt"
 fi
 NEEDS_WHEELS=0
-for stage in "${RUN_BENCH:-1}" "${RUN_RETRIEVAL:-1}" "${RUN_SPEED:-1}" "${RUN_LARGE:-1}"; do
+for stage in "${RUN_BENCH:-1}" "${RUN_RETRIEVAL:-1}" "${RUN_SPEED:-1}" "${RUN_LARGE:-1}" "${RUN_DECODER:-1}"; do
     [ "$stage" = 1 ] && NEEDS_WHEELS=1
 done
 if [ "$NEEDS_WHEELS" = 1 ] && ! "$PYTHON" -c 'import deepspeed, webdataset, tensorboard' 2>/dev/null; then
@@ -81,6 +82,11 @@ if [ "${RUN_LARGE:-1}" = 1 ]; then
     "$PYTHON" -m benchmarks.gpu.large_teacher --out "$OUT/gpu_large_teacher.json" --tokenizer "$TOKENIZER" \
         "${DRY_FLAG[@]}" 2>&1 \
         | tee "$OUT/large_teacher.log"
+fi
+if [ "${RUN_DECODER:-1}" = 1 ]; then
+    "$PYTHON" -m benchmarks.gpu.decoder_teacher --out "$OUT/gpu_decoder_teacher.json" --tokenizer "$TOKENIZER" \
+        "${DRY_FLAG[@]}" 2>&1 \
+        | tee "$OUT/decoder_teacher.log"
 fi
 if [ "${RUN_FAISS:-1}" = 1 ]; then
     FAISS_WHEELS="${FAISS_WHEELS:-.cache/faiss_gpu_wheel}"

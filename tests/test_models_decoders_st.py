@@ -218,3 +218,16 @@ def test_evaluate_equals_sentence_transformers_and_pytrec_eval(tmp_path, tmp_pat
     assert ours["num_queries"] == len(qids) == 48
     assert 0.0 < peer < 1.0  # a random model ranks some positives high and misses others
     assert abs(ours["metrics"]["ndcg@10"] - peer) <= 0.001, (ours["metrics"]["ndcg@10"], peer)
+
+
+def test_a_bare_decoder_folder_is_read_at_its_last_token(tmp_path) -> None:
+    """Without sentence-transformers modules, retrieval reads a decoder folder as its family does (last token, no
+    norm; an encoder's bare folder keeps the mean), the same vectors as `load_model(kind="de", similarity="dot")`."""
+    folder = saved_backbone("gemma", tmp_path / "bare")
+    encoder = load_text_encoder(folder)
+    assert (encoder.pooling, encoder.normalize) == ("lasttoken", False)
+    model = load_model(folder, kind="de", similarity="dot").eval()
+    with torch.no_grad():
+        ours = encoder.embed(encoder.tokenize_queries(QUERIES, 64))
+        reference = model(**model.tokenize_queries(QUERIES, 64)).final
+    torch.testing.assert_close(ours, reference, atol=VECTOR_ATOL * reference.abs().max().item(), rtol=0)

@@ -8,7 +8,7 @@ Two kinds of model folder are accepted:
   `lead_dist.models.st_folder.read_sentence_transformers`, the strict parser `load_model` uses too; vectors are
   L2-normalised when `modules.json` lists a Normalize module, so inner product = the cosine the model was trained
   with. Texts are tokenized by the tokenizer itself, as sentence-transformers does (its template, its padding side).
-  A bare transformers folder (no modules.json) pools the mean, unnormalised.
+  A bare transformers folder (no modules.json) pools the mean (a decoder: its last token), unnormalised.
 
 Every encoder knows its `max_seq_length`, the default query and passage length of every verb (sentence-transformers
 encodes with it too): a lead_dist DE's option, a sentence-transformers folder's `max_seq_length`, else the position
@@ -185,13 +185,15 @@ def load_text_encoder(path: str | Path, device: str | torch.device | None = None
         encoder: TextEncoder = LeadTextEncoder(load_model(str(folder)))
     else:
         # the strict loader: no randomly initialised pooler (it would change the fingerprint on every load)
-        from lead_dist.models.backbone import load_backbone, load_tokenizer
+        from lead_dist.models.backbone import family_for, load_backbone, load_tokenizer
         from lead_dist.models.st_folder import read_sentence_transformers
 
-        # the one strict parser (shared with load_model); a bare transformers folder: mean pooling, no norm
-        options = read_sentence_transformers(folder) or {"pooling": "mean", "similarity": "dot"}
-        pooling, normalize = options["pooling"], options["similarity"] == "cos"
+        # the one strict parser (shared with load_model); a bare transformers folder: mean pooling (a decoder's:
+        # its last token, as its family reads it), no norm
         backbone, _ignored = load_backbone(folder)
+        bare = {"pooling": "lasttoken" if family_for(backbone.config).decoder else "mean", "similarity": "dot"}
+        options = read_sentence_transformers(folder) or bare
+        pooling, normalize = options["pooling"], options["similarity"] == "cos"
         encoder = HFTextEncoder(
             backbone.eval(), load_tokenizer(folder), pooling, normalize, options.get("max_seq_length"),
             query_prompt=options.get("query_prompt", ""), passage_prompt=options.get("passage_prompt", ""),

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from test_data_fixtures import prepare_args, run_prepare, write_beir
+from test_data_fixtures import run_prepare, write_beir
 
+from lead_dist.cli import main as cli_main
 from lead_dist.data.demo_dataset import write_demo_dataset
 from lead_dist.data.errors import DataFormatError, DropShareExceeded
 from lead_dist.data.shards import read_shard
-from lead_dist.verbs import prepare as prepare_verb
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
@@ -92,7 +92,7 @@ def test_drops_are_listed_with_file_line_and_reason(tmp_path: Path) -> None:
     with pytest.raises(DropShareExceeded, match=r"judgements: 33\.33% dropped.*train\.tsv:8"):
         run_prepare("--format", "beir", "--input", src, "--out", tmp_path / "strict")
     assert not (tmp_path / "strict").exists()  # nothing written when the check fails
-    assert prepare_verb.run(prepare_args("--format", "beir", "--input", src, "--out", tmp_path / "s2")) == 2
+    assert cli_main(["prepare", "--format", "beir", "--input", str(src), "--out", str(tmp_path / "s2")]) == 2
 
 
 def test_run_file_negatives_with_depth_and_positives_removed(tmp_path: Path) -> None:

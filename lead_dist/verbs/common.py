@@ -78,8 +78,7 @@ def encode_locked(
 ) -> dict:
     """`encode_to_folder` with the folder's lock held by rank 0 (`lead_dist.folder_claim`), from the verb's flags.
     The folder must be new, empty or an embeddings folder (`claim_embeddings`)."""
-    flag = "--out" if verb == "encode" else "--embeddings"
-    lock = on_main(rank == 0, lambda: claim_embeddings(folder, verb, flag=flag, overwrite=args.overwrite))
+    lock = on_main(rank == 0, lambda: claim_embeddings(folder, verb, overwrite=args.overwrite))
     try:
         return encode_to_folder(
             encoder, corpus, folder, rank=rank, world=world, max_length=args.passage_max_length,
@@ -91,24 +90,33 @@ def encode_locked(
             lock.release()
 
 
-def claim_embeddings(folder: str | Path, verb: str, *, flag: str, overwrite: bool) -> FolderLock:
-    """Lock an embeddings folder and check it is ours (`lead_dist.guard`): new or empty (marked now), marked as
-    embeddings, or written by an encode from before markers (a valid embeddings manifest: reused, marked now;
-    `--overwrite` of such an unmarked folder is refused like any other). Anything else, such as a training run or
-    a prepared folder, is refused: encoding would mix vectors into it, `--overwrite` would delete it."""
+def check_embeddings_folder(folder: str | Path, verb: str, *, overwrite: bool) -> bool:
+    """Is `folder` one `verb` may encode into (`lead_dist.guard`)? New or empty, marked as embeddings, or written by
+    an encode from before markers (a valid embeddings manifest: reused; `--overwrite` of such an unmarked folder is
+    refused like any other). Anything else, such as a training run or a prepared folder, is refused (UsageError):
+    encoding would mix vectors into it, `--overwrite` would delete it. Returns whether it still needs the marker.
+    Read-only: call it before the model loads, and again under the lock (`claim_embeddings`)."""
     from lead_dist.retrieval.store import read_manifest
 
+    flag = "--out" if verb == "encode" else "--embeddings"
+    if not folder_entries(folder):
+        return True
+    if marker_kind(folder) == "embeddings":
+        return False
+    if overwrite:
+        check_deletable(folder, "embeddings", flag=flag)
+    try:
+        read_manifest(folder)  # an embeddings folder of an older version: reused as it is
+    except ValueError:
+        check_ours(folder, "embeddings", flag=flag, what=f"{verb} would mix embeddings into it")
+    return True
+
+
+def claim_embeddings(folder: str | Path, verb: str, *, overwrite: bool) -> FolderLock:
+    """Lock an embeddings folder, check it again (`check_embeddings_folder`) and mark it."""
     lock = lock_folder(folder, f"lead-dist {verb}")
     try:
-        if not folder_entries(folder):
-            mark_folder(folder, "embeddings")
-        elif marker_kind(folder) != "embeddings":
-            if overwrite:
-                check_deletable(folder, "embeddings", flag=flag)
-            try:
-                read_manifest(folder)  # an embeddings folder of an older version: reused as it is
-            except ValueError:
-                check_ours(folder, "embeddings", flag=flag, what=f"{verb} would mix embeddings into it")
+        if check_embeddings_folder(folder, verb, overwrite=overwrite):
             mark_folder(folder, "embeddings")
     except BaseException:
         lock.release()

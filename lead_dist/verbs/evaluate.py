@@ -36,6 +36,7 @@ from lead_dist.retrieval.text_encoder import load_text_encoder
 from lead_dist.verbs.common import (
     add_encoder_arguments,
     add_index_arguments,
+    check_embeddings_folder,
     check_positive,
     encode_locked,
     index_options,
@@ -62,10 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _counted_repeats(split: BeirSplit) -> InputReport:
     """The split's repeated query ids and judgements, and the corpus's repeated ids (kept first: the embeddings
     hold the first record of each id)."""
-    report = split.report
-    _count, repeats = corpus_census(split.corpus_path)
-    for item in repeats:
-        report.counter("passages")(item)
+    report, count = split.report, split.report.counter("passages")
+    for item in corpus_census(split.corpus_path)[1]:
+        count(item)
     return report
 
 
@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         {"--out": out, "--run-out": args.run_out, "--embeddings": embeddings},
         {"--data": args.data, "--model": args.model},
     )
+    check_embeddings_folder(embeddings, "evaluate", overwrite=args.overwrite)
+    repeats = _counted_repeats(split)  # reads the corpus once: undecodable text is named before the model loads
     check_model_folder("--model", args.model)
     encoder = load_text_encoder(args.model, device)
     resolve_lengths(args, encoder.max_seq_length)
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         truncated_passages=truncated_passages(embeddings), k=args.top_k,
         query_max_length=args.query_max_length, query_batch_size=args.batch_size, dtype=args.dtype,
         relevance_threshold=args.relevance_threshold, hit_ks=args.hit_k, world=world,
-        index_options=index_options(args, device), report=_counted_repeats(split),
+        index_options=index_options(args, device), report=repeats,
     )  # fmt: skip
     if rank != 0:
         return 0

@@ -31,7 +31,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from lead_dist.atomic import atomic_write_text
+from lead_dist.cache import cache_root
 from lead_dist.data.errors import DataFormatError, ShardError
+from lead_dist.data.manifest import file_sha256
 
 RECORD = "unpacked.json"
 CHUNK = 1 << 20
@@ -40,21 +42,6 @@ CHUNK = 1 << 20
 def is_beir_zip(text: str | os.PathLike | None) -> bool:
     """A URL, or a local path ending in .zip (a folder is read as it is)."""
     return text is not None and (str(text).startswith(("http://", "https://")) or str(text).endswith(".zip"))
-
-
-def cache_root() -> Path:
-    if os.environ.get("LEAD_DIST_CACHE"):
-        return Path(os.environ["LEAD_DIST_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "lead_dist"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_hex(sha256: str | None) -> str | None:
@@ -100,7 +87,7 @@ def _verified(folder: Path, sha256: str) -> bool:
         return False
     for name, (size, digest) in record.get("files", {}).items():
         path = folder / name
-        if not path.is_file() or path.stat().st_size != size or _sha256(path) != digest:
+        if not path.is_file() or path.stat().st_size != size or file_sha256(path) != digest:
             return False
     return True
 
@@ -173,7 +160,7 @@ def beir_from_zip(source: str | os.PathLike, sha256: str | None = None, *, log=N
         zip_path = Path(text).expanduser()
         if not zip_path.is_file():
             raise DataFormatError(f"{text}: not found (expected a BEIR zip file, a folder, or an http(s) URL)")
-        actual = _sha256(zip_path)
+        actual = file_sha256(zip_path)
     try:
         if expected and actual != expected:
             raise DataFormatError(f"{text}: sha256 is {actual}, but --sha256 says {expected}: not the zip expected")

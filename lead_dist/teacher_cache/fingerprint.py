@@ -79,7 +79,9 @@ def _tokenizer(teacher: ModelConfig) -> str:
     return _files_digest(folder, names)
 
 
-def _train_shards(config: Config) -> str:
+def train_shards_digest(config: Config) -> str:
+    """sha256 over the training shards' names and sha256 as the prepared manifest lists them (also what a resumed
+    training run compares: lead_dist/train/checkpoint_fit.py)."""
     from lead_dist.data.location import parse_location
     from lead_dist.data.remote import read_manifest_at
 
@@ -104,7 +106,7 @@ def teacher_fingerprint(config: Config) -> dict[str, str]:
         "options": json.dumps(teacher.model_options(), sort_keys=True),
         "query_max_length": str(config.data.query_max_length),
         "passage_max_length": str(config.data.passage_max_length),
-        "train_shards": _train_shards(config),
+        "train_shards": train_shards_digest(config),
     }
 
 

@@ -231,26 +231,29 @@ def encode_to_folder(
                 encoder, batch, max_length=max_length, batch_size=batch_size, dtype=dtype, progress=meter
             )
             seconds = time.perf_counter() - started
-            _atomic_save_npy(out / f"{shard_name(k)}.npy", vectors)
-            _atomic_write_json(out / f"{shard_name(k)}.ids.json", [r["id"] for r in batch])
-            digests = {role: file_sha256(out / f"{shard_name(k)}{suffix}") for role, suffix in SHARD_FILES.items()}
             empty = sum(1 for r in batch if not (r["title"].strip() or r["text"].strip()))
-            _atomic_write_json(
-                out / f"{shard_name(k)}.done.json",
+            write_finished_shard(
+                out, k, vectors, [r["id"] for r in batch],
                 {
-                    "count": len(batch),
                     "empty_passages": empty,
                     "truncated_passages": count_truncated_passages(encoder, batch, max_length),
                     "seconds": seconds,
                     "passages_per_s": len(batch) / max(seconds, 1e-9),
                     "fingerprint": encoder.fingerprint,
-                    "sha256": digests,
                 },
-            )
+            )  # fmt: skip
             summary["encoded"] += len(batch)
             summary["seconds"] += seconds
     barrier()
     return summary
+
+
+def write_finished_shard(out: Path, k: int, vectors: np.ndarray, ids: list[str], record: dict) -> None:
+    """Shard `k`'s vectors and ids, then its done file (`record` + the count and both files' sha256), each atomic."""
+    _atomic_save_npy(out / f"{shard_name(k)}.npy", vectors)
+    _atomic_write_json(out / f"{shard_name(k)}.ids.json", ids)
+    digests = {role: file_sha256(out / f"{shard_name(k)}{suffix}") for role, suffix in SHARD_FILES.items()}
+    _atomic_write_json(out / f"{shard_name(k)}.done.json", {"count": len(ids), **record, "sha256": digests})
 
 
 def _damaged_reuse(out: Path, k: int, rank: int) -> bool:

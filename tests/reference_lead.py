@@ -3,7 +3,8 @@
 Written from the spec with plain loops over layers, queries and candidates and explicit exp/log on scalar tensors,
 so autograd still gives gradients but nothing is shared with the vectorised code under test. Temperature choices
 follow the decisions documented in lead_dist/lead/loss.py: a KL's target side is softmax(s / T), its learner side
-is softmax(s); ground-truth CE uses raw scores; the layer gap uses the tempered teacher layer distribution.
+is softmax(s); ground-truth CE uses raw scores; the layer gap uses the UNTEMPERED teacher layer distribution (SimXNS LEAD/util.py: nll_loss of
+the layer's log_softmax(scores); only the KL target is divided by T).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def reference_lead(
 
     num_pairs = student_layers.shape[0]
     pair_kls = [reference_kl(target(tl[k]), student_layers[k], temperature) for k in range(num_pairs)]
-    gaps = [float(reference_ce(tl[k].detach(), label_list, temperature)) for k in range(num_pairs)]
+    gaps = [float(reference_ce(tl[k].detach(), label_list)) for k in range(num_pairs)]
     if reweight:
         exps = [math.exp(-g / layer_temperature) for g in gaps]
         weights = [e / sum(exps) for e in exps]

@@ -157,8 +157,24 @@ def test_hand_computed_temperature_applies_to_the_target_only() -> None:
     _close(terms["response_reverse"], (rev_q0 + rev_q1) / 2)
     # The ground-truth CEs ignore T.
     _close(terms["student"], HAND_STUDENT)
-    # Gap of pair 0 uses the tempered teacher layer: -ln(sqrt3 / (1 + sqrt3)) for both queries.
-    _close(terms["layer_gaps"][0], -math.log(s3 / (1 + s3)))
+
+
+@pytest.mark.parametrize("temperature", [2.0, 0.5])
+def test_layer_gaps_use_the_untempered_teacher_layer(temperature: float) -> None:
+    """The reference re-weights by nll_loss(log_softmax(s_T^l), y): only the KL target is divided by T."""
+    tensors, labels = _tiny_case()
+    _, terms = lead_loss(*tensors, labels, temperature=temperature)
+    # Pair 0's teacher layer, untempered: q0 softmax([ln3, 0]) = [3/4, 1/4], label 0; q1 softmax([0, ln3]), label 1:
+    # both -ln(3/4). Pair 1: uniform, -ln(1/2). The gaps do not depend on T.
+    _close(terms["layer_gaps"][0], math.log(4 / 3))
+    _close(terms["layer_gaps"][1], LN2)
+    _close(terms["layer_weights"][0], HAND_W0)
+    # The pair KL does use T: target softmax([ln3, 0] / T) = [3^(1/T), 1] / (3^(1/T) + 1) against the uniform student.
+    a = 3.0 ** (1.0 / temperature)
+    p = [a / (a + 1), 1 / (a + 1)]
+    kl = sum(x * math.log(x / 0.5) for x in p)  # the same for q0 and q1 (mirror images)
+    _close(terms["layer_kl"][0], kl)
+    _close(terms["layers"], HAND_W0 * kl)
 
 
 def test_kl_is_zero_when_distributions_are_equal() -> None:
@@ -264,3 +280,15 @@ def test_bad_temperatures_raise() -> None:
         lead_loss(*tensors, labels, temperature=0.0)
     with pytest.raises(ValueError, match="'layer_temperature' must be > 0"):
         lead_loss(*tensors, labels, layer_temperature=-1.0)
+
+
+def test_the_loss_never_reads_a_tensor_value_back_to_the_host() -> None:
+    """On a GPU, reading a value (bool, item) waits for the device. Meta tensors have shapes and no values, so any
+    such read raises: the whole loss, every term and the label checks, must run on them (issue 23)."""
+    tensors, labels = _tiny_case()
+    meta = [t.detach().to("meta").requires_grad_(True) for t in tensors]
+    total, terms = lead_loss(*meta, labels.to("meta"), temperature=2.0)
+    assert total.device.type == "meta" and terms["layer_weights"].shape == (2,)
+    assert contrastive_loss(meta[0], labels.to("meta")).device.type == "meta"
+    total.backward()  # the backward pass needs no value either
+    assert meta[2].grad is not None and meta[2].grad.device.type == "meta"

@@ -177,3 +177,4 @@ def test_cross_encoder_shared_head_per_layer(tiny_bert_dir) -> None:
         assert_within(layers[k], *by_hand(states[layer + 1]), f"layer {layer}")
     assert_within(final, *by_hand(states[2]), "final")
     assert final.shape == (2,) and layers.shape == (2, 2)
+    assert torch.equal(layers[1], final)  # the last block's layer score is the final score (LEAD_SPEC section 2)

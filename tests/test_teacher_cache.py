@@ -61,13 +61,23 @@ def config_dict(shards: Path, out: Path, kind: str = "de", **sections) -> dict:
 
 
 _BUILT: dict[tuple[str, str], Path] = {}
+# A DE teacher scored as the SciFact recipes score it: the final vector by cosine x 20, the intermediate blocks by raw
+# dot products (scale 1), the last block as the final vector: per-layer scales (1, 1, 20) that the cache must keep.
+LAYER_OPTIONS = {"similarity": "cos", "scale": 20.0, "layer_similarity": "dot", "layer_scale": 1.0}
+
+
+def split_kind(kind: str) -> tuple[str, dict]:
+    """The model kind and teacher options of a test kind: "de+layers" is a DE with LAYER_OPTIONS."""
+    return ("de", LAYER_OPTIONS) if kind == "de+layers" else (kind, {})
 
 
 def built_cache(tmp_path_factory, kind: str, dtype: str = "fp16") -> Path:
     """One cache per teacher kind and dtype for the module (shard size 64: several shards per family)."""
     if (kind, dtype) not in _BUILT:
         out = tmp_path_factory.mktemp(f"cache_{kind}_{dtype}") / "cache"
-        config = config_from_dict(config_dict(helpers.shared_shards(tmp_path_factory), out.parent / "run", kind))
+        model_kind, options = split_kind(kind)
+        shards = helpers.shared_shards(tmp_path_factory)
+        config = config_from_dict(config_dict(shards, out.parent / "run", model_kind, teacher=options))
         build_cache(config, out, dtype=dtype, shard_size=64, log=lambda _line: None)
         _BUILT[kind, dtype] = out
     return _BUILT[kind, dtype]
@@ -78,11 +88,14 @@ def first_examples(config) -> list[dict]:
     return next(iter(stream))
 
 
-@pytest.mark.parametrize(("kind", "dtype"), [("de", "fp16"), ("ce", "fp16"), ("cb", "fp16"), ("de", "bf16")])
+@pytest.mark.parametrize(
+    ("kind", "dtype"), [("de", "fp16"), ("ce", "fp16"), ("cb", "fp16"), ("de", "bf16"), ("de+layers", "fp16")]
+)
 def test_cached_outputs_equal_the_live_teacher_within_storage_rounding(tmp_path, tmp_path_factory, kind, dtype):
     shards = helpers.shared_shards(tmp_path_factory)
     cache = built_cache(tmp_path_factory, kind, dtype)
-    config = config_from_dict(config_dict(shards, tmp_path / "run", kind, teacher={"cache": str(cache)}))
+    kind, options = split_kind(kind)
+    config = config_from_dict(config_dict(shards, tmp_path / "run", kind, teacher={"cache": str(cache), **options}))
     live, cached = build_teacher(config).eval(), CachedTeacher.open(config)
     assert cached.num_layers == live.num_layers == 3 and cached.kind == kind
     examples = first_examples(config)
@@ -103,7 +116,9 @@ def test_cached_outputs_equal_the_live_teacher_within_storage_rounding(tmp_path,
                 assert_within(got.final, want_final * keep, value_bound(want_final, dtype) * keep, f"cb {part}")
                 assert_within(got.layers, want_layers * keep, value_bound(want_layers, dtype) * keep, f"cb {part}")
                 continue
-            assert got.scale == want.scale
+            assert (got.scale, got.layer_scales) == (want.scale, want.layer_scales)
+            if options:
+                assert want.layer_scales == (1.0, 1.0, 20.0)
             assert_within(got.final, want.final, value_bound(want.final, dtype), f"de {part} final")
             assert_within(got.layers, want.layers, value_bound(want.layers, dtype), f"de {part} layers")
 

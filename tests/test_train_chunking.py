@@ -50,7 +50,15 @@ def test_plan_sorts_by_length_and_pads_each_chunk_to_its_longest() -> None:
 
 
 @pytest.mark.parametrize("chunking", [Chunking(4), Chunking(5, bucket=8), Chunking(0, bucket=16)])
-@pytest.mark.parametrize("options", [{"pooling": "mean", "similarity": "cos"}, {"pooling": "cls"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"pooling": "mean", "similarity": "cos"},
+        {"pooling": "cls"},
+        # the SciFact recipes' scoring: intermediate blocks by raw dot of means, the last block by cosine x 20
+        {"pooling": "mean", "similarity": "cos", "layer_similarity": "dot", "layer_scale": 1.0},
+    ],
+)
 def test_dual_encoder_chunked_equals_one_padded_batch(tiny_bert_dir, chunking, options) -> None:
     from lead_dist.models import load_model
 
@@ -62,7 +70,8 @@ def test_dual_encoder_chunked_equals_one_padded_batch(tiny_bert_dir, chunking, o
         chunked = encode(model, tokens, (0, 1), chunking)
     _close(chunked.final, whole.final, "final")
     _close(chunked.layers, whole.layers, "layers")
-    assert chunked.scale == whole.scale
+    # the joined chunks keep every scale (the join once rebuilt Reps and dropped the per-layer one)
+    assert (chunked.scale, chunked.layer_scales) == (whole.scale, whole.layer_scales)
 
 
 def test_colbert_chunked_equals_one_padded_batch_on_counted_tokens(tiny_bert_dir) -> None:

@@ -10,8 +10,9 @@ Where each temperature applies (T = `temperature`, tau_L = `layer_temperature`):
   the target, softmax(s_S / T), and the teacher final is the learner, log_softmax(s_T). At T = 1 (every reference
   run) all choices coincide.
 - The ground-truth cross entropies L_stu and L_tch use raw scores (no T).
-- The layer gap g_k is the mean cross entropy of the teacher layer distribution the KL uses, softmax(s_T^k / T),
-  against the labels; w = softmax_k(-g / tau_L). tau_L appears nowhere else.
+- The layer gap g_k is the mean cross entropy of the teacher layer's UNTEMPERED distribution, softmax(s_T^k),
+  against the labels (the reference's `nll_loss` of the layer's `log_softmax(scores)`; only the KL target is divided
+  by T); w = softmax_k(-g / tau_L). tau_L appears nowhere else. At T = 1 this is the KL target's cross entropy.
 - No T^2 factor anywhere. KL and CE are `batchmean`: summed over candidates, averaged over the Q queries given.
 - Scores must be finite: a -inf "masked" candidate would make 0 * log 0 terms NaN. Cut candidates by slicing.
 
@@ -50,7 +51,10 @@ def _check_labels(labels: Tensor, num_queries: int, num_candidates: int) -> None
         raise ValueError(f"labels must have shape [Q] = [{num_queries}], got {list(labels.shape)}")
     if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise ValueError(f"labels must be an integer tensor (column of each positive), got dtype {labels.dtype}")
-    if num_queries and bool(((labels < 0) | (labels >= num_candidates)).any()):
+    # The range check reads values, which on an accelerator waits for the device (a sync, 2-3 per micro-batch):
+    # only on the CPU, where it is free. The trainer's labels are built in range by construction
+    # (train/candidates.py), and an out-of-range label on a GPU still fails in the cross entropy's own check.
+    if num_queries and labels.device.type == "cpu" and bool(((labels < 0) | (labels >= num_candidates)).any()):
         raise ValueError(
             f"labels must lie in [0, {num_candidates}) (one column per candidate), got min {int(labels.min())} "
             f"max {int(labels.max())}"
@@ -88,9 +92,10 @@ def kl_from_scores(target_scores: Tensor, learner_scores: Tensor, temperature: f
 
 
 @torch.no_grad()
-def layer_gaps(teacher_layers: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor:
-    """g_k = mean over queries of -log softmax(s_T^k / T)[label]; [K, Q, C] -> [K], no gradient."""
-    log_p = torch.log_softmax(_as_loss_dtype(teacher_layers) / temperature, dim=-1)
+def layer_gaps(teacher_layers: Tensor, labels: Tensor) -> Tensor:
+    """g_k = mean over queries of -log softmax(s_T^k)[label], untempered (LEAD_SPEC section 6); [K, Q, C] -> [K],
+    no gradient."""
+    log_p = torch.log_softmax(_as_loss_dtype(teacher_layers), dim=-1)
     index = labels.long().view(1, -1, 1).expand(log_p.shape[0], -1, 1)
     return -log_p.gather(-1, index).squeeze(-1).mean(dim=-1)
 
@@ -173,7 +178,7 @@ def lead_loss(
     num_pairs = student_layers.shape[0]
     if num_pairs:
         pair_kl = kl_from_scores(target(teacher_layers), student_layers, temperature)
-        gaps = layer_gaps(teacher_layers, labels, temperature)
+        gaps = layer_gaps(teacher_layers, labels)
         if gap_reduce is not None:
             gaps = gap_reduce(gaps)
         weights = torch.softmax(-gaps / layer_temperature, dim=0) if reweight else torch.ones_like(gaps)

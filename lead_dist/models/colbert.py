@@ -13,6 +13,7 @@ L2-normalised; per-layer scores use the raw states of each layer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -65,11 +66,11 @@ def pad_tokens(reps: Reps, length: int) -> Reps:
         raise ValueError(f"cannot pad {reps.mask.shape[1]} tokens down to {length}")
     if extra == 0:
         return reps
-    return Reps(
+    return dataclasses.replace(
+        reps,
         final=F.pad(reps.final, (0, 0, 0, extra)),
         layers=F.pad(reps.layers, (0, 0, 0, extra)),
         mask=F.pad(reps.mask, (0, extra)),
-        scale=reps.scale,
     )
 
 

@@ -52,8 +52,13 @@ class CrossEncoder(RetrievalModel):
         token_type_ids: Tensor | None = None,
         layers: Sequence[int] = (),
     ) -> tuple[Tensor, Tensor]:
-        """(final [B], layers [K, B]): the shared head on each kept layer's [CLS] state."""
-        last, kept = run_backbone(self.backbone, input_ids, attention_mask, token_type_ids, layers)
+        """(final [B], layers [K, B]): the shared head on each kept layer's [CLS] state. The last block's layer score
+        IS the final score (as in the reference), also for a backbone that normalises after its last block."""
+        chosen = tuple(layers)
+        last, kept = run_backbone(self.backbone, input_ids, attention_mask, token_type_ids, chosen)
         final = self.head(last[:, 0]).squeeze(-1)
-        per_layer = [self.head(states[:, 0]).squeeze(-1) for states in kept]
+        per_layer = [
+            final if index == self.num_layers - 1 else self.head(states[:, 0]).squeeze(-1)
+            for index, states in zip(chosen, kept, strict=True)
+        ]
         return final, stack_or_empty(per_layer, final)

@@ -3,13 +3,17 @@
 s^l(q, p) = scale * <pool(H^l(q)), pool(H^l(p))>, where pool is [CLS] or the masked mean, and for `similarity="cos"`
 the pooled vectors are L2-normalised first (in `forward`, so retrieval can use `.final` directly).
 
-The per-layer scores LEAD distils (`Reps.layers`) may be scored differently from the final one: `layer_pooling`,
-`layer_similarity` and `layer_scale` (each None = the final score's setting). The reference scores every layer by the
-raw dot product of its [CLS] vectors (LEAD_SPEC section 2: layer_pooling="cls", layer_similarity="dot"), while a
-MiniLM sentence encoder was trained with mean pooling and cosine: the layer options let a model keep the final
-scoring it was trained with and still give its intermediate layers the reference's scoring. `layer_scale` defaults
-to the final `scale` when the layer similarity is the final one, else to that similarity's own default (cos: 20,
-dot: 1).
+The per-layer scores LEAD distils (`Reps.layers`) of the INTERMEDIATE blocks may be scored differently from the final
+one: `layer_pooling`, `layer_similarity` and `layer_scale` (each None = the final score's setting). The reference
+scores every layer by the raw dot product of its [CLS] vectors (LEAD_SPEC section 2: layer_pooling="cls",
+layer_similarity="dot"), while a MiniLM sentence encoder was trained with mean pooling and cosine: the layer options
+let a model keep the final scoring it was trained with and still give its intermediate layers the reference's
+scoring. `layer_scale` defaults to the final `scale` when the layer similarity is the final one, else to that
+similarity's own default (cos: 20, dot: 1).
+
+The last block, when it is drawn, is scored exactly as the final score (its vector IS `final`, with `scale`): in the
+reference the final DE score is the last block's per-layer score, so the layer term and the response term pull the
+same score. Scoring it with the layer options instead pulled one block toward two geometries at once (issue 19).
 """
 
 from __future__ import annotations
@@ -139,8 +143,12 @@ class DualEncoder(RetrievalModel):
         return _embed(states, attention_mask, self.pooling, self.similarity)
 
     def embed_layer(self, states: Tensor, attention_mask: Tensor) -> Tensor:
-        """An intermediate layer's vector for LEAD's per-layer scores (the layer_* options)."""
+        """An intermediate block's vector for LEAD's per-layer scores (the layer_* options; the last block's is `embed`)."""
         return _embed(states, attention_mask, self.layer_pooling, self.layer_similarity)
+
+    def layer_scales(self, layers: Sequence[int]) -> tuple[float, ...]:
+        """Each layer's score factor: `scale` for the last block (scored as the final vector), else `layer_scale`."""
+        return tuple(self.scale if index == self.num_layers - 1 else self.layer_scale for index in layers)
 
     def forward(
         self,
@@ -149,26 +157,34 @@ class DualEncoder(RetrievalModel):
         layers: Sequence[int] = (),
         token_type_ids: Tensor | None = None,
     ) -> Reps:
-        last, kept = run_backbone(self.backbone, input_ids, attention_mask, token_type_ids, layers)
+        chosen = tuple(layers)
+        last, kept = run_backbone(self.backbone, input_ids, attention_mask, token_type_ids, chosen)
         final = self.embed(last, attention_mask)
-        per_layer = [self.embed_layer(states, attention_mask) for states in kept]
-        layers = stack_or_empty(per_layer, final)
-        return Reps(final=final, layers=layers, mask=None, scale=self.scale, layer_scale=self.layer_scale)
+        per_layer = [
+            final if index == self.num_layers - 1 else self.embed_layer(states, attention_mask)
+            for index, states in zip(chosen, kept, strict=True)
+        ]
+        stacked = stack_or_empty(per_layer, final)
+        return Reps(final=final, layers=stacked, scale=self.scale, layer_scales=self.layer_scales(chosen))
 
     @staticmethod
     def score(q: Reps, p: Reps) -> tuple[Tensor, Tensor]:
-        """(final [Q, C], layers [K, Q, C]) = scale * inner products (the layers' own scale); no parameters."""
-        if q.scale != p.scale or q.layer_scale != p.layer_scale:
+        """(final [Q, C], layers [K, Q, C]) = scale * inner products (each layer its own scale); no parameters."""
+        if q.scale != p.scale or q.layer_scales != p.layer_scales:
             raise ValueError(
-                f"query and passage Reps carry different scales ({q.scale}, layers {q.layer_scale} vs "
-                f"{p.scale}, layers {p.layer_scale})"
+                f"query and passage Reps carry different scales ({q.scale}, layers {q.layer_scales} vs "
+                f"{p.scale}, layers {p.layer_scales})"
             )
-        if q.layers.shape[0] != p.layers.shape[0]:
-            raise ValueError(f"query Reps hold {q.layers.shape[0]} layers but passage Reps {p.layers.shape[0]}")
+        depth = q.layers.shape[0]
+        if p.layers.shape[0] != depth:
+            raise ValueError(f"query Reps hold {depth} layers but passage Reps {p.layers.shape[0]}")
+        scales = q.layer_scales if q.layer_scales is not None else (q.scale,) * depth
+        if len(scales) != depth:
+            raise ValueError(f"Reps hold {depth} layers but {len(scales)} layer scales")
         final = q.final @ p.final.transpose(0, 1)
         per_layer = torch.einsum("kqd,kcd->kqc", q.layers, p.layers)
-        layer_scale = q.scale if q.layer_scale is None else q.layer_scale
-        return final * q.scale, per_layer * layer_scale
+        factors = torch.tensor(scales, dtype=per_layer.dtype, device=per_layer.device).view(-1, 1, 1)
+        return final * q.scale, per_layer * factors
 
     def save_extras(self, folder: Path) -> None:
         write_sentence_transformers(

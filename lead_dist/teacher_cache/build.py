@@ -134,6 +134,8 @@ def _finish(out: Path, state: dict[str, Any], plans: list[ShardPlan], teacher: n
             "num_layers": int(teacher.num_layers),
             "hidden_size": int(teacher.hidden_size),
             "scale": float(getattr(teacher, "scale", 1.0)),
+            # a DE scores its last block as its final vector and the others with `layer_scale` (dual_encoder.py)
+            "layer_scales": list(teacher.layer_scales(range(teacher.num_layers))) if teacher.kind == "de" else None,
         },
         "shards": shards,
         "counts": {

@@ -1,6 +1,7 @@
 """A cache folder on disk: safetensors shards and a manifest.
 
-    DIR/manifest.json             written last: format, fingerprint, teacher kind/depth/width/scale, dtype, and each
+    DIR/manifest.json             written last: format, fingerprint, teacher kind/depth/width/scale (and a DE's
+                                  per-layer score factors, `layer_scales`), dtype, and each
                                   shard's family, entry count and sha256; its presence means the cache is complete
     DIR/building.json             while a build runs: its fingerprint and settings, so a rerun resumes only the same
                                   build (removed when the manifest is written)
@@ -35,7 +36,8 @@ from torch import Tensor
 from lead_dist.atomic import atomic_open, atomic_write_text
 from lead_dist.teacher_cache.fingerprint import TeacherCacheError
 
-FORMAT_VERSION = 1
+# 2: a DE's last block is stored as its final vector, and the manifest records each layer's score factor
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 BUILDING = "building.json"
 DIGEST_SUFFIX = ".sha256"

@@ -4,7 +4,7 @@ It is an `nn.Module` with the teacher's `kind`, `num_layers` and `hidden_size`, 
 objective treat it like the teacher. Collation turns a batch's ids into cache rows (`collate`); its forward looks the
 rows up and returns what the live teacher's forward returns, upcast to float32:
 
-    de   Reps(final [B, D], layers [K, B, D], scale = the teacher's)       via DualEncoder.score, gathered across
+    de   Reps(final [B, D], layers [K, B, D], the teacher's scales)        via DualEncoder.score, gathered across
     cb   Reps(final [B, T, D'], layers [K, B, T, D], mask [B, T])          ranks by objective.py like live Reps
     ce   (final [B], layers [K, B])
 
@@ -78,6 +78,7 @@ class CachedTeacher(nn.Module):
         self.num_layers: int = int(teacher["num_layers"])
         self.hidden_size: int = int(teacher["hidden_size"])
         self.scale: float = float(teacher["scale"])
+        self.layer_scales: list[float] | None = teacher.get("layer_scales")
         self.tables = tables
 
     @classmethod
@@ -128,7 +129,9 @@ class CachedTeacher(nn.Module):
             return final, per_layer
         from lead_dist.models.reps import Reps
 
-        return Reps(final=final, layers=per_layer, mask=None, scale=self.scale)
+        assert self.layer_scales is not None  # format 2 records them for every DE cache
+        scales = tuple(float(self.layer_scales[index]) for index in chosen)
+        return Reps(final=final, layers=per_layer, mask=None, scale=self.scale, layer_scales=scales)
 
     def _token_reps(self, table: CacheTable, rows: Tensor, chosen: list[int], device: torch.device) -> Any:
         """ColBERT: each row's tokens padded to the batch's longest with zeros and mask 0 (scores unchanged)."""

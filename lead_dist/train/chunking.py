@@ -112,7 +112,8 @@ def _join_reps(parts: list[Reps], inverse: Tensor) -> Reps:
     layers = torch.cat([part.layers for part in parts], dim=1).index_select(1, inverse)
     masks = [part.mask for part in parts if part.mask is not None]
     mask = torch.cat(masks).index_select(0, inverse) if masks else None
-    return Reps(final=final, layers=layers, mask=mask, scale=parts[0].scale)
+    # replace, not a new Reps: the chunks' scales (final and per layer) travel with the joined batch
+    return dataclasses.replace(parts[0], final=final, layers=layers, mask=mask)
 
 
 def encode(

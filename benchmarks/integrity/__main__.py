@@ -85,11 +85,13 @@ def main() -> None:
         embeddings = embeddings_folder(root, args.passages, store.MAX_SHARD_SIZE)
         cache, shards = teacher_cache(root, args.texts, 4096)
 
-        def plain_embeddings() -> int:
-            for k in range(store.read_manifest(embeddings)["num_shards"]):
-                np.load(embeddings / f"{store.shard_name(k)}.npy")
-                json.loads((embeddings / f"{store.shard_name(k)}.ids.json").read_text())
-            return args.passages
+        def plain_embeddings() -> int:  # what rank_shards did before the check: every shard held at once
+            blocks = [
+                (np.load(embeddings / f"{store.shard_name(k)}.npy"),
+                 json.loads((embeddings / f"{store.shard_name(k)}.ids.json").read_text()))
+                for k in range(store.read_manifest(embeddings)["num_shards"])
+            ]  # fmt: skip
+            return sum(len(vectors) for vectors, _ids in blocks)
 
         def verified_embeddings() -> int:
             return sum(len(v) for v in store.rank_shards(embeddings).vectors)

@@ -18,6 +18,8 @@ lead_dist/retrieval/README.md, "Refusals".
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
 import json
 import math
@@ -59,9 +61,12 @@ def shard_name(index: int) -> str:
 SHARD_FILES = {"vectors": ".npy", "ids": ".ids.json"}  # what a done file's "sha256" covers, by role
 
 
-def shard_damage(out: Path, k: int, roles: tuple[str, ...] = ("vectors", "ids")) -> str | None:
+def shard_damage(
+    out: Path, k: int, roles: tuple[str, ...] = ("vectors", "ids"), contents: dict[str, np.ndarray] | None = None
+) -> str | None:
     """Why shard `k`'s files (the given roles) cannot be trusted: a file whose sha256 differs from the one its done
-    file records, or a done file that records none (unreadable, or written before checksums); None when they match."""
+    file records, or a done file that records none (unreadable, or written before checksums); None when they match.
+    With `contents`, each file is read once into it and hashed in memory (a reader's case: no second read)."""
     done = out / f"{shard_name(k)}.done.json"
     try:
         recorded = json.loads(done.read_text(encoding="utf-8")).get("sha256")
@@ -73,15 +78,37 @@ def shard_damage(out: Path, k: int, roles: tuple[str, ...] = ("vectors", "ids"))
         path = out / f"{shard_name(k)}{SHARD_FILES[role]}"
         if not path.is_file():
             return f"{path}: missing"
-        if file_sha256(path) != recorded.get(role):
+        if contents is None:
+            digest = file_sha256(path)
+        else:
+            contents[role] = np.empty(path.stat().st_size, dtype=np.uint8)  # not zeroed: the read fills it
+            with path.open("rb") as handle:
+                handle.readinto(memoryview(contents[role]))
+            digest = hashlib.sha256(contents[role]).hexdigest()
+        if digest != recorded.get(role):
             return f"{path}: sha256 differs from the one recorded in {done.name} (the file is damaged)"
     return None
 
 
-def _verified(out: Path, k: int, roles: tuple[str, ...] = ("vectors", "ids")) -> None:
-    problem = shard_damage(out, k, roles)
+def _npy(data: np.ndarray) -> np.ndarray:
+    """The array an .npy file's bytes (`data`, uint8) hold, as a view of them: no copy, writable like `data`."""
+    stream = io.BytesIO(data[: min(len(data), 1 << 17)].tobytes())  # the header (at most 64 KiB in format 1.0)
+    version = np.lib.format.read_magic(stream)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:  # np.save writes 1.0 (2.0 for huge headers); anything else: numpy's own reader
+        return np.load(io.BytesIO(data.tobytes()))
+    shape, fortran, dtype = readers[version](stream)
+    array = data[stream.tell() : stream.tell() + math.prod(shape) * dtype.itemsize].view(dtype)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _verified(out: Path, k: int, roles: tuple[str, ...] = ("vectors", "ids")) -> dict[str, np.ndarray]:
+    """The bytes of shard `k`'s files (the given roles), each read once and checked; UsageError naming a damaged one."""
+    contents: dict[str, np.ndarray] = {}
+    problem = shard_damage(out, k, roles, contents)
     if problem is not None:
         raise UsageError(f"{problem}; encode the corpus again: `lead-dist encode ... --overwrite` into {out}")
+    return contents
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -282,9 +309,8 @@ def iter_shards(folder: str | Path, shard_indices: range | None = None) -> Itera
     manifest = _finished(out)
     indices = shard_indices if shard_indices is not None else range(manifest["num_shards"])
     for k in indices:
-        _verified(out, k)
-        vectors = np.load(out / f"{shard_name(k)}.npy")
-        ids = json.loads((out / f"{shard_name(k)}.ids.json").read_text())
+        contents = _verified(out, k)
+        vectors, ids = _npy(contents["vectors"]), json.loads(contents["ids"].tobytes())
         if vectors.shape != (len(ids), manifest["dim"]):
             raise ValueError(
                 f"{out / shard_name(k)}: {vectors.shape} vectors for {len(ids)} ids, dim {manifest['dim']}"
@@ -302,10 +328,11 @@ def rank_shards(folder: str | Path, rank: int = 0, world: int = 1) -> RankPassag
 def passage_ids(folder: str | Path) -> set[str]:
     """Every passage id of a finished embeddings folder (read from the ids files, not the vectors)."""
     out = Path(folder)
-    num_shards = _finished(out)["num_shards"]
-    for k in range(num_shards):
-        _verified(out, k, roles=("ids",))
-    return {pid for k in range(num_shards) for pid in json.loads((out / f"{shard_name(k)}.ids.json").read_text())}
+    return {
+        pid
+        for k in range(_finished(out)["num_shards"])
+        for pid in json.loads(_verified(out, k, ("ids",))["ids"].tobytes())
+    }
 
 
 def empty_passages(folder: str | Path) -> int:

@@ -79,9 +79,14 @@ def _tokenizer(teacher: ModelConfig) -> str:
     return _files_digest(folder, names)
 
 
+def shards_digest(entries: list[dict[str, Any]]) -> str:
+    """sha256 over shard names and sha256 as a prepared manifest lists them (`train_shards` of the fingerprint)."""
+    return _digest([f"{entry['name']}:{entry['sha256']}" for entry in entries])
+
+
 def train_shards_digest(config: Config) -> str:
-    """sha256 over the training shards' names and sha256 as the prepared manifest lists them (also what a resumed
-    training run compares: lead_dist/train/checkpoint_fit.py)."""
+    """`shards_digest` of the training shards the config names, from their manifest. (A training run compares the
+    same digest of its stream's manifest entries on resume: lead_dist/train/checkpoint_fit.py.)"""
     from lead_dist.data.location import parse_location
     from lead_dist.data.remote import read_manifest_at
 
@@ -91,7 +96,7 @@ def train_shards_digest(config: Config) -> str:
     described = manifest["shards"]["train"]
     if location.kind == "list":
         described = location.shards_in_list(described)
-    return _digest([f"{entry['name']}:{entry['sha256']}" for entry in described])
+    return shards_digest(described)
 
 
 def teacher_fingerprint(config: Config) -> dict[str, str]:

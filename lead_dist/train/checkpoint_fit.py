@@ -5,7 +5,7 @@
                     a parameter the config now builds in another shape (`teacher.config.hidden_size=64` on resume)
                     or a parameter only one side has is named with both shapes
     train_shards    the digest of data.train's shard list (names and sha256, as the prepared manifest lists them:
-                    `teacher_cache.fingerprint.train_shards_digest`, which a teacher cache records too), kept in
+                    `teacher_cache.fingerprint.shards_digest`, which a teacher cache records too), kept in
                     TrainState; a resume on other shards is refused with both digests
 
 Why refuse other shards rather than warn: `--resume` promises an exact continuation, and the data cursor it restores

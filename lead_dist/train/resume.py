@@ -276,13 +276,13 @@ def restore(run: Run, resume: str | None) -> tuple[checkpoint.TrainState, Path |
     by the main process). Returns the state and the directory resumed from (None for a fresh start)."""
     import torch
 
-    from lead_dist.teacher_cache.fingerprint import train_shards_digest
+    from lead_dist.teacher_cache.fingerprint import shards_digest
 
     if run.is_main:
         checkpoint.clean_incomplete(run.out)
     run.accelerator.wait_for_everyone()
     resumed_from = checkpoint.resolve_resume(run.out, resume, announce=run.is_main)
-    shards = train_shards_digest(run.config)
+    shards = shards_digest(run.stream.manifest_entries)  # the manifest the stream read: no second request
     if resumed_from is None:
         if resume == "latest":
             _refuse_fresh_start_over_results(run.out)

@@ -7,7 +7,8 @@ library functions; library modules hold no argparse. Modules are imported only w
 Every verb also takes `--debug` (bad input shows its traceback too) and `--verbose` (keep the progress bars and
 warnings of transformers, huggingface_hub and DeepSpeed, which are silenced by default). Bad input, a refused
 request or a missing file ends a verb with one line `lead-dist VERB: error: ...` (`config error:` for a config
-key, `data error:` for shards that cannot be read) on stderr and exit code 2 (`expected_errors`); anything else is
+key, `data error:` for shards that cannot be read) on stderr and exit code 2 (`expected_errors`); a run that failed on
+the way (`lead_dist.errors.RunFailed`, e.g. non-finite losses) gives one line and exit code 1; anything else is
 a bug and keeps its traceback. This is the one place where an error becomes exit code 2: verbs raise, they do not
 print their own refusals, so `--debug` adds the traceback to every one of them.
 """
@@ -19,6 +20,8 @@ import importlib
 import os
 import sys
 import traceback
+
+from lead_dist.errors import RunFailed
 
 # verb -> (module, one-line help). Add a verb here when its module lands.
 VERBS: dict[str, tuple[str, str]] = {
@@ -65,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     args = verb_parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
+    except RunFailed as error:  # the input was fine, the run's result is not (non-finite losses): exit code 1
+        if args.debug:
+            traceback.print_exc()
+        print(f"lead-dist {verb}: error: {error}", file=sys.stderr)
+        return 1
     except expected_errors() as error:
         if args.debug:
             traceback.print_exc()

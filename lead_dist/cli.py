@@ -6,8 +6,11 @@ library functions; library modules hold no argparse. Modules are imported only w
 
 Every verb also takes `--debug` (bad input shows its traceback too) and `--verbose` (keep the progress bars and
 warnings of transformers, huggingface_hub and DeepSpeed, which are silenced by default). Bad input, a refused
-request or a missing file ends a verb with one line `lead-dist VERB: error: ...` on stderr and exit code 2
-(`EXPECTED_ERRORS`); anything else is a bug and keeps its traceback.
+request or a missing file ends a verb with one line `lead-dist VERB: error: ...` (`config error:` for a config
+key, `data error:` for shards that cannot be read) on stderr and exit code 2 (`expected_errors`); a run that failed on
+the way (`lead_dist.errors.RunFailed`, e.g. non-finite losses) gives one line and exit code 1; anything else is
+a bug and keeps its traceback. This is the one place where an error becomes exit code 2: verbs raise, they do not
+print their own refusals, so `--debug` adds the traceback to every one of them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
+
+from lead_dist.errors import RunFailed
 
 # verb -> (module, one-line help). Add a verb here when its module lands.
 VERBS: dict[str, tuple[str, str]] = {
@@ -62,11 +68,38 @@ def main(argv: list[str] | None = None) -> int:
     args = verb_parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
+    except RunFailed as error:  # the input was fine, the run's result is not (non-finite losses): exit code 1
+        if args.debug:
+            traceback.print_exc()
+        print(f"lead-dist {verb}: error: {error}", file=sys.stderr)
+        return 1
     except expected_errors() as error:
         if args.debug:
-            raise
-        print(f"lead-dist {verb}: error: {str(error) or type(error).__name__}", file=sys.stderr)
+            traceback.print_exc()
+        print(f"lead-dist {verb}: {error_label(error)}: {describe(error)}", file=sys.stderr)
         return 2
+
+
+def error_label(error: BaseException) -> str:
+    from lead_dist.config import ConfigError
+    from lead_dist.data.errors import ShardError
+
+    if isinstance(error, ConfigError):
+        return "config error"
+    return "data error" if isinstance(error, ShardError) else "error"
+
+
+def describe(error: BaseException) -> str:
+    """The one line for an expected error: its message on one line; a full disk that no writer of ours named
+    (`lead_dist.atomic.DiskFullError` does) is named here by the path the error carries and the free space."""
+    import errno
+
+    from lead_dist.atomic import DiskFullError, free_space
+
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC and not isinstance(error, DiskFullError):
+        where = error.filename or os.getcwd()
+        return f"{error.filename or 'a file'}: no space left on the device; {free_space(where)}"
+    return (str(error) or type(error).__name__).replace("\n", " ").strip()
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

@@ -17,7 +17,8 @@ from typing import TypeVar
 
 from lead_dist.distributed import all_gather_objects
 from lead_dist.errors import UsageError
-from lead_dist.lockfile import LOCK_NAME, FolderLock, FolderLockedError, acquire
+from lead_dist.guard import folder_entries
+from lead_dist.lockfile import FolderLock, FolderLockedError, acquire
 
 T = TypeVar("T")
 
@@ -47,14 +48,9 @@ def lock_folder(folder: str | Path, purpose: str) -> FolderLock:
         raise UsageError(str(error)) from None
 
 
-def folder_entries(folder: str | Path) -> list[Path]:
-    """What `folder` holds besides lock files (empty when it does not exist)."""
-    folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(LOCK_NAME)) if folder.is_dir() else []
-
-
 def clear_folder(folder: str | Path) -> int:
-    """Delete everything in `folder` but its lock (held by the caller). Returns how many entries went."""
+    """Delete everything in `folder` but its lock (held by the caller) and its marker (`lead_dist.guard`: the caller
+    checked it with `check_deletable`). Returns how many entries went."""
     entries = folder_entries(folder)
     for entry in entries:
         if entry.is_dir() and not entry.is_symlink():

@@ -13,7 +13,7 @@ process killed with -9 leaves its lock behind: the next writer on the same host 
 (and that start time) is alive, says so, and takes the lock over. A lock of another host cannot be checked from
 here: it is refused, naming the host, the pid and the file to delete once that process is known to be gone.
 
-Light on purpose (no torch, nothing of ours) so every writer can use it.
+Light on purpose (no torch; of ours only `lead_dist.textfile`) so every writer can use it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from lead_dist.textfile import NotUtf8Error, read_utf8
 
 __all__ = ["LOCK_NAME", "FolderLock", "FolderLockedError", "acquire", "folder_lock"]
 
@@ -68,7 +70,7 @@ class FolderLock:
 
     def release(self) -> None:
         try:
-            if self.path.read_text(encoding="utf-8") == self.content:
+            if self.path.read_bytes() == self.content.encode("utf-8"):
                 self.path.unlink()
         except FileNotFoundError:
             pass
@@ -106,7 +108,7 @@ def _break_if_stale(path: Path, text: str) -> bool:
         os.rename(path, aside)
     except FileNotFoundError:
         return False
-    if aside.read_text(encoding="utf-8") != text:
+    if aside.read_bytes() != text.encode("utf-8"):
         with contextlib.suppress(FileExistsError):
             os.link(aside, path)
     aside.unlink()
@@ -114,11 +116,15 @@ def _break_if_stale(path: Path, text: str) -> bool:
     return True
 
 
-def acquire(folder: str | Path, purpose: str) -> FolderLock:
-    """Take `folder`'s lock (creating the folder); FolderLockedError if a live process holds it."""
+def acquire(folder: str | Path, purpose: str, *, name: str = LOCK_NAME) -> FolderLock:
+    """Take `folder`'s lock (creating the folder); FolderLockedError if a live process holds it. `name` (starting
+    with LOCK_NAME) gives a lock of its own to something beside the folder's content: `prepare` locks its --out
+    from the parent folder, because it replaces --out whole (a lock inside would go with the old folder)."""
+    if not name.startswith(LOCK_NAME):
+        raise ValueError(f"a lock file name starts with {LOCK_NAME}, got {name!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
+    path = folder / name
     owner = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -135,9 +141,13 @@ def acquire(folder: str | Path, purpose: str) -> FolderLock:
                 os.link(tmp, path)  # atomic, and fails when a lock exists: the file appears whole or not at all
             except FileExistsError:
                 try:
-                    text = path.read_text(encoding="utf-8")
+                    text = read_utf8(path)
                 except FileNotFoundError:
                     continue  # released in between: try again
+                except NotUtf8Error as error:
+                    raise FolderLockedError(
+                        f"unreadable lock file ({error}); if no lead_dist process writes {folder}, delete it"
+                    ) from None
                 _break_if_stale(path, text)
                 continue
             lock = FolderLock(path, content)

@@ -48,7 +48,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def test_every_distillation_run_has_the_same_steps_batches_and_start() -> None:
-    plan = load_plan(GRID, "full", REPO)
+    plan = load_plan(GRID, "full", REPO, check_data=False)  # the recipes, not the data: runs in any clone
     recipes = {spec.name: _recipe(spec.config) for spec in plan.runs}
     same = ("seed", "data", "train", "student")
     reference = recipes["lead_de"]
@@ -108,3 +108,18 @@ def test_summary_has_exactly_the_issue_keys_and_hand_computed_values() -> None:
     assert summary["student_share_of_teacher"] == pytest.approx(0.625)  # 0.5 / 0.8
     assert (summary["contrastive_plateau"], summary["seeds"], summary["distill_steps"]) == (True, 3, 8)
     assert summary["step0_layer_kl_mean"] == 1.25 and summary["p_lead_vs_contrastive"] == 1.0
+
+
+def test_the_plan_checks_its_datasets_unless_only_its_structure_is_wanted(tmp_path: Path) -> None:
+    """Running a grid needs its data (refused, naming the dataset key, when it is absent); checking the grid's
+    structure does not, so a clone without ../shared tests it too."""
+    from benchmarks.quality.plan import PlanError
+
+    raw = yaml.safe_load(GRID.read_text())
+    raw["datasets"]["train"]["data"] = str(tmp_path / "absent")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PlanError, match=r"datasets\.train: expected a BEIR folder with qrels/train\.tsv"):
+        load_plan(grid, "full", REPO)
+    plan = load_plan(grid, "full", REPO, check_data=False)
+    assert plan.train.data == tmp_path / "absent" and plan.runs

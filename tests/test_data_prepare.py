@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from test_data_fixtures import prepare_args, run_prepare, write_beir
+from test_data_fixtures import run_prepare, write_beir
 
+from lead_dist.cli import main as cli_main
 from lead_dist.data.demo_dataset import write_demo_dataset
 from lead_dist.data.errors import DataFormatError, DropShareExceeded
 from lead_dist.data.shards import read_shard
-from lead_dist.verbs import prepare as prepare_verb
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
@@ -92,7 +92,7 @@ def test_drops_are_listed_with_file_line_and_reason(tmp_path: Path) -> None:
     with pytest.raises(DropShareExceeded, match=r"judgements: 33\.33% dropped.*train\.tsv:8"):
         run_prepare("--format", "beir", "--input", src, "--out", tmp_path / "strict")
     assert not (tmp_path / "strict").exists()  # nothing written when the check fails
-    assert prepare_verb.run(prepare_args("--format", "beir", "--input", src, "--out", tmp_path / "s2")) == 2
+    assert cli_main(["prepare", "--format", "beir", "--input", str(src), "--out", str(tmp_path / "s2")]) == 2
 
 
 def test_run_file_negatives_with_depth_and_positives_removed(tmp_path: Path) -> None:
@@ -130,23 +130,23 @@ def test_run_file_negatives_with_depth_and_positives_removed(tmp_path: Path) -> 
 
 
 def test_msmarco_files_and_triples(tmp_path: Path) -> None:
-    (tmp_path / "collection.tsv").write_text("".join(f"{i}\tpassage {i}\n" for i in range(6)))
-    (tmp_path / "queries.train.tsv").write_text("10\tfirst query\n11\tsecond query\n")
-    (tmp_path / "qrels.train.tsv").write_text("10 0 1 1\n11 0 2 1\n")
-    (tmp_path / "triples.tsv").write_text("10\t1\t3\n10\t1\t4\n10\t1\t3\n11\t5\t0\n")
+    data = tmp_path / "msmarco"  # apart from --out: an --out inside an input is refused
+    data.mkdir()
+    (data / "collection.tsv").write_text("".join(f"{i}\tpassage {i}\n" for i in range(6)))
+    (data / "queries.train.tsv").write_text("10\tfirst query\n11\tsecond query\n")
+    (data / "qrels.train.tsv").write_text("10 0 1 1\n11 0 2 1\n")
+    (data / "triples.tsv").write_text("10\t1\t3\n10\t1\t4\n10\t1\t3\n11\t5\t0\n")
     manifest = run_prepare(
-        "--format", "msmarco", "--input", tmp_path, "--triples", tmp_path / "triples.tsv", "--out", tmp_path / "out"
+        "--format", "msmarco", "--input", data, "--triples", data / "triples.tsv", "--out", tmp_path / "out"
     )
     records = {r["qid"]: r for r in train_records(tmp_path / "out")}
     assert records["10"]["pos_ids"] == ["1"] and records["10"]["neg_ids"] == ["3", "4"]
     assert records["11"]["pos_ids"] == ["2", "5"] and records["11"]["neg_ids"] == ["0"]
     assert manifest["stats"]["positives_added_from_triples"] == 1
     assert manifest["stats"]["negatives_duplicates_removed"] == 1
-    (tmp_path / "bad.tsv").write_text("10\tok\nabc\tnot numeric\n")
+    (data / "bad.tsv").write_text("10\tok\nabc\tnot numeric\n")
     with pytest.raises(DataFormatError, match=r"bad\.tsv:2: expected a numeric query id"):
-        run_prepare(
-            "--format", "msmarco", "--input", tmp_path, "--queries", tmp_path / "bad.tsv", "--out", tmp_path / "out2"
-        )
+        run_prepare("--format", "msmarco", "--input", data, "--queries", data / "bad.tsv", "--out", tmp_path / "out2")
 
 
 def test_reference_json_with_passage_tsv(tmp_path: Path) -> None:

@@ -19,9 +19,12 @@ SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
 
 def output_digests(out: Path, replacements: dict[str, str]) -> dict[str, str]:
-    """sha256 of every file under `out` (relative name -> hex); manifest.json with its paths made relative."""
+    """sha256 of every file under `out` (relative name -> hex); manifest.json with its paths made relative. The
+    folder markers (lead_dist.guard.MARKER: who wrote the folder, not data) are left out."""
+    from lead_dist.guard import MARKER
+
     digests = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != MARKER):
         data = path.read_bytes()
         if path.name == "manifest.json":
             text = data.decode("utf-8")

@@ -9,8 +9,9 @@ import pytest
 from lead_dist.data.errors import DataFormatError
 from lead_dist.data.readers.qrels import read_qrels
 
-JUDGEMENTS = [("1", "10", 2), ("1", "11", 0), ("2", "10", 1), ("1", "10", 1)]  # (1, 10) judged twice: last wins
-EXPECTED = {"1": {"10": 1, "11": 0}, "2": {"10": 1}}
+# (1, 10) judged twice: the first grade is kept (as prepare keeps it), and the repeat is reported
+JUDGEMENTS = [("1", "10", 2), ("1", "11", 0), ("2", "10", 1), ("1", "10", 1)]
+EXPECTED = {"1": {"10": 2, "11": 0}, "2": {"10": 1}}
 
 
 def test_beir_and_trec_layouts_read_alike(tmp_path: Path) -> None:
@@ -18,7 +19,9 @@ def test_beir_and_trec_layouts_read_alike(tmp_path: Path) -> None:
     beir.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in JUDGEMENTS))
     trec = tmp_path / "qrels.dev.tsv"
     trec.write_text("\n" + "".join(f"{q} 0 {d} {g}\n" for q, d, g in JUDGEMENTS))  # a blank first line is skipped
-    assert read_qrels(beir) == EXPECTED
+    repeats: list[str] = []
+    assert read_qrels(beir, repeats.append) == EXPECTED
+    assert repeats == [f"1:10 ({beir}:5)"]  # line 5: the header is line 1
     assert read_qrels(trec) == EXPECTED
 
 

@@ -242,7 +242,8 @@ def test_a_missing_entry_is_an_error_naming_the_id(tmp_path, tmp_path_factory, c
         keys, tensors = read_shard(cache / shard["name"])
         if wanted in keys:
             keep = [i for i, key in enumerate(keys) if key != wanted]
-            write_shard(cache / shard["name"], [keys[i] for i in keep], {k: v[keep] for k, v in tensors.items()})
+            kept = {k: v[keep] for k, v in tensors.items()}
+            shard["sha256"] = write_shard(cache / shard["name"], [keys[i] for i in keep], kept)
             shard["count"] -= 1
     write_json(cache / "manifest.json", manifest)
     code, err = run_cli(capsys, "train", write_yaml(tmp_path / "c.yaml", config))
@@ -328,3 +329,62 @@ def test_train_with_a_missing_cache_folder_fails_before_any_model_is_built(tmp_p
     code, err = run_cli(capsys, "train", yaml_path, f"teacher.cache={tmp_path / 'no-cache'}")
     assert code == 2 and "teacher.cache:" in err and "cache-teacher" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # checked before the output_dir was claimed
+
+
+def _damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "flipped byte":  # the high byte of an fp16 value in the tensors: 0x7f.. is NaN or inf
+        data[-2] = 0x7F
+    else:  # garbage over every tensor byte (the header stays whole: the file still parses)
+        start = 8 + int.from_bytes(data[:8], "little")
+        data[start:] = (bytes(range(7, 256, 3)) * len(data))[: len(data) - start]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["flipped byte", "garbage"])
+def test_a_damaged_cache_shard_is_named_before_any_step(tmp_path, tmp_path_factory, capsys, how):
+    """Issue 21: a flipped byte, or 60 KB of garbage, in a shard trained on NaN at most steps and still exported a
+    student. Training checks every shard against the manifest's sha256 when it opens the cache."""
+    cache = tmp_path / "cache"
+    shutil.copytree(built_cache(tmp_path_factory, "de"), cache)
+    damaged = cache / "passage-000000.safetensors"
+    _damage(damaged, how)
+    config = config_dict(helpers.shared_shards(tmp_path_factory), tmp_path / "run", "de", teacher={"cache": str(cache)})
+    code, err = run_cli(capsys, "train", write_yaml(tmp_path / "c.yaml", config))
+    assert code == 2 and err.count(chr(10)) == 0, err
+    assert f"{damaged}: sha256 differs from the one recorded in manifest.json" in err and "cache-teacher" in err, err
+    assert not (tmp_path / "run" / "log.jsonl").exists() and not (tmp_path / "run" / "export").exists()
+
+
+def test_a_resumed_build_encodes_a_kept_shard_again_when_it_was_damaged_meanwhile(
+    tmp_path, tmp_path_factory, monkeypatch
+):
+    """Issue 21: a rerun after a kill kept a shard truncated meanwhile and recorded its sha256. The rerun checks each
+    kept shard against the digest written with it, encodes a damaged one again, and the cache equals a clean build."""
+    import lead_dist.teacher_cache.build as build
+
+    reference = built_cache(tmp_path_factory, "de")
+    config = config_from_dict(config_dict(helpers.shared_shards(tmp_path_factory), tmp_path / "run", "de"))
+    out, encoded = tmp_path / "cache", []
+    real_encode = build.encode_shard
+
+    def killed_after_two(*args, **kwargs):
+        if len(encoded) == 2:
+            raise KeyboardInterrupt  # stands for the kill: nothing after the second shard is written
+        encoded.append(args[1].name)
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(build, "encode_shard", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(config, out, shard_size=64, log=lambda _line: None)
+    monkeypatch.setattr(build, "encode_shard", real_encode)
+    assert not (out / "manifest.json").exists()
+    assert encoded == ["query-000000.safetensors", "passage-000000.safetensors"]
+    truncated = out / "passage-000000.safetensors"
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+
+    lines: list[str] = []
+    summary = build_cache(config, out, shard_size=64, log=lines.append)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {p.name: p.read_bytes() for p in reference.iterdir()}
+    assert (summary["skipped"], summary["damaged"], summary["shards"]) == (1, 1, 3)
+    assert any(line.startswith(f"cache-teacher rank 0: {truncated}: sha256 differs") for line in lines), lines

@@ -12,6 +12,7 @@ import test_train_loop_helpers as helpers
 from rounding import assert_adam_runs_agree, noisy_share
 from test_train_loop_helpers import fresh_accelerate_state  # noqa: F401 (a fixture, used by name)
 
+from lead_dist.cli import main
 from lead_dist.config import config_from_dict
 from lead_dist.train.loop import train
 
@@ -58,6 +59,36 @@ def test_too_many_nonfinite_steps_in_a_row_abort(tmp_path, tmp_path_factory, mon
     with pytest.raises(FloatingPointError, match=r"3 steps in a row.*train.max_nonfinite_in_row=3"):
         train(config)
     assert not (tmp_path / "run" / "export").exists()
+
+
+def test_a_run_ending_in_nonfinite_losses_names_the_terms_exits_1_and_exports_nothing(
+    tmp_path, tmp_path_factory, monkeypatch, capsys
+):
+    """Issue 21: NaN from a frozen teacher (as from a damaged cache) in the last 2 of 3 steps, under the limit of 5:
+    the run used to export its student. It now ends with one line naming the terms that went non-finite first,
+    exit code 1, and no export; the log shows each term as it was."""
+    monkeypatch.setenv("LEAD_DIST_TEST_NAN_AT_STEPS", "1,2")
+    monkeypatch.setenv("LEAD_DIST_TEST_NAN_IN", "teacher")
+    out = tmp_path / "run"
+    config = helpers.tiny_config(helpers.shared_shards(tmp_path_factory), out, helpers.minilm_tokenizer(),
+                                 teacher={"trained": False}, train={"max_steps": 3})  # fmt: skip
+    capsys.readouterr()
+    code = main(["train", str(helpers.write_config(tmp_path / "nan.yaml", config))])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lead-dist train")]
+    assert code == 1 and len(lines) == 1, lines
+    # The teacher's outputs feed the response and layer terms only: the student's contrastive term stays finite.
+    assert lines[0] == (
+        "lead-dist train: error: the last 2 steps of the run had a non-finite loss (steps 2-3); first non-finite at "
+        "step 2: response, response_forward, layers, layer_kl/0, layer_kl/1; nothing exported: lower the learning "
+        "rates, enable gradient clipping or check the data (and teacher.cache)"
+    )
+    assert not (out / "export").exists()
+    records = helpers.step_records(out)
+    assert [r["loss"]["response"] for r in records][1:] == ["nan", "nan"] and math.isfinite(
+        records[0]["loss"]["response"]
+    )
+    assert all(math.isfinite(r["loss"]["student"]) for r in records)
+    assert [e["terms"][0] for e in _events(out, "nonfinite_loss")] == ["response", "response"]
 
 
 def test_gradient_accumulation_equals_the_larger_batch_when_nothing_crosses_queries(tmp_path, tmp_path_factory):

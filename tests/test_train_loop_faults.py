@@ -43,3 +43,29 @@ def test_a_stuck_rank_ends_the_run_with_a_clear_error(tmp_path, tmp_path_factory
     assert "train.rank_timeout_s=6" in output, output[-6000:]
     assert "another rank" in output
     assert [r["step"] for r in helpers.step_records(out)] == [1, 2], "no step completes after the freeze"
+
+
+def test_nonfinite_losses_on_one_rank_stop_both_ranks_at_the_same_step_with_exit_code_1(tmp_path, tmp_path_factory):
+    """Issue 21: rank 1's loss is NaN at steps 2-4 (0-based 1-3), rank 0's stays finite. The ranks agree that each
+    of those steps is not finite (one all-reduce), so both skip them, both stop at the limit of 2 with the same one
+    line, and the launch ends with exit code 1 and no export. A rank that decided alone would hang the other."""
+    out = tmp_path / "run"
+    config = helpers.reference_config(
+        helpers.shared_shards(tmp_path_factory), out, train={"max_nonfinite_in_row": 2, "max_steps": 6}
+    )
+    path = helpers.write_config(tmp_path / "config.yaml", config)
+    env = helpers.launch_env("accelerate", LEAD_DIST_TEST_NAN_AT_STEPS="1,2,3", LEAD_DIST_TEST_NAN_RANK="1")
+    result = subprocess.run(helpers.command("accelerate", path), env=env, capture_output=True, text=True,
+                            timeout=300, cwd=helpers.REPO)  # fmt: skip
+
+    assert helpers.run_info(out)["world_size"] == 2
+    assert result.returncode == 1, result.stderr[-4000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lead-dist train: error:")]
+    expected = (
+        "lead-dist train: error: non-finite loss in 2 steps in a row (steps 2-3; train.max_nonfinite_in_row=2); "
+        "first non-finite at step 2: total (every term finite, their weighted sum not); stopped, nothing exported"
+    )
+    assert len(errors) == 2 and all(line.startswith(expected) for line in errors), result.stderr[-4000:]
+    assert "lead_dist/train" not in result.stderr  # no traceback of ours (accelerate prints its own for exit code 1)
+    assert [r["step"] for r in helpers.step_records(out)] == [1, 2, 3]
+    assert not (out / "export").exists()

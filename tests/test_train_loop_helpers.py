@@ -82,7 +82,8 @@ def base_env(**extra: str) -> dict[str, str]:
         OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
     )
-    for key in ("ACCELERATE_USE_CPU", "ACCELERATE_USE_DEEPSPEED", "LEAD_DIST_TEST_NAN_AT_STEPS"):
+    for key in ("ACCELERATE_USE_CPU", "ACCELERATE_USE_DEEPSPEED", "LEAD_DIST_TEST_NAN_AT_STEPS", "LEAD_DIST_TEST_NAN_IN",
+                "LEAD_DIST_TEST_NAN_RANK"):  # fmt: skip
         env.pop(key, None)
     env.update(extra)
     return env

@@ -112,7 +112,7 @@ def test_a_killed_runs_lock_is_stale_and_a_damaged_checkpoint_is_passed_over(tmp
     resumed = _train(config, "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"removed the stale lock of lead-dist train (output_dir {out}) (pid {first.pid}" in resumed.stderr
-    assert f"{weights}: sha256 differs" in resumed.stderr and "falling back" in resumed.stderr
+    assert f"--resume latest: skipping step 4: {weights}: sha256 differs" in resumed.stderr
     assert helpers.run_info(out)["resumed_from"] == str(out / "step-000002")
     assert not (out / LOCK_NAME).exists()
 
@@ -132,7 +132,8 @@ def test_resume_from_a_named_damaged_checkpoint_is_refused(tmp_path):
         checkpoint.damaged_file(path)
         == f"{path / 'weights.bin'}: sha256 differs from the one recorded in COMPLETE (the file is damaged)"
     )
-    assert checkpoint.resolve_resume(tmp_path, "latest") is None
+    with pytest.raises(ValueError, match=r"no usable checkpoint in .* \(step 3: .*weights.bin: sha256 differs"):
+        checkpoint.resolve_resume(tmp_path, "latest")  # issue 21: not a fresh start over the run's results
     with pytest.raises(FileNotFoundError, match="sha256 differs"):
         checkpoint.resolve_resume(tmp_path, str(path))
 

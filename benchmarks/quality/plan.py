@@ -112,12 +112,12 @@ def _exact_section(raw: dict[str, Any], key: str, keys: tuple[str, ...], source:
     return section
 
 
-def _dataset(raw: Any, key: str, root: Path, source: Path) -> Dataset:
+def _dataset(raw: Any, key: str, root: Path, source: Path, check_data: bool) -> Dataset:
     section = _section(raw, f"datasets.{key}", source)
     folder = root / str(_require(section, "data", f"datasets.{key}", source))
     split = str(_require(section, "split", f"datasets.{key}", source))
     qrels = folder / "qrels" / f"{split}.tsv"
-    if not qrels.is_file():
+    if check_data and not qrels.is_file():
         raise PlanError(f"{source}: datasets.{key}: expected a BEIR folder with {qrels.relative_to(folder)}, "
                         f"but {qrels} does not exist")  # fmt: skip
     return Dataset(folder, split)
@@ -142,8 +142,10 @@ def _seeds(raw: Any, key: str, source: Path) -> tuple[int, ...]:
     return tuple(raw)
 
 
-def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
-    """Read the grid file and build the plan of grid `grid`; relative paths are taken from `root` (the repo)."""
+def load_plan(path: str | Path, grid: str, root: str | Path, *, check_data: bool = True) -> Plan:
+    """Read the grid file and build the plan of grid `grid`; relative paths are taken from `root` (the repo).
+    `check_data=False` leaves out the check that the datasets are on disk (the structure of a grid can be checked
+    in a clone without the data; running it cannot)."""
     source, root = Path(path), Path(root)
     if not source.is_file():
         raise PlanError(f"grid file {source} does not exist")
@@ -214,9 +216,11 @@ def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
     return Plan(
         grid=grid,
         source=source,
-        train=_dataset(_require(datasets, "train", "datasets", source), "train", root, source),
-        test=_dataset(_require(datasets, "test", "datasets", source), "test", root, source),
-        zero_shot=_dataset(datasets["zero_shot"], "zero_shot", root, source) if zero_shot_wanted else None,
+        train=_dataset(_require(datasets, "train", "datasets", source), "train", root, source, check_data),
+        test=_dataset(_require(datasets, "test", "datasets", source), "test", root, source, check_data),
+        zero_shot=(
+            _dataset(datasets["zero_shot"], "zero_shot", root, source, check_data) if zero_shot_wanted else None
+        ),
         dev_split=DevSplit(dev_list, int(dev["corpus_size"]), int(dev["seed"])),
         mining_top_k=int(_require(mining, "top_k", "mining", source)),
         mining_depth=str(_require(mining, "depth", "mining", source)),

@@ -158,6 +158,36 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dic
 # Loading and validation
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key that repeats in one mapping: PyYAML keeps the last silently, so a second
+    `train:` section would replace the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"line {line}: key {key!r} repeats the one on line {seen[key]}; merge them into one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file through the safe loader, with repeated keys and bad UTF-8 refused (ConfigError naming the file)."""
+    from lead_dist.textfile import NotUtf8Error, read_utf8
+
+    path = Path(path)
+    try:
+        return yaml.load(read_utf8(path), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except NotUtf8Error as exc:
+        raise ConfigError(str(exc)) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+
+
 def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Config:
     """Read YAML (safe loader), apply overrides, build typed sections and validate. Raises ConfigError."""
     raw: dict[str, Any] = {}
@@ -165,10 +195,7 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        loaded = read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
         raw = loaded or {}

@@ -35,6 +35,7 @@ class SourceBundle:
     negatives: Callable[[], Iterator[NegativeList]] | None = None
     extra_positives: Callable[[], Iterator[Judgement]] | None = None  # e.g. the positives of MS MARCO triples
     files: list[str] = field(default_factory=list)
+    file_of: dict[str, str] = field(default_factory=dict)  # "passages", "queries", "judgements" -> the file read
 
 
 @dataclass

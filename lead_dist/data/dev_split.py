@@ -81,6 +81,7 @@ class SplitSummary:
     dev_judgements: int
     source_qrels_sha256: str
     dev_list_sha256: str
+    duplicate_judgements: int = 0  # repeated (query, passage) pairs of the source qrels: the first grade is kept
 
 
 def _sha256(path: Path) -> str:
@@ -110,7 +111,13 @@ def write_split_folder(
     corpus, queries, qrels_file = beir.beir_paths(source, split)
     if dev_name == split or (source / "qrels" / f"{dev_name}.tsv").exists():
         raise ValueError(f"{source}: a qrels split named {dev_name!r} exists already (or is the split being cut)")
-    rows = [(j.qid, j.pid, int(j.score)) for j in beir.read_qrels(qrels_file)]
+    rows, seen, repeats = [], set(), 0
+    for j in beir.read_qrels(qrels_file):  # a repeated pair keeps its first grade, as every reader does
+        if (j.qid, j.pid) in seen:
+            repeats += 1
+            continue
+        seen.add((j.qid, j.pid))
+        rows.append((j.qid, j.pid, int(j.score)))
     judged = {qid for qid, _pid, _grade in rows}
     dev = set(dev_ids)
     unknown = sorted(dev - judged)
@@ -132,6 +139,7 @@ def write_split_folder(
         train_queries=len(judged - dev), dev_queries=len(dev),
         train_judgements=sum(1 for r in rows if r[0] not in dev), dev_judgements=sum(1 for r in rows if r[0] in dev),
         source_qrels_sha256=_sha256(qrels_file), dev_list_sha256=hashlib.sha256("\n".join(sorted(dev)).encode()).hexdigest(),
+        duplicate_judgements=repeats,
     )  # fmt: skip
     _save_summary(out, summary)
     return summary
@@ -152,7 +160,7 @@ def write_dev_corpus(split_folder: str | Path, size: int, seed: int, out: str | 
     folder, out = Path(split_folder).resolve(), Path(out)
     corpus_file, queries_file, dev_qrels = beir.beir_paths(folder, dev_name)
     judged = {j.pid for j in beir.read_qrels(dev_qrels)}
-    ids = [p.id for p in beir.read_corpus(corpus_file)]
+    ids = list(dict.fromkeys(p.id for p in beir.read_corpus(corpus_file)))  # a repeated id counts once
     missing = judged - set(ids)
     if missing:
         raise DataFormatError(f"{dev_qrels}: judged passage(s) {sorted(missing)[:5]} are not in {corpus_file}")
@@ -164,10 +172,13 @@ def write_dev_corpus(split_folder: str | Path, size: int, seed: int, out: str | 
     keep = judged | set(rest[: size - len(judged)])
     _check_empty(out)
     (out / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(corpus_file, encoding="utf-8") as source, open(out / "corpus.jsonl", "w", encoding="utf-8") as sink:
-        for line in source:  # the source lines verbatim, so every field and its formatting survive
-            if line.strip() and json.loads(line)["_id"] in keep:
-                sink.write(line if line.endswith("\n") else line + "\n")
+    written: set[str] = set()  # a repeated id keeps its first line, as every corpus reader does
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as sink:
+        # the source lines verbatim (every field and its formatting survive), beside the records they hold
+        for (_number, line), passage in zip(numbered_lines(corpus_file), beir.read_corpus(corpus_file), strict=True):
+            if passage.id in keep and passage.id not in written:
+                written.add(passage.id)
+                sink.write(line + "\n")
     os.symlink(queries_file.resolve(), out / "queries.jsonl")
     (out / "qrels" / f"{dev_name}.tsv").write_bytes(dev_qrels.read_bytes())
     info = {

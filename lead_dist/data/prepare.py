@@ -21,42 +21,48 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
+import errno
 import itertools
 import json
 import math
 import random
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from lead_dist.atomic import replace_dir
+from lead_dist.atomic import DiskFullError, replace_dir
 from lead_dist.data.assemble import Assembled, SourceBundle, assemble
+from lead_dist.data.beir_zip import beir_from_zip, is_beir_zip
 from lead_dist.data.drops import DropLog
+from lead_dist.data.errors import DataFormatError
 from lead_dist.data.manifest import FORMAT_VERSION, describe_file, negatives_summary, write_manifest
-from lead_dist.data.out_folder import check_out, staging_dir
+from lead_dist.data.out_folder import check_out, claimed, retired_name, scratch_prefix, staging_dir
 from lead_dist.data.readers.trec_run import parse_depth
 from lead_dist.data.shards import write_shard
 from lead_dist.data.sources import add_run_negatives, beir_bundle, msmarco_bundle, reference_bundle
 from lead_dist.data.store import PrepareStore
+from lead_dist.guard import mark_folder
 
 TRAIN_SHARD = "train-{:06d}.tar"
 CORPUS_SHARD = "corpus-{:06d}.tar"
-RUN_FLAGS = ("overwrite", "debug", "verbose")
+RUN_FLAGS = ("overwrite", "debug", "verbose", "sha256")  # sha256: checks a zip; the files read are in "sources"
 AUTO_SHARD_TARGET = 5000  # examples per training shard when --shards is not given
 AUTO_MIN_SHARDS = 8  # enough for 2 ranks x 4 workers (or 8 ranks x 1) without a rank going dry
 
 
-def _bundle_for(args: argparse.Namespace, work: Path) -> SourceBundle:
+def _bundle_for(args: argparse.Namespace, work: Path, unpacked: Path | None) -> SourceBundle:
     if args.format == "beir":
         if not args.input:
-            raise ValueError("--format beir needs --input FOLDER (corpus.jsonl, queries.jsonl, qrels/)")
-        bundle = beir_bundle(args.input, args.split)
+            raise ValueError("--format beir needs --input FOLDER (corpus.jsonl, queries.jsonl, qrels/) or a BEIR zip")
+        bundle = beir_bundle(unpacked or args.input, args.split)
     elif args.format == "demo":
         from lead_dist.data.demo_dataset import write_demo_dataset
 
         folder = Path(args.input) if args.input else work / "source"
-        write_demo_dataset(folder)
+        write_demo_dataset(folder)  # a given --input was checked to be new, empty or an earlier demo dataset
+        mark_folder(folder, "demo-data")
         bundle = beir_bundle(folder, args.split)
     elif args.format == "msmarco":
         bundle = msmarco_bundle(
@@ -138,7 +144,7 @@ def _scratch_store(out: Path) -> Iterator[PrepareStore]:
     """The join's sqlite3 file, in a temporary folder beside the output (where the space for the output is),
     removed when prepare ends, also when it fails."""
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.resolve().name}.prepare-", dir=out.resolve().parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix(out), dir=out.resolve().parent) as scratch:
         store = PrepareStore(Path(scratch) / "join.sqlite")
         try:
             yield store
@@ -154,31 +160,59 @@ def prepare(args: argparse.Namespace) -> dict:
         raise ValueError(f"--corpus-shard-size {args.corpus_shard_size}: expected a positive number")
     if not 0 <= args.max_drop_share <= 1:
         raise ValueError(f"--max-drop-share {args.max_drop_share}: expected a share between 0 and 1")
-    check_out(args)
+    unpacked = None
+    if args.format == "beir" and is_beir_zip(args.input):
+        unpacked = beir_from_zip(args.input, args.sha256)  # a zip or its URL: unpacked once into the cache
+    elif args.sha256:
+        raise ValueError("--sha256 checks a BEIR zip given as --input (a .zip file or an http(s) URL)")
+    check_out(args, unpacked)
     out = Path(args.out)
-    work = staging_dir(out)
-    try:
-        manifest = _prepare_into(args, work, out)
-        # the demo's source files were described where they were written: say where they now are
-        for source in manifest["sources"]:
-            if source["path"].startswith(str(work)):
-                source["path"] = str(out.resolve()) + source["path"][len(str(work)) :]
-        write_manifest(work, manifest)
-        replace_dir(work, out.resolve())
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with claimed(out):
+        check_out(args, unpacked)  # again, holding the lock: another prepare may have written --out meanwhile
+        work = staging_dir(out)
+        try:
+            manifest = _prepare_into(args, work, out, unpacked)
+            # the demo's source files were described where they were written: say where they now are
+            for source in manifest["sources"]:
+                if source["path"].startswith(str(work)):
+                    source["path"] = str(out.resolve()) + source["path"][len(str(work)) :]
+            write_manifest(work, manifest)
+            replace_dir(work, out.resolve(), retired=retired_name(out))
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     return manifest
 
 
-def _prepare_into(args: argparse.Namespace, work: Path, out: Path) -> dict:
+@contextlib.contextmanager
+def _disk_full_named(files: list[str], out: Path) -> Iterator[None]:
+    """A full disk while preparing (a shard, an evaluation file, the join's sqlite3 store) becomes one line naming
+    the file and what prepare needs: about twice the inputs' size beside --out (the store holds the corpus text
+    once, the shards once more)."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as error:
+        store_full = isinstance(error, sqlite3.OperationalError) and "full" in str(error)
+        if not (store_full or (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))):
+            raise
+        inputs = sum(Path(file).stat().st_size for file in files if Path(file).is_file())
+        where = getattr(error, "path", None) or getattr(error, "filename", None) or out.resolve().parent
+        raise DiskFullError(
+            where, f"prepare needs about {2 * inputs} bytes beside --out {out} (twice its inputs' {inputs} bytes)"
+        ) from error
+
+
+def _prepare_into(args: argparse.Namespace, work: Path, out: Path, unpacked: Path | None) -> dict:
     """Read, join and write everything into the staging folder `work`; returns the manifest (not yet written)."""
-    bundle = _bundle_for(args, work)
-    with _scratch_store(out) as store:
+    bundle = _bundle_for(args, work, unpacked)
+    with _disk_full_named(bundle.files, out), _scratch_store(out) as store:
         log = DropLog()
         data = assemble(
             bundle, log, store, min_relevance=args.min_relevance, keep_without_negatives=args.keep_without_negatives
         )
+        for kind in ("passages", "queries", "judgements"):  # an empty input "succeeds" with nothing: refused
+            if log.totals[kind] == 0:
+                raise DataFormatError(f"{bundle.file_of.get(kind, '--input')}: no {kind} (an empty file?)")
         log.check(args.max_drop_share)
         return _write_outputs(args, work, bundle, data, log)
 

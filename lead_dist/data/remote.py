@@ -23,7 +23,7 @@ from webdataset.gopen import gopen, set_options
 from lead_dist.data.errors import ShardError
 from lead_dist.data.location import ShardLocation
 from lead_dist.data.manifest import FORMAT_VERSION, read_manifest
-from lead_dist.data.shards import CURL_HTTP_ERROR, ShardReadError, read_shard
+from lead_dist.data.shards import CURL_HTTP_ERROR, ShardReadError, read_shard, transport_failure
 
 TAR_BLOCK = 512
 
@@ -76,8 +76,7 @@ def _read_small(url: str, *, retries: int, backoff_s: float, limit: int | None =
         except OSError as error:
             http_error = getattr(stream, "status", None) == CURL_HTTP_ERROR
             if http_error or attempt == retries:
-                why = "the server answered with an HTTP error (e.g. 404 Not Found)" if http_error else str(error)
-                raise ShardError(f"{url}: cannot be read: {why}") from None
+                raise ShardError(f"{url}: cannot be read: {transport_failure(url, stream, error)}") from None
             time.sleep(backoff_s * 2**attempt)
     raise AssertionError("unreachable")
 

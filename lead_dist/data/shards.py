@@ -96,16 +96,15 @@ def read_shard(source: str | Path, expected_count: int | None = None) -> Iterato
     except ShardError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-        problem = f"{type(error).__name__}: {error}"
         status = _close(stream)
-        if status:
-            problem = f"{problem}; the reader exited with status {status}"
+        problem = transport_failure(source, stream, error) if status else f"{type(error).__name__}: {error}"
         raise ShardReadError(f"{where}: unreadable after {count} records ({problem})", count, stream) from None
     finally:
         if not finished:
             _close(stream)
     if status:  # every record arrived, yet the download or command failed: its output cannot be trusted whole
-        raise ShardReadError(f"{where}: the reader exited with status {status} after {count} records", count, stream)
+        problem = transport_failure(source, stream)
+        raise ShardReadError(f"{where}: the reader failed after {count} records: {problem}", count, stream)
     if expected_count is not None and count != expected_count:
         raise ShardReadError(
             f"{where}: holds {count} records but the manifest says {expected_count} (truncated or corrupt)",
@@ -125,6 +124,30 @@ class ShardReadError(ShardError):
 
 
 CURL_HTTP_ERROR = 22  # curl -f: the server answered with an HTTP error
+CURL_FAILURES = {  # curl's exit statuses that a user meets, in words (webdataset opens http(s) URLs with curl)
+    6: "the host name could not be resolved",
+    7: "the connection was refused (no server listening there, or the host is unreachable)",
+    18: "the transfer ended before the whole file arrived",
+    22: "the server answered with an HTTP error (e.g. 404 Not Found)",
+    28: "the connection timed out",
+    35: "the TLS handshake failed",
+    52: "the server sent nothing",
+    56: "the connection was reset",
+}
+
+
+def transport_failure(source: str | Path, stream: object, error: BaseException | None = None) -> str:
+    """Why reading `source` failed, in one line without the reader's argv (webdataset's message repeats curl's
+    whole command line): curl's exit status in words for a URL, the exit status for a `pipe:` command."""
+    status = getattr(stream, "status", None)
+    if status:
+        if "curl" in str(getattr(stream, "args", "")) or str(source).startswith(("http://", "https://")):
+            return f"{CURL_FAILURES.get(status, 'the download failed')} (curl exit status {status})"
+        return f"the command exited with status {status}"
+    if error is None:
+        return "the reader failed"
+    text = str(error)
+    return text if "([" not in text else type(error).__name__  # never webdataset's repr of the command
 
 
 def _open(source: str | Path, where: str) -> IO[bytes]:
@@ -135,7 +158,7 @@ def _open(source: str | Path, where: str) -> IO[bytes]:
     except FileNotFoundError:
         raise ShardError(f"{where}: file not found") from None
     except (OSError, ValueError) as error:
-        raise ShardReadError(f"{where}: cannot be opened ({type(error).__name__}: {error})") from None
+        raise ShardReadError(f"{where}: cannot be opened ({transport_failure(source, None, error)})") from None
     # webdataset's Pipe raises at the first read after its process has exited with a failure, throwing away what
     # the pipe still holds: a consumer slower than the download then loses the records that arrived before a
     # dropped connection. We read to the end of what arrived and judge the exit status when closing instead.

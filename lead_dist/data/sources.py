@@ -17,6 +17,7 @@ def beir_bundle(folder: str | Path, split: str) -> SourceBundle:
         queries=lambda: beir.read_queries(queries),
         judgements=lambda: beir.read_qrels(qrels),
         files=[str(corpus), str(queries), str(qrels)],
+        file_of={"passages": str(corpus), "queries": str(queries), "judgements": str(qrels)},
     )
 
 
@@ -43,6 +44,7 @@ def msmarco_bundle(
         queries=lambda: msmarco.read_queries(queries),
         judgements=lambda: msmarco.read_qrels(qrels),
         files=[str(collection), str(queries), str(qrels)],
+        file_of={"passages": str(collection), "queries": str(queries), "judgements": str(qrels)},
     )
     if triples is not None and negative_lists is not None:
         raise ValueError("--triples and --negative-lists are two negative sources; give one")
@@ -65,6 +67,7 @@ def reference_bundle(training_json: str | Path, passages: str | Path, *, id_offs
         judgements=lambda: (judgement for _q, judgements, _n in items for judgement in judgements),
         negatives=lambda: (negatives for _q, _j, negatives in items),
         files=[str(training_json), str(passages)],
+        file_of={"passages": str(passages), "queries": str(training_json), "judgements": str(training_json)},
     )
 
 

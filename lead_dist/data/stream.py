@@ -101,6 +101,7 @@ class TrainStream:
         described = manifest_data["shards"]["train"]
         if self.location.kind == "list":
             described = self.location.shards_in_list(described)
+        self.manifest_entries: list[dict] = described  # name, count, sha256 of each shard given (a resume compares)
         self.has_negatives = bool(manifest_data.get("has_negatives"))
         self.skipped_shards: list[tuple[str, str]] = []
         self.shards = self._usable_shards(described, on_bad_shard, verify_checksums)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+from lead_dist.cache import cache_root  # the one cache root (also of lead_dist/data/beir_zip.py)
 
 _CHUNK = 1 << 22
 _MARKER = "lead_dist_assembled.json"
@@ -48,13 +49,6 @@ class SplitZip:
     def __post_init__(self) -> None:
         if len(self.distributions) != len(self.part_sha256):
             raise ValueError(f"{self.name}: one sha256 per part distribution is needed")
-
-
-def cache_root() -> Path:
-    if os.environ.get("LEAD_DIST_CACHE"):
-        return Path(os.environ["LEAD_DIST_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "lead_dist"
 
 
 def sha256_of(path: Path) -> str:

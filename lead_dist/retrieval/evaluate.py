@@ -128,14 +128,16 @@ def evaluate_passages(
     hit_ks: Sequence[int] = DEFAULT_HIT_KS,
     world: int = 1,
     index_options: Mapping[str, object] | None = None,
+    report: InputReport | None = None,
 ) -> dict:
     """The pipeline after the corpus is encoded: judged queries -> search -> merge -> metrics, plus the input report.
 
     Returns score_run's dict ({"metrics", "per_query", "num_queries", "judged_queries_without_results",
     "relevance_threshold"}) with "input_report", "timings" (encode_queries_s, search_s) and "run" (the merged
     top-k of every judged query). With world > 1 every rank must call it; every rank gets the same result.
+    `report`: what the readers already counted (repeated ids), added to.
     """
-    judged, report = check_inputs(dict(queries), qrels, corpus_ids, InputReport())
+    judged, report = check_inputs(dict(queries), qrels, corpus_ids, report or InputReport())
     report.empty_passages = empty_passages
     report.truncated_passages = truncated_passages
     qids = sorted(judged)

@@ -4,14 +4,22 @@ Layout of an embeddings folder:
     manifest.json            fingerprint, dim, passage count, shard plan, encode settings (written first)
     shard-00000.npy          float32 [n, dim] vectors of passages [k*shard_size, ...) in corpus order
     shard-00000.ids.json     their passage ids
-    shard-00000.done.json    written last: the shard is complete (count, empty texts, seconds, passages/s)
+    shard-00000.done.json    written last: the shard is complete (count, empty texts, seconds, passages/s, and
+                             the sha256 of its vectors and ids files)
 Every file is written under a temporary name and renamed, so a killed encode leaves no half shard behind, and a
 rerun skips shards whose done file exists. The shard plan is fixed by the first run (kept in the manifest), so a
 resume with another number of ranks still finds the same shards.
+
+A shard's files are checked against the sha256 its done file records whenever they are read (`iter_shards`,
+`passage_ids`) and when an encode would reuse them: a damaged file is named, never searched. A reused shard that is
+damaged is encoded again (and said); a finished folder read by search or evaluate is refused. What it costs:
+lead_dist/retrieval/README.md, "Refusals".
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
 import json
 import math
@@ -24,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lead_dist.atomic import atomic_open, atomic_write_bytes
+from lead_dist.data.manifest import file_sha256
 from lead_dist.distributed import barrier, contiguous_share
 from lead_dist.errors import UsageError
 from lead_dist.folder_claim import clear_folder
@@ -47,6 +56,59 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
+
+
+SHARD_FILES = {"vectors": ".npy", "ids": ".ids.json"}  # what a done file's "sha256" covers, by role
+
+
+def shard_damage(
+    out: Path, k: int, roles: tuple[str, ...] = ("vectors", "ids"), contents: dict[str, np.ndarray] | None = None
+) -> str | None:
+    """Why shard `k`'s files (the given roles) cannot be trusted: a file whose sha256 differs from the one its done
+    file records, or a done file that records none (unreadable, or written before checksums); None when they match.
+    With `contents`, each file is read once into it and hashed in memory (a reader's case: no second read)."""
+    done = out / f"{shard_name(k)}.done.json"
+    try:
+        recorded = json.loads(done.read_text(encoding="utf-8")).get("sha256")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        return f"{done}: unreadable ({error})"
+    if not isinstance(recorded, dict):
+        return f"{done}: records no sha256 of the shard's files (written by an older lead_dist)"
+    for role in roles:
+        path = out / f"{shard_name(k)}{SHARD_FILES[role]}"
+        if not path.is_file():
+            return f"{path}: missing"
+        if contents is None:
+            digest = file_sha256(path)
+        else:
+            contents[role] = np.empty(path.stat().st_size, dtype=np.uint8)  # not zeroed: the read fills it
+            with path.open("rb") as handle:
+                handle.readinto(memoryview(contents[role]))
+            digest = hashlib.sha256(contents[role]).hexdigest()
+        if digest != recorded.get(role):
+            return f"{path}: sha256 differs from the one recorded in {done.name} (the file is damaged)"
+    return None
+
+
+def _npy(data: np.ndarray) -> np.ndarray:
+    """The array an .npy file's bytes (`data`, uint8) hold, as a view of them: no copy, writable like `data`."""
+    stream = io.BytesIO(data[: min(len(data), 1 << 17)].tobytes())  # the header (at most 64 KiB in format 1.0)
+    version = np.lib.format.read_magic(stream)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:  # np.save writes 1.0 (2.0 for huge headers); anything else: numpy's own reader
+        return np.load(io.BytesIO(data.tobytes()))
+    shape, fortran, dtype = readers[version](stream)
+    array = data[stream.tell() : stream.tell() + math.prod(shape) * dtype.itemsize].view(dtype)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _verified(out: Path, k: int, roles: tuple[str, ...] = ("vectors", "ids")) -> dict[str, np.ndarray]:
+    """The bytes of shard `k`'s files (the given roles), each read once and checked; UsageError naming a damaged one."""
+    contents: dict[str, np.ndarray] = {}
+    problem = shard_damage(out, k, roles, contents)
+    if problem is not None:
+        raise UsageError(f"{problem}; encode the corpus again: `lead-dist encode ... --overwrite` into {out}")
+    return contents
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -170,7 +232,7 @@ def encode_to_folder(
     )
     size, total = manifest["shard_size"], manifest["num_passages"]
     mine = shards_of_rank(manifest["num_shards"], rank, world)
-    todo = [k for k in mine if not (out / f"{shard_name(k)}.done.json").exists()]
+    todo = [k for k in mine if not (out / f"{shard_name(k)}.done.json").exists() or _damaged_reuse(out, k, rank)]
     summary = {"rank": rank, "shards": list(mine), "skipped": len(mine) - len(todo), "encoded": 0, "seconds": 0.0}
     if rank == 0 and summary["skipped"]:
         print(
@@ -196,24 +258,37 @@ def encode_to_folder(
                 encoder, batch, max_length=max_length, batch_size=batch_size, dtype=dtype, progress=meter
             )
             seconds = time.perf_counter() - started
-            _atomic_save_npy(out / f"{shard_name(k)}.npy", vectors)
-            _atomic_write_json(out / f"{shard_name(k)}.ids.json", [r["id"] for r in batch])
             empty = sum(1 for r in batch if not (r["title"].strip() or r["text"].strip()))
-            _atomic_write_json(
-                out / f"{shard_name(k)}.done.json",
+            write_finished_shard(
+                out, k, vectors, [r["id"] for r in batch],
                 {
-                    "count": len(batch),
                     "empty_passages": empty,
                     "truncated_passages": count_truncated_passages(encoder, batch, max_length),
                     "seconds": seconds,
                     "passages_per_s": len(batch) / max(seconds, 1e-9),
                     "fingerprint": encoder.fingerprint,
                 },
-            )
+            )  # fmt: skip
             summary["encoded"] += len(batch)
             summary["seconds"] += seconds
     barrier()
     return summary
+
+
+def write_finished_shard(out: Path, k: int, vectors: np.ndarray, ids: list[str], record: dict) -> None:
+    """Shard `k`'s vectors and ids, then its done file (`record` + the count and both files' sha256), each atomic."""
+    _atomic_save_npy(out / f"{shard_name(k)}.npy", vectors)
+    _atomic_write_json(out / f"{shard_name(k)}.ids.json", ids)
+    digests = {role: file_sha256(out / f"{shard_name(k)}{suffix}") for role, suffix in SHARD_FILES.items()}
+    _atomic_write_json(out / f"{shard_name(k)}.done.json", {"count": len(ids), **record, "sha256": digests})
+
+
+def _damaged_reuse(out: Path, k: int, rank: int) -> bool:
+    """A finished shard that would be reused but fails its checksum: said, then encoded again."""
+    problem = shard_damage(out, k)
+    if problem is not None:
+        print(f"encode rank {rank}: {problem}; encoding {shard_name(k)} again", file=sys.stderr, flush=True)
+    return problem is not None
 
 
 def _finished(out: Path) -> dict:
@@ -228,13 +303,14 @@ def _finished(out: Path) -> dict:
 
 
 def iter_shards(folder: str | Path, shard_indices: range | None = None) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """(vectors, ids) of each shard; refuses an unfinished encode, naming the missing shards."""
+    """(vectors, ids) of each shard; refuses an unfinished encode, naming the missing shards, and a damaged shard,
+    naming the file."""
     out = Path(folder)
     manifest = _finished(out)
     indices = shard_indices if shard_indices is not None else range(manifest["num_shards"])
     for k in indices:
-        vectors = np.load(out / f"{shard_name(k)}.npy")
-        ids = json.loads((out / f"{shard_name(k)}.ids.json").read_text())
+        contents = _verified(out, k)
+        vectors, ids = _npy(contents["vectors"]), json.loads(contents["ids"].tobytes())
         if vectors.shape != (len(ids), manifest["dim"]):
             raise ValueError(
                 f"{out / shard_name(k)}: {vectors.shape} vectors for {len(ids)} ids, dim {manifest['dim']}"
@@ -252,8 +328,11 @@ def rank_shards(folder: str | Path, rank: int = 0, world: int = 1) -> RankPassag
 def passage_ids(folder: str | Path) -> set[str]:
     """Every passage id of a finished embeddings folder (read from the ids files, not the vectors)."""
     out = Path(folder)
-    num_shards = _finished(out)["num_shards"]
-    return {pid for k in range(num_shards) for pid in json.loads((out / f"{shard_name(k)}.ids.json").read_text())}
+    return {
+        pid
+        for k in range(_finished(out)["num_shards"])
+        for pid in json.loads(_verified(out, k, ("ids",))["ids"].tobytes())
+    }
 
 
 def empty_passages(folder: str | Path) -> int:

@@ -1,8 +1,10 @@
 """`lead-dist cache-teacher`: run the frozen teacher once over everything training can draw, shard by shard.
 
 Every rank computes the same plan (plan.py) and encodes its contiguous share of the shards; a shard already on disk
-is skipped, so a rerun after a kill resumes. Each shard is written atomically, the manifest last (by rank 0, after
-every rank finished), so an interrupted build is never mistaken for a cache. Before anything is written rank 0
+whose bytes still match the sha256 recorded beside it when it was written is kept, so a rerun after a kill resumes;
+one that does not (truncated, damaged, or without a recorded digest) is named and encoded again. Each shard is
+written atomically, the manifest last (by rank 0, after every rank finished, with each shard's digest checked once
+more), so an interrupted build is never mistaken for a cache and a manifest never records a damaged shard. Before anything is written rank 0
 prints the size the cache will take and the build stops when that exceeds `max_bytes`.
 
 Folder rules (checked on every rank before anything is written, so all ranks decide alike): a folder holding a
@@ -29,8 +31,10 @@ from lead_dist.teacher_cache.encode import encode_shard, tokenize_entries
 from lead_dist.teacher_cache.fingerprint import TeacherCacheError, teacher_fingerprint
 from lead_dist.teacher_cache.format import (
     BUILDING,
+    DIGEST_SUFFIX,
     FORMAT_VERSION,
     MANIFEST,
+    digest_path,
     read_manifest,
     shard_tensors,
     write_json,
@@ -102,13 +106,27 @@ def _start(out: Path, state: dict[str, Any], decision: str) -> None:
         stale.unlink()
 
 
-def _finish(out: Path, state: dict[str, Any], plans: list[ShardPlan], teacher: nn.Module) -> dict[str, Any]:
+def kept_shard_problem(shard: Path) -> str | None:
+    """Why a shard an earlier (killed) build left cannot be kept: its bytes differ from the sha256 recorded when it
+    was written, or no digest was recorded; None when it matches."""
     from lead_dist.data.manifest import file_sha256
 
-    shards = [
-        {"name": p.name, "family": p.family, "count": len(p.entries), "sha256": file_sha256(out / p.name)}
-        for p in plans
-    ]
+    recorded = digest_path(shard)
+    if not recorded.is_file():
+        return f"{shard}: no sha256 was recorded for it ({recorded.name} missing)"
+    if file_sha256(shard) != recorded.read_text(encoding="utf-8").strip():
+        return f"{shard}: sha256 differs from the one recorded in {recorded.name} when it was written (damaged)"
+    return None
+
+
+def _finish(out: Path, state: dict[str, Any], plans: list[ShardPlan], teacher: nn.Module) -> dict[str, Any]:
+    shards = []
+    for plan in plans:
+        problem = kept_shard_problem(out / plan.name)
+        if problem is not None:  # damaged while the build ran: never recorded as good
+            raise TeacherCacheError(f"cache-teacher: {problem}; rerun the build to encode it again")
+        digest = digest_path(out / plan.name).read_text(encoding="utf-8").strip()
+        shards.append({"name": plan.name, "family": plan.family, "count": len(plan.entries), "sha256": digest})
     manifest = {
         **state,
         "teacher": {
@@ -126,6 +144,8 @@ def _finish(out: Path, state: dict[str, Any], plans: list[ShardPlan], teacher: n
     }
     write_json(out / MANIFEST, manifest)
     (out / BUILDING).unlink()
+    for recorded in out.glob(f"*{DIGEST_SUFFIX}"):  # the manifest holds the digests now
+        recorded.unlink()
     return manifest
 
 
@@ -169,12 +189,17 @@ def build_cache(
     if rank == 0:
         _start(out, state, decision)
     barrier()
-    summary = {"rank": rank, "shards": 0, "skipped": 0, "encoded": 0, "seconds": 0.0, "estimated_bytes": estimate}
+    summary = {"rank": rank, "shards": 0, "skipped": 0, "damaged": 0, "encoded": 0, "seconds": 0.0,
+               "estimated_bytes": estimate}  # fmt: skip
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
     for plan in (plans[i] for i in contiguous_share(len(plans), rank, world)):
         if (out / plan.name).exists():
-            summary["skipped"] += 1
-            continue
+            problem = kept_shard_problem(out / plan.name)
+            if problem is None:
+                summary["skipped"] += 1
+                continue
+            log(f"cache-teacher rank {rank}: {problem}; encoding it again")
+            summary["damaged"] += 1
         started = time.perf_counter()
         pairs = encode_shard(teacher, plan, lengths, batch_size=batch_size, device=torch.device(device))
         tensors = shard_tensors(teacher.kind, pairs, dtype, str(out / plan.name))

@@ -79,7 +79,14 @@ def _tokenizer(teacher: ModelConfig) -> str:
     return _files_digest(folder, names)
 
 
-def _train_shards(config: Config) -> str:
+def shards_digest(entries: list[dict[str, Any]]) -> str:
+    """sha256 over shard names and sha256 as a prepared manifest lists them (`train_shards` of the fingerprint)."""
+    return _digest([f"{entry['name']}:{entry['sha256']}" for entry in entries])
+
+
+def train_shards_digest(config: Config) -> str:
+    """`shards_digest` of the training shards the config names, from their manifest. (A training run compares the
+    same digest of its stream's manifest entries on resume: lead_dist/train/checkpoint_fit.py.)"""
     from lead_dist.data.location import parse_location
     from lead_dist.data.remote import read_manifest_at
 
@@ -89,7 +96,7 @@ def _train_shards(config: Config) -> str:
     described = manifest["shards"]["train"]
     if location.kind == "list":
         described = location.shards_in_list(described)
-    return _digest([f"{entry['name']}:{entry['sha256']}" for entry in described])
+    return shards_digest(described)
 
 
 def teacher_fingerprint(config: Config) -> dict[str, str]:
@@ -104,7 +111,7 @@ def teacher_fingerprint(config: Config) -> dict[str, str]:
         "options": json.dumps(teacher.model_options(), sort_keys=True),
         "query_max_length": str(config.data.query_max_length),
         "passage_max_length": str(config.data.passage_max_length),
-        "train_shards": _train_shards(config),
+        "train_shards": train_shards_digest(config),
     }
 
 

@@ -5,6 +5,8 @@
                                   shard's family, entry count and sha256; its presence means the cache is complete
     DIR/building.json             while a build runs: its fingerprint and settings, so a rerun resumes only the same
                                   build (removed when the manifest is written)
+    DIR/<shard>.sha256            while a build runs: the sha256 of each shard written so far, written before the
+                                  shard, so a rerun keeps only shards that still match (removed with building.json)
     DIR/<family>-NNNNNN.safetensors   one shard: tensors "final" and "layers" (plus "lengths" for cb), stored in
                                   fp16 or bf16, and the entry ids as JSON in the metadata key "ids"
 
@@ -13,12 +15,17 @@ Shard tensors (M entries, N teacher layers):
     ce   final [M]                    layers [M, N]
     cb   final [sum T, D']            layers [sum T, N, D]        lengths [M] (int64; T of each entry, in order)
 
+Every shard is checked against the manifest's sha256 when training reads it (`read_verified_shard`): a flipped byte
+or garbage in a shard names the file instead of training on NaN. Reading one shard costs one pass over its bytes,
+which are hashed as they are read (lead_dist/train/README.md, "Teacher caches", gives the measured cost).
+
 A shard's bytes depend only on its entries' values (safetensors sorts the tensors; the one metadata key is fixed), so
 the same build gives byte-identical files however many ranks wrote it and however often it was interrupted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,7 @@ from lead_dist.teacher_cache.fingerprint import TeacherCacheError
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 BUILDING = "building.json"
+DIGEST_SUFFIX = ".sha256"
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -62,24 +70,57 @@ def shard_tensors(kind: str, pairs: list[tuple[Tensor, Tensor]], dtype: str, whe
     }
 
 
-def write_shard(path: Path, keys: list[str], tensors: dict[str, Tensor]) -> None:
+def digest_path(shard: Path) -> Path:
+    """Where a build records a shard's sha256 until the manifest holds it: `<shard>.sha256`."""
+    return shard.with_name(shard.name + DIGEST_SUFFIX)
+
+
+def write_shard(path: Path, keys: list[str], tensors: dict[str, Tensor]) -> str:
+    """Write one shard and, before it, its sha256 (`digest_path`); returns the digest."""
     from safetensors.torch import save
 
     data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"ids": json.dumps(keys, ensure_ascii=False)})
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write_text(digest_path(path), digest + "\n")
     with atomic_open(path, "wb") as handle:
         handle.write(data)
+    return digest
+
+
+def _parse_shard(path: Path, data: bytes) -> tuple[list[str], dict[str, Tensor]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        header_size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_size])
+        keys = json.loads(header["__metadata__"]["ids"])
+        return keys, load(data)
+    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as error:
+        raise TeacherCacheError(f"{path}: unreadable cache shard ({error}); rebuild the cache") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise TeacherCacheError(f"{path}: unreadable cache shard ({error}); rebuild the cache") from None
 
 
 def read_shard(path: Path) -> tuple[list[str], dict[str, Tensor]]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    """A shard's entry ids and tensors, unchecked (a build's own files, tests); training reads `read_verified_shard`."""
+    return _parse_shard(path, _read_bytes(path))
 
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = json.loads((handle.metadata() or {})["ids"])
-        return keys, load_file(str(path))
-    except (OSError, KeyError, json.JSONDecodeError, SafetensorError) as error:
-        raise TeacherCacheError(f"{path}: unreadable cache shard ({error}); rebuild the cache") from None
+
+def read_verified_shard(path: Path, sha256: str) -> tuple[list[str], dict[str, Tensor]]:
+    """`read_shard` of a shard whose bytes must hash to `sha256` (the manifest's): one read, hashed in memory."""
+    data = _read_bytes(path)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise TeacherCacheError(
+            f"teacher.cache: {path}: sha256 differs from the one recorded in {MANIFEST} (the file is damaged); "
+            "rebuild the cache with `lead-dist cache-teacher`"
+        )
+    return _parse_shard(path, data)
 
 
 def write_json(path: Path, obj: Any) -> None:

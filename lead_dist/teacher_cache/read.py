@@ -10,7 +10,8 @@ rows up and returns what the live teacher's forward returns, upcast to float32:
 
 So cross-batch and cross-rank candidates of a DE / ColBERT teacher are scored from the cached vectors by the same
 `score` and the same gather as the live teacher's. The whole cache is read into host memory (in its fp16 / bf16)
-on every rank when training starts; only the rows of a batch are upcast and moved to the device.
+on every rank when training starts, each shard checked against the manifest's sha256 (format.py); only the rows of
+a batch are upcast and moved to the device.
 A batch id the cache lacks is a TeacherCacheError naming the id, never a zero.
 """
 
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from lead_dist.config import Config
 from lead_dist.teacher_cache.fingerprint import TeacherCacheError, check_fingerprint, teacher_fingerprint
-from lead_dist.teacher_cache.format import read_manifest, read_shard
+from lead_dist.teacher_cache.format import read_manifest, read_verified_shard
 from lead_dist.teacher_cache.plan import pair_key
 
 
@@ -52,7 +53,7 @@ class CacheTable:
 def load_tables(folder: Path, manifest: dict[str, Any]) -> dict[str, CacheTable]:
     parts: dict[str, list[tuple[list[str], dict[str, Tensor]]]] = {}
     for shard in manifest["shards"]:
-        keys, tensors = read_shard(folder / shard["name"])
+        keys, tensors = read_verified_shard(folder / shard["name"], shard["sha256"])
         if len(keys) != shard["count"]:
             raise TeacherCacheError(f"{folder / shard['name']}: {len(keys)} ids, the manifest says {shard['count']}")
         parts.setdefault(shard["family"], []).append((keys, tensors))

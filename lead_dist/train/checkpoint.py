@@ -13,9 +13,13 @@ How a save goes (`atomic_checkpoint_dir`): every rank writes into the same tempo
 `ckpt-STEP.tmp-TOKEN`; the main process then fsyncs every file, writes the `COMPLETE` manifest (fsynced), fsyncs
 the directory and renames it to `step-STEP` in one `os.rename`, then fsyncs `output_dir`. A reader (`latest`,
 `list_checkpoints`) trusts a directory only if its name parses, its `COMPLETE` marker parses and every file of the
-manifest exists with the recorded size, so a torn write, a half-renamed replacement or a deleted file is never
-taken for a checkpoint. A resume also compares every file's sha256 with the manifest (`damaged_file`): `--resume
-latest` passes over a damaged checkpoint to the previous one and says so; `--resume DIR` refuses a damaged DIR.
+manifest exists with the recorded size (`incomplete_reason` says what is wrong), so a torn write, a half-renamed
+replacement or a deleted file is never taken for a checkpoint. A resume also compares every file's sha256 with the
+manifest (`damaged_file`). `--resume latest` passes over a truncated or damaged checkpoint to the previous one and
+says once which step it skipped and why; when every checkpoint is damaged it refuses, naming the damage, instead of
+starting afresh over the run's results. `--resume DIR` refuses a damaged DIR. Our own writer never leaves a
+`step-NNNNNN` directory that is not complete (the rename is atomic), so such a directory is damage: it is reported,
+never deleted at start-up; `keep_last` prunes it with the old checkpoints, and a save of its step replaces it.
 
 Multi-rank protocol (the barriers are the caller's job, this module never calls a collective; `resume.save_checkpoint`
 is the loop's use of it):
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from lead_dist.atomic import replace_dir
+from lead_dist.errors import UsageError
 
 # No torch or numpy here: this module is used by light processes (tools, the crash tests' children) that should not
 # pay seconds of import time. What goes inside a checkpoint (RNG, module and optimizer state, DeepSpeed loading) is
@@ -186,36 +191,48 @@ def atomic_checkpoint_dir(
 # finding, validating and pruning checkpoints
 
 
-def is_complete(path: str | Path) -> bool:
-    """True when `path` is a committed checkpoint: name, COMPLETE manifest and every listed file with its size."""
+def incomplete_reason(path: str | Path) -> str | None:
+    """Why `path` is not a committed checkpoint (name, COMPLETE manifest, every listed file with its size), in
+    words; None when it is one."""
     path = Path(path)
     match = _STEP_DIR.match(path.name)
     marker = path / COMPLETE_MARKER
-    if match is None or not marker.is_file():
-        return False
+    if match is None:
+        return f"{path.name} is not a step-NNNNNN directory"
+    if not marker.is_file():
+        return f"{marker} is missing"
     try:
         manifest = json.loads(marker.read_text(encoding="utf-8"))
-        files = manifest["files"]
-        if int(manifest["step"]) != int(match.group(1)):
-            return False
-        return all(
-            (path / rel).is_file() and (path / rel).stat().st_size == _entry(value)[0] for rel, value in files.items()
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        files, step = manifest["files"], int(manifest["step"])
+        if step != int(match.group(1)):
+            return f"{marker} records step {step}"
+        for rel, value in files.items():
+            size = _entry(value)[0]
+            if not (path / rel).is_file():
+                return f"{path / rel} is missing"
+            if (path / rel).stat().st_size != size:
+                return f"{path / rel} has {(path / rel).stat().st_size} bytes, {COMPLETE_MARKER} records {size} (truncated)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return f"{marker} is unreadable ({type(error).__name__}: {error})"
+    return None
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when `path` is a committed checkpoint (see `incomplete_reason`)."""
+    return incomplete_reason(path) is None
+
+
+def _step_dirs(output_dir: Path) -> list[tuple[int, Path]]:
+    """Every `step-NNNNNN` directory, complete or not, as (step, path), oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), child) for child in output_dir.iterdir() if (m := _STEP_DIR.match(child.name))]
+    return sorted(found, key=lambda pair: pair[0])
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete checkpoints as (step, path), oldest first. A missing `output_dir` has none."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    found = []
-    for child in output_dir.iterdir():
-        match = _STEP_DIR.match(child.name)
-        if match and child.is_dir() and is_complete(child):
-            found.append((int(match.group(1)), child))
-    return sorted(found)
+    return [(step, path) for step, path in _step_dirs(Path(output_dir)) if path.is_dir() and is_complete(path)]
 
 
 def latest(output_dir: str | Path) -> Path | None:
@@ -236,29 +253,46 @@ def damaged_file(path: str | Path) -> str | None:
     return None
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint directory `path` cannot be resumed from (incomplete, truncated, unreadable manifest, a file
+    whose sha256 differs); None when it can."""
+    if not path.is_dir():
+        return f"{path} is not a directory"
+    return incomplete_reason(path) or damaged_file(path)
+
+
 def resolve_resume(output_dir: str | Path, resume: str | None, *, announce: bool = False) -> Path | None:
-    """`--resume` value -> checkpoint dir. None/"" -> None; "latest" -> the newest complete checkpoint whose files
-    match their checksums, falling back to older ones past a damaged one (said on stderr when `announce`), None if
-    none; else a path, which must be complete and undamaged."""
+    """`--resume` value -> checkpoint dir. None/"" -> None; "latest" -> the newest checkpoint that is complete and
+    whose files match their checksums: each newer one passed over is said once on stderr when `announce` (its step
+    and why); None when output_dir holds no step directory at all; UsageError naming the damage when it holds only
+    unusable ones. Else a path, which must be complete and undamaged."""
     if not resume:
         return None
     if resume == "latest":
-        for _step, candidate in reversed(list_checkpoints(output_dir)):
-            problem = damaged_file(candidate)
+        skipped = []
+        for step, candidate in reversed(_step_dirs(Path(output_dir))):
+            problem = checkpoint_problem(candidate)
             if problem is None:
                 return candidate
+            skipped.append(f"step {step}: {problem}")
             if announce:
-                print(f"lead-dist train: {problem}; falling back to the previous checkpoint", file=sys.stderr)
+                print(f"lead-dist train: --resume latest: skipping step {step}: {problem}", file=sys.stderr, flush=True)
+        if skipped:
+            raise UsageError(
+                f"--resume latest: no usable checkpoint in {output_dir} ({'; '.join(skipped)}); nothing was "
+                "changed: restore a checkpoint, start over with --overwrite, or choose another output_dir"
+            )
         return None
     path = Path(resume)
-    if is_complete(path) and (problem := damaged_file(path)) is not None:
-        raise FileNotFoundError(f"--resume {resume}: {problem}")
-    if not is_complete(path):
+    if not path.is_dir() or (reason := incomplete_reason(path)) is not None:
+        why = "no such directory" if not path.is_dir() else reason
         raise FileNotFoundError(
-            f"--resume {resume}: not a complete checkpoint (expected a step-NNNNNN directory holding a valid "
+            f"--resume {resume}: not a complete checkpoint ({why}; expected a step-NNNNNN directory holding a valid "
             f"{COMPLETE_MARKER} manifest); complete ones under {output_dir}: "
             f"{[str(p) for _, p in list_checkpoints(output_dir)] or 'none'}"
         )
+    if (problem := damaged_file(path)) is not None:
+        raise FileNotFoundError(f"--resume {resume}: {problem}")
     return path
 
 
@@ -270,29 +304,33 @@ def _remove_dir(path: Path, output_dir: Path) -> None:
 
 
 def clean_incomplete(output_dir: str | Path) -> list[Path]:
-    """Main process, with no save in flight: delete temp dirs and step dirs that are not complete. Returns them."""
+    """Main process, with no save in flight: delete the temp dirs of saves a kill interrupted. Returns them. A
+    `step-NNNNNN` directory that is not complete is left alone: the writer never makes one, so it is damage to
+    report (`resolve_resume`), not debris."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
     removed = []
     for child in sorted(output_dir.iterdir()):
-        if not child.is_dir():
-            continue
-        if child.name.startswith(_TEMP_PREFIX) or (_STEP_DIR.match(child.name) and not is_complete(child)):
+        if child.is_dir() and child.name.startswith(_TEMP_PREFIX):
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
     return removed
 
 
 def keep_last(output_dir: str | Path, n: int) -> list[Path]:
-    """Main process: keep the newest `n` complete checkpoints, delete older ones and any incomplete leftovers."""
+    """Main process: keep the newest `n` complete checkpoints; delete older step dirs (complete or damaged) and the
+    temp dirs of interrupted saves."""
     if n < 1:
         raise ValueError(f"train.keep_last must be >= 1 (the checkpoint to resume from), got {n}")
     output_dir = Path(output_dir)
     removed = clean_incomplete(output_dir)
-    for _step, path in list_checkpoints(output_dir)[:-n]:
-        _remove_dir(path, output_dir)
-        removed.append(path)
+    kept = list_checkpoints(output_dir)[-n:]
+    oldest_kept = kept[0][0] if kept else -1
+    for step, path in _step_dirs(output_dir):
+        if step < oldest_kept and path.is_dir():
+            _remove_dir(path, output_dir)
+            removed.append(path)
     return removed
 
 
@@ -308,7 +346,9 @@ class TrainState:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainStream.state_dict()
     nonfinite_in_row: int = 0
     nonfinite_total: int = 0
+    nonfinite_terms: list[str] = dataclasses.field(default_factory=list)  # non-finite at the first step of the run
     examples_seen: int = 0  # over every rank; for the reader of the checkpoint (nothing resumes from it)
+    train_shards: str = ""  # digest of data.train's shards (names + sha256); "" in checkpoints from before it
 
 
 # Fields that checkpoints of earlier versions hold and that nothing ever set: the layer pairs are a pure function of

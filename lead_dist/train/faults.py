@@ -91,7 +91,9 @@ class Watchdog:
 class TestHooks:
     """Faults the tests inject into a training run, read once from the environment (`from_env`) at its start.
 
-    LEAD_DIST_TEST_NAN_AT_STEPS="3,4": the loss of those optimizer steps (0-based) is NaN.
+    LEAD_DIST_TEST_NAN_AT_STEPS="3,4": the loss of those optimizer steps (0-based) is NaN;
+    LEAD_DIST_TEST_NAN_IN=teacher: ... through every output of that model instead (the terms it feeds go NaN);
+    LEAD_DIST_TEST_NAN_RANK=R: ... on rank R only (every rank must still agree to skip, and to stop).
     LEAD_DIST_TEST_SLEEP_IN_SAVE=STEP:SECONDS: sleep inside the checkpoint write of that step, after every file is
         written and before the directory is committed (so a test can kill the run mid-write).
     LEAD_DIST_TEST_STEP_SLEEP=SECONDS: sleep after every step (so a test can kill a run between checkpoints).
@@ -108,6 +110,8 @@ class TestHooks:
     step_sleep_s: float = 0.0
     hang: tuple[int, int] | None = None  # (rank, step)
     hold_while: str | None = None  # a path
+    nan_in: str | None = None  # a model's name; None: the total loss
+    nan_rank: int | None = None  # None: every rank
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TestHooks:
@@ -126,15 +130,19 @@ class TestHooks:
         steps = env.get("LEAD_DIST_TEST_NAN_AT_STEPS", "")
         return cls(
             nan_at_steps=frozenset(int(s) for s in steps.split(",") if s.strip()),
+            nan_in=env.get("LEAD_DIST_TEST_NAN_IN") or None,
+            nan_rank=int(env["LEAD_DIST_TEST_NAN_RANK"]) if env.get("LEAD_DIST_TEST_NAN_RANK") else None,
             sleep_in_save=pair("LEAD_DIST_TEST_SLEEP_IN_SAVE", float),
             step_sleep_s=float(env.get("LEAD_DIST_TEST_STEP_SLEEP", "0") or 0),
             hang=pair("LEAD_DIST_TEST_HANG_RANK", int),
             hold_while=env.get("LEAD_DIST_TEST_HOLD_WHILE") or None,
         )
 
-    def poisons(self, step: int) -> bool:
-        """Whether this step's loss is made NaN."""
-        return step in self.nan_at_steps
+    def poison(self, rank: int, step: int) -> bool | str:
+        """`run_step`'s `poison` for this rank and step: False, True (the loss is NaN) or the model whose outputs are."""
+        if step not in self.nan_at_steps or self.nan_rank not in (None, rank):
+            return False
+        return self.nan_in or True
 
     def hang_if_chosen(self, rank: int, step: int) -> None:
         if self.hang == (rank, step):

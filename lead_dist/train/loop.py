@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,10 +24,11 @@ from lead_dist.train.dev_eval import evaluate_on_dev, load_dev_set
 from lead_dist.train.export import export_trained
 from lead_dist.train.faults import TestHooks, Watchdog, collective_failures_explained
 from lead_dist.train.log import TrainLogger
+from lead_dist.train.nonfinite import record_nonfinite, refuse_nonfinite_end
 from lead_dist.train.output_dir import claim_output_dir
 from lead_dist.train.resume import restore, save_checkpoint
 from lead_dist.train.setup import set_up, write_run_file
-from lead_dist.train.step import collate, record_nonfinite, run_step
+from lead_dist.train.step import collate, run_step
 
 
 def train(config: Config, resume: str | None = None, overwrite: bool = False) -> dict[str, Any]:
@@ -79,16 +79,15 @@ def _train(config: Config, run: Any, resume: str | None) -> dict[str, Any]:
             layers = run.layers_at(state.step)
             result = run_step(
                 config, run.trainees, micro_batches, layers,
-                device=run.device, scaler=run.scaler, poison=hooks.poisons(state.step),
+                device=run.device, scaler=run.scaler, poison=hooks.poison(run.rank, state.step),
             )  # fmt: skip
             state.step += 1
             state.examples_seen += examples_per_step * run.world
             state.data = run.stream.state_dict()
-            record_nonfinite(state, result, config.train.max_nonfinite_in_row, logger.log_event)
 
             logger.log_step(
                 state.step,
-                losses={k: v for k, v in result.losses.items() if math.isfinite(v) or k == "total"},
+                losses=result.losses,  # a non-finite term is logged as "nan" / "inf": which one it was shows
                 seconds=time.perf_counter() - started,
                 examples=examples_per_step,
                 tokens=result.tokens,
@@ -99,6 +98,7 @@ def _train(config: Config, run: Any, resume: str | None) -> dict[str, Any]:
                 extra={"grad_norm": result.grad_norms, "world_size": run.world, "epoch": run.stream.epoch}
                 | ({"recompiles": run.compiler.count} if run.compiler is not None else {}),
             )
+            record_nonfinite(state, result, config.train.max_nonfinite_in_row, logger.log_event)  # may stop the run
             if dev is not None and state.step % config.train.eval_every == 0:
                 with watchdog.paused():
                     logger.log_event("eval", state.step, **evaluate_on_dev(config, run.trainees, dev, run.world))
@@ -109,6 +109,7 @@ def _train(config: Config, run: Any, resume: str | None) -> dict[str, Any]:
             watchdog.beat()
             hooks.after_step()
 
+        refuse_nonfinite_end(state)  # a run that ends in non-finite losses exports nothing (every rank alike)
         with watchdog.paused():  # every rank takes part in the export: ZeRO-3 gathers the weights
             exported = export_trained(run.trainees, run.out, is_main=run.is_main)
             run.accelerator.wait_for_everyone()

@@ -4,7 +4,11 @@
   refused while the first runs, and the lock of a killed run (kill -9) is found stale and taken over.
 - A folder that already holds something (a finished or killed run, or any other file) is refused without
   `--resume`: a fresh run would truncate its log, overwrite its export and, through `keep_last`, prune its own new
-  checkpoints in favour of the old ones. `--overwrite` deletes what is there first (the user asked for it).
+  checkpoints in favour of the old ones. `--overwrite` deletes what is there first (the user asked for it), but
+  only in a folder an earlier `train` wrote (it carries the `lead_dist.guard` marker of kind train): a data,
+  embeddings or model folder given as output_dir by mistake is refused, never emptied. A folder claimed fresh (or
+  emptied) gets that marker. (That output_dir is apart from every input the config names is checked earlier, on
+  every rank, by `preflight.check_inputs`.)
   `--resume` and `--overwrite` together are refused: one continues the run, the other deletes it.
 - `--resume latest` into a folder with no complete checkpoint starts fresh and says so.
 
@@ -17,7 +21,8 @@ import sys
 from pathlib import Path
 
 from lead_dist.errors import UsageError
-from lead_dist.folder_claim import clear_folder, folder_entries, lock_folder, on_main
+from lead_dist.folder_claim import clear_folder, lock_folder, on_main
+from lead_dist.guard import check_deletable, folder_entries, mark_folder
 from lead_dist.lockfile import FolderLock
 
 
@@ -34,8 +39,12 @@ def _claim_on_main(out: Path, resume: str | None, overwrite: bool) -> FolderLock
                     f"output_dir {out} is not empty ({shown}): continue that run with --resume latest, "
                     "start over with --overwrite (deletes it), or choose another output_dir"
                 )
+            check_deletable(out, "train", flag="output_dir")
             clear_folder(out)
             print(f"lead-dist train: --overwrite: deleted the {len(entries)} entries of {out}", file=sys.stderr)
+            entries = []
+        if not entries:
+            mark_folder(out, "train")
     except BaseException:
         lock.release()
         raise

@@ -2,7 +2,9 @@
 they should be. A missing manifest used to surface after ~10 s of model loading, leaving an empty output_dir.
 
 Every check names the config key. Remote inputs (URLs, pipe: commands, hub ids) are left to their readers, which
-name them too; local ones are checked here on every rank (file tests only, no collective).
+name them too; local ones are checked here on every rank (file tests only, no collective). output_dir is checked
+against every input the config names (`lead_dist.guard.check_apart`): a run never writes into, or with
+`--overwrite` deletes, its own shards, models, cache or config file, links resolved.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from lead_dist.config import Config, ModelConfig
 from lead_dist.data.errors import ShardError
 from lead_dist.errors import UsageError
+from lead_dist.guard import check_apart
 from lead_dist.models.families import DEFAULT_MODEL_TYPE, FAMILIES, kind_problem, unsupported_type
 from lead_dist.models.folder import check_model_folder, looks_local, model_type_of, packaged_copy
 
@@ -37,11 +40,50 @@ def _check_section(name: str, section: ModelConfig | None) -> None:
             raise UsageError(f"{name}.tokenizer: {text} does not exist (or is not a folder)")
 
 
-def check_inputs(config: Config) -> None:
-    """Raise UsageError (or ShardError) naming the first config key whose input is missing or malformed."""
+def _model_path(text: str | None) -> str | None:
+    """Where a model section's path or tokenizer lies on disk (a packaged hub id: its installed copy)."""
+    if text is None:
+        return None
+    packaged = packaged_copy(text)
+    return str(packaged) if packaged is not None else text
+
+
+def model_inputs(config: Config) -> dict[str, str | None]:
+    """The model folders a config reads, by config key."""
+    found: dict[str, str | None] = {}
+    for name in ("model", "teacher", "student"):
+        section = getattr(config, name)
+        if section is not None:
+            found[f"{name}.path"] = _model_path(section.path)
+            found[f"{name}.tokenizer"] = _model_path(section.tokenizer)
+    return found
+
+
+def config_inputs(config: Config, config_file: str | Path | None) -> dict[str, str | None]:
+    """Everything a run of `config` reads, by config key: the config file, the data, the models, a teacher cache."""
+    from lead_dist.data.location import parse_location
+
+    location = parse_location(config.data.train, config.data.manifest)
+    found: dict[str, str | None] = {"the config file": None if config_file is None else str(config_file)}
+    if location.kind == "list":
+        found |= {f"data.train ({url})": url for url in location.listed}
+    else:
+        found["data.train"] = location.text
+    found["data.manifest"] = config.data.manifest
+    found["data.dev"] = config.data.dev
+    found |= model_inputs(config)
+    if config.teacher is not None:
+        found["teacher.cache"] = config.teacher.cache
+    return found
+
+
+def check_inputs(config: Config, config_file: str | Path | None = None) -> None:
+    """Raise UsageError (or ShardError) naming the first config key whose input is missing or malformed, or whose
+    input output_dir would write over."""
     from lead_dist.data.location import parse_location
     from lead_dist.data.manifest import read_manifest
 
+    check_apart({"output_dir": config.output_dir}, config_inputs(config, config_file))
     location = parse_location(config.data.train, config.data.manifest)
     if location.kind == "local" and config.data.manifest is None:
         try:

@@ -9,6 +9,7 @@
       student-schedule.pt          its LR schedule (either engine)
       teacher...                   the same for a trained teacher ("model..." in the warm-up stage)
       grad-scaler.pt               the fp16 GradScaler, when there is one
+      shapes.json                  every trained model's parameter shapes (checkpoint_fit.py: checked before loading)
 
 A frozen teacher is rebuilt from its config, never saved. The layer pairs are a pure function of (seed, step), so
 nothing about them is stored. Everything here is loaded with `torch.load(weights_only=True)`, DeepSpeed's shards
@@ -24,7 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lead_dist.errors import UsageError
 from lead_dist.train import checkpoint
+from lead_dist.train.checkpoint_fit import check_shapes, check_train_shards, save_shapes
 
 if TYPE_CHECKING:
     import torch
@@ -136,15 +139,18 @@ def save_module_weights(model: torch.nn.Module, path: str | Path) -> Path:
 
 
 def load_module_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Strict load: a missing or unexpected key is an error naming the keys (never silently skipped)."""
+    """Strict load: a missing or unexpected key is an error naming the first of them and the counts (never silently
+    skipped; a checkpoint's shapes.json has already named a shape that differs)."""
     from safetensors.torch import load_model
 
     from lead_dist.distributed import unwrap
 
     missing, unexpected = load_model(unwrap(model), str(path), strict=False)
     if missing or unexpected:
-        raise KeyError(
-            f"{path}: weights do not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        first = sorted(missing)[:1] or sorted(unexpected)[:1]
+        raise UsageError(
+            f"{path}: weights do not fit the model: {len(missing)} missing, {len(unexpected)} unexpected (first "
+            f"{first[0]}); resume with the config the checkpoint was trained with"
         )
 
 
@@ -217,10 +223,13 @@ def save_trainees(trainees: dict[str, Trainee], directory: Path, *, is_main: boo
             save_object_state(trainee.scheduler, directory / f"{trainee.name}-schedule.pt")
     if scaler is not None and is_main:
         save_object_state(scaler, directory / "grad-scaler.pt")
+    if is_main:
+        save_shapes(trainees, directory)
 
 
-def load_trainees(trainees: dict[str, Trainee], directory: Path, scaler: Any = None) -> None:
-    """Inverse of `save_trainees`, on every rank."""
+def load_trainees(trainees: dict[str, Trainee], directory: Path, scaler: Any = None, *, announce: bool = False) -> None:
+    """Inverse of `save_trainees`, on every rank; a model that does not fit the checkpoint is refused first."""
+    check_shapes(trainees, directory, announce=announce)
     for trainee in trainees.values():
         if not trainee.trained:
             continue
@@ -267,17 +276,38 @@ def restore(run: Run, resume: str | None) -> tuple[checkpoint.TrainState, Path |
     by the main process). Returns the state and the directory resumed from (None for a fresh start)."""
     import torch
 
+    from lead_dist.teacher_cache.fingerprint import shards_digest
+
     if run.is_main:
         checkpoint.clean_incomplete(run.out)
     run.accelerator.wait_for_everyone()
     resumed_from = checkpoint.resolve_resume(run.out, resume, announce=run.is_main)
+    shards = shards_digest(run.stream.manifest_entries)  # the manifest the stream read: no second request
     if resumed_from is None:
-        if resume == "latest" and run.is_main:
-            print(f"lead-dist train: no checkpoint in {run.out}: starting fresh", file=sys.stderr, flush=True)
+        if resume == "latest":
+            _refuse_fresh_start_over_results(run.out)
+            if run.is_main:
+                print(f"lead-dist train: no checkpoint in {run.out}: starting fresh", file=sys.stderr, flush=True)
         torch.manual_seed(run.config.seed + run.rank)  # each rank its own dropout stream
-        return checkpoint.TrainState(), None
-    load_trainees(run.trainees, resumed_from, scaler=run.scaler)
+        return checkpoint.TrainState(train_shards=shards), None
     state = checkpoint.load_train_state(resumed_from)
+    check_train_shards(state.train_shards, shards, resumed_from, run.config, announce=run.is_main)
+    state.train_shards = shards
+    load_trainees(run.trainees, resumed_from, scaler=run.scaler, announce=run.is_main)
     run.stream.load_state_dict(state.data)
     load_rng_state(resumed_from, rank=run.rank)
     return state, resumed_from
+
+
+def _refuse_fresh_start_over_results(out: Path) -> None:
+    """`--resume latest` with no checkpoint may start afresh only where nothing of value would be overwritten: a
+    new folder, or one whose run was killed before its first checkpoint (its log restarts). An exported model is a
+    result: a fresh run would replace it."""
+    from lead_dist.train.export import ROLES, export_dir
+
+    exported = [export_dir(out, role) for role in ROLES if export_dir(out, role).exists()]
+    if exported:
+        raise UsageError(
+            f"--resume latest: {out} holds no checkpoint to resume from, but an exported model ({exported[0]}) that "
+            "a fresh run would replace; start over with --overwrite, or choose another output_dir"
+        )

@@ -4,8 +4,7 @@
                                trained model's outputs captured  ->  a non-finite check every rank agrees on  ->
                                backward of each engine  ->  loss terms averaged over ranks, FLOPs and tokens counted
     then:                      the optimizer step of every trained model (clip, step, schedule), skipped when the only
-                               micro-batch was not finite; `record_nonfinite` keeps the counters and stops the run
-                               after `train.max_nonfinite_in_row` bad steps in a row.
+                               micro-batch was not finite (what the loop then does about it: nonfinite.py)
 
 Why the backward goes through captured outputs: LEAD's loss joins two models that may live in two DeepSpeed engines
 (each with its own ZeRO stage, clipping and optimizer). A DeepSpeed engine must run the backward of its own model
@@ -33,7 +32,6 @@ import torch.distributed as dist
 from torch import nn
 
 from lead_dist.config import Config
-from lead_dist.train.checkpoint import TrainState
 from lead_dist.train.setup import Trainee, use_deepspeed
 
 
@@ -60,12 +58,13 @@ def run_step(
     *,
     device: torch.device,
     scaler: torch.amp.GradScaler | None = None,
-    poison: bool = False,
+    poison: bool | str = False,
 ) -> StepResult:
     """One optimizer step over `train.grad_accum` collated micro-batches drawn from `micro_batches`.
 
-    `layers`: this step's (student, teacher) layer pairs, ((), ()) when the mode draws none. `poison` makes the
-    loss NaN (a fault-injection hook of the tests). `seconds` has the phases "collate_s" (drawing the micro-batch),
+    `layers`: this step's (student, teacher) layer pairs, ((), ()) when the mode draws none. `poison` (a
+    fault-injection hook of the tests) makes the loss NaN (True), or every output of the named model ("teacher"), so
+    the loss terms it feeds go NaN as they would from a bad teacher. `seconds` has the phases "collate_s" (drawing the micro-batch),
     "forward_and_loss_s" (through the finite check), "backward_s", "bookkeeping_s" (loss terms averaged over ranks,
     FLOPs and tokens counted) and "optimizer_s": host wall time, so on a GPU without synchronisation it is launch time.
     """
@@ -85,9 +84,9 @@ def run_step(
         batch = next(micro_batches)
         lap("collate_s")
         with micro_step(trainees, boundary=micro == grad_accum - 1):
-            with capture_outputs(trainees) as captured, autocast(config, device):
+            with capture_outputs(trainees) as captured, autocast(config, device), poisoned(trainees, poison):
                 total, terms = step_loss(config, trainees, batch, layers)
-            if poison:
+            if poison is True:
                 total = total * float("nan")
             finite = all_ranks_finite(total)  # the same answer on every rank
             nonfinite += 0 if finite else 1
@@ -107,25 +106,6 @@ def run_step(
     grad_norms = {} if skipped else optimizer_step(trainees, scaler)
     lap("optimizer_s")
     return StepResult(losses, layer_weights, learning_rates, grad_norms, nonfinite, skipped, flops, tokens, seconds)
-
-
-def record_nonfinite(state: TrainState, result: StepResult, limit: int, log_event: Callable[..., Any]) -> None:
-    """Count the step's non-finite micro-batches into `state` (after `state.step` was advanced), log them, and stop
-    the run with FloatingPointError once `limit` steps in a row had one."""
-    if not result.nonfinite_micro_batches:
-        state.nonfinite_in_row = 0
-        return
-    state.nonfinite_in_row += 1
-    state.nonfinite_total += result.nonfinite_micro_batches
-    log_event(
-        "nonfinite_loss", state.step, skipped=result.skipped, micro_batches=result.nonfinite_micro_batches,
-        in_row=state.nonfinite_in_row, total=state.nonfinite_total,
-    )  # fmt: skip
-    if state.nonfinite_in_row >= limit:
-        raise FloatingPointError(
-            f"non-finite loss in {state.nonfinite_in_row} steps in a row (step {state.step}; "
-            f"train.max_nonfinite_in_row={limit}); lower the learning rates, enable gradient clipping or check the data"
-        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -220,24 +200,51 @@ def step_work(trainees: dict[str, Trainee], batch: dict, warmup: bool) -> tuple[
     return step_flops(works), tokens
 
 
-def _replace_tensors(value: Any, leaves: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
-    """Swap every tensor that carries gradient for a detached leaf, recording (original, leaf)."""
+def _map_tensors(value: Any, change: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`value` (a model's output: a tensor, a dataclass such as Reps, tuples, lists, dicts) with every tensor
+    replaced by `change(tensor)`."""
     if isinstance(value, torch.Tensor):
-        if not value.requires_grad:
-            return value
-        leaf = value.detach().requires_grad_(True)
-        leaves.append((value, leaf))
-        return leaf
+        return change(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: _replace_tensors(getattr(value, f.name), leaves) for f in dataclasses.fields(value)}
+        changes = {f.name: _map_tensors(getattr(value, f.name), change) for f in dataclasses.fields(value)}
         return dataclasses.replace(value, **changes)
     if isinstance(value, tuple):
-        return type(value)(_replace_tensors(v, leaves) for v in value)
+        return type(value)(_map_tensors(v, change) for v in value)
     if isinstance(value, list):
-        return [_replace_tensors(v, leaves) for v in value]
+        return [_map_tensors(v, change) for v in value]
     if isinstance(value, dict):
-        return {k: _replace_tensors(v, leaves) for k, v in value.items()}
+        return {k: _map_tensors(v, change) for k, v in value.items()}
     return value
+
+
+def _replace_tensors(value: Any, leaves: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """Swap every tensor that carries gradient for a detached leaf, recording (original, leaf)."""
+
+    def swap(tensor: torch.Tensor) -> torch.Tensor:
+        if not tensor.requires_grad:
+            return tensor
+        leaf = tensor.detach().requires_grad_(True)
+        leaves.append((tensor, leaf))
+        return leaf
+
+    return _map_tensors(value, swap)
+
+
+@contextlib.contextmanager
+def poisoned(trainees: dict[str, Trainee], poison: bool | str) -> Iterator[None]:
+    """Test hook: while active, every floating-point output of the model named by `poison` is NaN."""
+    if not isinstance(poison, str):
+        yield
+        return
+
+    def nan(_module: nn.Module, _args: Any, output: Any) -> Any:
+        return _map_tensors(output, lambda t: t * float("nan") if t.is_floating_point() else t)
+
+    handle = trainees[poison].raw.register_forward_hook(nan)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class CapturedOutputs:

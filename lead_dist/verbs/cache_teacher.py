@@ -31,34 +31,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: this rank's GPU if any, else cpu)")
 
 
-def _fail(message: str) -> int:
-    print(f"lead-dist cache-teacher: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
+    """Bad input raises (a config key, the cache folder, --out over an input); `lead_dist.cli` prints one line."""
     from lead_dist.config import ConfigError, load_config
 
-    try:
-        check_positive(args.batch_size, "--batch-size")
-        check_positive(args.shard_size, "--shard-size")
-        if not args.max_gb > 0:
-            raise ValueError(f"--max-gb must be > 0, got {args.max_gb}")
-        config = load_config(args.config, args.overrides)
-    except (ConfigError, ValueError) as exc:
-        return _fail(f"config error: {exc}" if isinstance(exc, ConfigError) else str(exc))
+    check_positive(args.batch_size, "--batch-size")
+    check_positive(args.shard_size, "--shard-size")
+    if not args.max_gb > 0:
+        raise ValueError(f"--max-gb must be > 0, got {args.max_gb}")
+    config = load_config(args.config, args.overrides)
     if config.stage != "distill" or config.teacher is None:
-        return _fail("config error: stage distill with a teacher section is needed (the teacher is what is cached)")
+        raise ConfigError("stage distill with a teacher section is needed (the teacher is what is cached)")
     if config.teacher.trained:
-        return _fail("teacher.trained: a trained teacher changes every step and cannot be cached; set it to false")
+        raise ConfigError("teacher.trained: a trained teacher changes every step and cannot be cached; set it to false")
 
-    from lead_dist.data.errors import ShardError
     from lead_dist.distributed import init_from_env
-    from lead_dist.errors import UsageError
     from lead_dist.folder_claim import lock_folder, on_main
+    from lead_dist.guard import check_apart
     from lead_dist.teacher_cache.build import build_cache
-    from lead_dist.teacher_cache.fingerprint import TeacherCacheError
+    from lead_dist.train.preflight import config_inputs
 
+    inputs = {key: value for key, value in config_inputs(config, args.config).items() if key != "teacher.cache"}
+    check_apart({"--out": args.out}, inputs)
     rank, world = init_from_env()
     lock, created = None, not Path(args.out).exists()
     try:
@@ -69,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
             max_bytes=int(args.max_gb * 1e9), device=pick_device(args.device), rank=rank, world=world,
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )  # fmt: skip
-    except (TeacherCacheError, ShardError, UsageError) as exc:
-        return _fail(str(exc))
     finally:
         if lock is not None:
             lock.release()

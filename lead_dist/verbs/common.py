@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from lead_dist.folder_claim import lock_folder, on_main
+from lead_dist.guard import check_deletable, check_ours, folder_entries, mark_folder, marker_kind
+from lead_dist.lockfile import FolderLock
 from lead_dist.retrieval.encode import DTYPES
 from lead_dist.retrieval.indexes import BACKENDS
 from lead_dist.retrieval.store import encode_to_folder
@@ -74,8 +76,9 @@ def encode_locked(
     world: int,
     verb: str,
 ) -> dict:
-    """`encode_to_folder` with the folder's lock held by rank 0 (`lead_dist.folder_claim`), from the verb's flags."""
-    lock = on_main(rank == 0, lambda: lock_folder(folder, f"lead-dist {verb}"))
+    """`encode_to_folder` with the folder's lock held by rank 0 (`lead_dist.folder_claim`), from the verb's flags.
+    The folder must be new, empty or an embeddings folder (`claim_embeddings`)."""
+    lock = on_main(rank == 0, lambda: claim_embeddings(folder, verb, overwrite=args.overwrite))
     try:
         return encode_to_folder(
             encoder, corpus, folder, rank=rank, world=world, max_length=args.passage_max_length,
@@ -85,6 +88,40 @@ def encode_locked(
     finally:
         if lock is not None:
             lock.release()
+
+
+def check_embeddings_folder(folder: str | Path, verb: str, *, overwrite: bool) -> bool:
+    """Is `folder` one `verb` may encode into (`lead_dist.guard`)? New or empty, marked as embeddings, or written by
+    an encode from before markers (a valid embeddings manifest: reused; `--overwrite` of such an unmarked folder is
+    refused like any other). Anything else, such as a training run or a prepared folder, is refused (UsageError):
+    encoding would mix vectors into it, `--overwrite` would delete it. Returns whether it still needs the marker.
+    Read-only: call it before the model loads, and again under the lock (`claim_embeddings`)."""
+    from lead_dist.retrieval.store import read_manifest
+
+    flag = "--out" if verb == "encode" else "--embeddings"
+    if not folder_entries(folder):
+        return True
+    if marker_kind(folder) == "embeddings":
+        return False
+    if overwrite:
+        check_deletable(folder, "embeddings", flag=flag)
+    try:
+        read_manifest(folder)  # an embeddings folder of an older version: reused as it is
+    except ValueError:
+        check_ours(folder, "embeddings", flag=flag, what=f"{verb} would mix embeddings into it")
+    return True
+
+
+def claim_embeddings(folder: str | Path, verb: str, *, overwrite: bool) -> FolderLock:
+    """Lock an embeddings folder, check it again (`check_embeddings_folder`) and mark it."""
+    lock = lock_folder(folder, f"lead-dist {verb}")
+    try:
+        if check_embeddings_folder(folder, verb, overwrite=overwrite):
+            mark_folder(folder, "embeddings")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def resolve_lengths(args: argparse.Namespace, model_max_length: int) -> None:

@@ -8,7 +8,9 @@ Each step is a verb users have, called as they would call it:
   5. `evaluate` the trained student, and print teacher / before / after side by side (also written as JSON).
 
 The hyper-parameters live in the config (configs/demo.yaml), not here; this module only orchestrates. The --out
-folder is the demo's own: a rerun starts over (its prepare, train and evaluate run with --overwrite).
+folder is the demo's own: a rerun starts over (its prepare, train and evaluate run with --overwrite). It must be
+new, empty or an earlier demo's (it carries the `lead_dist.guard` marker of kind demo), and apart from the config
+and the models it reads: a rerun never overwrites a folder of the user's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import time
 from pathlib import Path
 
+from lead_dist.atomic import atomic_write_text
 from lead_dist.cli import main as lead_dist_main
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -55,6 +58,15 @@ def _initial_student(config, folder: Path) -> Path:
     return folder
 
 
+def _claim_out(out: Path, config_path: Path, config) -> None:
+    from lead_dist.guard import check_apart, check_ours, mark_folder
+    from lead_dist.train.preflight import model_inputs
+
+    check_apart({"--out": out}, {"--config": config_path, **model_inputs(config)})
+    check_ours(out, "demo", flag="--out", what="the demo writes its shards, runs and results into it")
+    mark_folder(out, "demo")
+
+
 def run(args: argparse.Namespace) -> int:
     from lead_dist.config import load_config
 
@@ -73,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         *args.overrides,
     ]
     config = load_config(config_path, overrides)
+    _claim_out(out, config_path, config)
     started = time.perf_counter()
 
     print("== 1/5 prepare the embedded demo data", flush=True)
@@ -103,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "student": str(student_after),
         "minutes": round(minutes, 2),
     }
-    (out / "demo_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "demo_results.json", json.dumps(summary, indent=2) + "\n")
     print(f"\n{'metric':<12}{'teacher':>10}{'student before':>16}{'student after':>15}")
     for name in METRICS:
         print(f"{name:<12}{teacher[name]:>10.4f}{before[name]:>16.4f}{after[name]:>15.4f}")

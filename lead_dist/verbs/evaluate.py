@@ -16,13 +16,15 @@ import json
 import time
 from pathlib import Path
 
+from lead_dist.atomic import atomic_write_text
 from lead_dist.distributed import init_from_env
+from lead_dist.guard import check_apart
 from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.evaluate import evaluate_passages
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS
 from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.search import check_compatible
-from lead_dist.retrieval.sources import load_beir_split
+from lead_dist.retrieval.sources import BeirSplit, InputReport, corpus_census, load_beir_split
 from lead_dist.retrieval.store import (
     empty_passages,
     passage_ids,
@@ -34,6 +36,7 @@ from lead_dist.retrieval.text_encoder import load_text_encoder
 from lead_dist.verbs.common import (
     add_encoder_arguments,
     add_index_arguments,
+    check_embeddings_folder,
     check_positive,
     encode_locked,
     index_options,
@@ -57,17 +60,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hit-k", type=int, nargs="+", default=list(DEFAULT_HIT_KS), help="hit@K cut-offs")
 
 
+def _counted_repeats(split: BeirSplit) -> InputReport:
+    """The split's repeated query ids and judgements, and the corpus's repeated ids (kept first: the embeddings
+    hold the first record of each id)."""
+    report, count = split.report, split.report.counter("passages")
+    for item in corpus_census(split.corpus_path)[1]:
+        count(item)
+    return report
+
+
 def run(args: argparse.Namespace) -> int:
     check_positive(args.top_k, "--top-k")
     check_positive(args.batch_size, "--batch-size")
     rank, world = init_from_env()
     device = pick_device(args.device)
     split = load_beir_split(args.data, args.split)  # inputs first: a wrong path fails before the model loads
+    out = Path(args.out)
+    embeddings = Path(args.embeddings) if args.embeddings else out.with_name(out.stem + ".embeddings")
+    check_apart(
+        {"--out": out, "--run-out": args.run_out, "--embeddings": embeddings},
+        {"--data": args.data, "--model": args.model},
+    )
+    check_embeddings_folder(embeddings, "evaluate", overwrite=args.overwrite)
+    repeats = _counted_repeats(split)  # reads the corpus once: undecodable text is named before the model loads
     check_model_folder("--model", args.model)
     encoder = load_text_encoder(args.model, device)
     resolve_lengths(args, encoder.max_seq_length)
-    out = Path(args.out)
-    embeddings = Path(args.embeddings) if args.embeddings else out.with_name(out.stem + ".embeddings")
 
     started = time.perf_counter()
     encoded = encode_locked(encoder, split.corpus_path, embeddings, args, rank=rank, world=world, verb="evaluate")
@@ -81,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         truncated_passages=truncated_passages(embeddings), k=args.top_k,
         query_max_length=args.query_max_length, query_batch_size=args.batch_size, dtype=args.dtype,
         relevance_threshold=args.relevance_threshold, hit_ks=args.hit_k, world=world,
-        index_options=index_options(args, device),
+        index_options=index_options(args, device), report=repeats,
     )  # fmt: skip
     if rank != 0:
         return 0
@@ -107,6 +125,6 @@ def run(args: argparse.Namespace) -> int:
         "per_query": scored["per_query"],
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    atomic_write_text(out, json.dumps(results, indent=1))
     print_summary({"value": results["metrics"]}, results["input_report"], str(out), results["num_queries"])
     return 0

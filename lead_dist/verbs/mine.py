@@ -10,14 +10,18 @@ shards through `lead-dist prepare` (lead_dist.data), which reads that file as it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
-import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+from lead_dist.atomic import atomic_write_text
 from lead_dist.data.readers.qrels import read_qrels
 from lead_dist.data.readers.trec_run import parse_depth, read_run
+from lead_dist.guard import check_apart
 from lead_dist.retrieval.mine import mine_negatives, negatives_as_run
 from lead_dist.retrieval.runfile import write_run
 
@@ -38,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     depth = parse_depth(args.depth)
+    check_apart({"--out": args.out}, {"--run": args.run, "--input": args.input, "--qrels": args.qrels})
     if args.qrels:
         qrels_path = Path(args.qrels)
     elif args.format == "beir":
@@ -45,27 +50,52 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ValueError("--format msmarco needs --qrels (the qrels of the split the run was made for)")
     run = read_run(args.run)
-    report = mine_negatives(run, read_qrels(qrels_path), depth, min_relevance=args.min_relevance)
+    repeats: list[str] = []  # a judged pair repeated in the qrels keeps its first grade; counted
+    report = mine_negatives(run, read_qrels(qrels_path, repeats.append), depth, min_relevance=args.min_relevance)
     out = Path(args.out)
-    summary = {**report.as_dict(), "depth": list(depth), "run": str(args.run), "qrels": str(qrels_path)}
+    summary = {**report.as_dict(), "depth": list(depth), "run": str(args.run), "qrels": str(qrels_path),
+               "duplicate_judgements": len(repeats), "duplicate_judgement_examples": repeats[:5]}  # fmt: skip
     if args.negatives_only:
         out.mkdir(parents=True, exist_ok=True)
         write_run(negatives_as_run(report, run), out / "negatives.trec", tag="mined")
-        (out / "mining_report.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_text(out / "mining_report.json", json.dumps(summary, indent=1))
         print(json.dumps(summary), flush=True)
         return 0
     # prepare replaces --out whole and refuses an input inside it: the negatives wait beside --out until then
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.resolve().name}.mine-", dir=out.resolve().parent) as scratch:
-        negatives_file = Path(scratch) / "negatives.trec"
+    with _scratch_beside(out) as scratch:
+        negatives_file = scratch / "negatives.trec"
         write_run(negatives_as_run(report, run), negatives_file, tag="mined")
-        status = _prepare_shards(args, out, negatives_file, qrels_path, depth)
-        if status == 0:
-            shutil.copyfile(negatives_file, out / "negatives.trec")
-            _point_manifest_at_kept_negatives(out, negatives_file)
-            (out / "mining_report.json").write_text(json.dumps(summary, indent=1))
+        _prepare_shards(args, out, negatives_file, qrels_path, depth)
+        shutil.copyfile(negatives_file, out / "negatives.trec")
+        _point_manifest_at_kept_negatives(out, negatives_file)
+        atomic_write_text(out / "mining_report.json", json.dumps(summary, indent=1))
     print(json.dumps(summary), flush=True)
-    return status
+    return 0
+
+
+@contextlib.contextmanager
+def _scratch_beside(out: Path) -> Iterator[Path]:
+    """A temporary folder `.NAME.mine-PID-*` beside --out, removed at the end; one that a killed mine (its pid no
+    longer alive) left behind is removed first."""
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".{out.resolve().name}.mine-*"):
+        pid = stale.name.rsplit(".mine-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    prefix = f".{out.resolve().name}.mine-{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as scratch:
+        yield Path(scratch)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _point_manifest_at_kept_negatives(out: Path, staged: Path) -> None:
@@ -82,7 +112,7 @@ def _point_manifest_at_kept_negatives(out: Path, staged: Path) -> None:
     write_manifest(out, manifest)
 
 
-def _prepare_shards(args: argparse.Namespace, out: Path, negatives_file: Path, qrels_path: Path, depth) -> int:
+def _prepare_shards(args: argparse.Namespace, out: Path, negatives_file: Path, qrels_path: Path, depth) -> None:
     from lead_dist.verbs import prepare
 
     prepare_args = ["--format", args.format, "--input", args.input, "--split", args.split, "--out", str(out),
@@ -96,7 +126,4 @@ def _prepare_shards(args: argparse.Namespace, out: Path, negatives_file: Path, q
         prepare_args.append("--overwrite")
     parser = argparse.ArgumentParser(prog="lead-dist prepare")
     prepare.add_arguments(parser)
-    status = prepare.run(parser.parse_args(prepare_args))
-    if status:
-        print(f"lead-dist mine: writing training shards failed (prepare exited {status})", file=sys.stderr)
-    return status
+    prepare.run(parser.parse_args(prepare_args))  # bad input raises: one line from lead_dist.cli, exit code 2

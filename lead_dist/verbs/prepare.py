@@ -1,29 +1,32 @@
 """`lead-dist prepare`: read a retrieval dataset into training shards, corpus shards, evaluation files and a manifest.
 
     lead-dist prepare --format beir --input ../shared/data/scifact --split train --out shards/sf
+    lead-dist prepare --format beir --input https://.../scifact.zip --sha256 HEX --out shards/sf   # a BEIR zip
     lead-dist prepare --format beir --input DIR --negatives-run run.trec --depth 3:100 --out shards/x
     lead-dist prepare --format msmarco --input msmarco/ --split train --triples qidpidtriples.tsv --out shards/mm
     lead-dist prepare --format reference --input train.json --passages psgs.tsv --out shards/ref
     lead-dist prepare --format demo --out shards/demo
 
-The work is `lead_dist.data.prepare.prepare(args)`; this module holds the flags and turns bad input into one line
-on stderr and exit code 2.
+The work is `lead_dist.data.prepare.prepare(args)`; this module holds the flags. Bad input raises, and
+`lead_dist.cli` turns it into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from lead_dist.data.errors import DataFormatError, DropShareExceeded
 from lead_dist.data.prepare import prepare
 from lead_dist.data.sources import FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
-    parser.add_argument("--input", help="BEIR/MS MARCO folder, reference JSON file, or (demo) where to write it")
+    parser.add_argument(
+        "--input",
+        help="BEIR/MS MARCO folder, a BEIR zip (file or http(s) URL), reference JSON, or (demo) where to write it",
+    )
+    parser.add_argument("--sha256", help="the sha256 a BEIR zip given as --input must have (checked; cache reused)")
     parser.add_argument("--out", required=True, help="output folder (shards, queries.jsonl, qrels.tsv, manifest)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (whole, atomically)")
     parser.add_argument("--split", default="train", help="qrels split to prepare (default train)")
@@ -50,11 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        manifest = prepare(args)
-    except (DataFormatError, DropShareExceeded, ValueError) as error:
-        print(f"lead-dist prepare: error: {error}", file=sys.stderr)
-        return 2
+    manifest = prepare(args)  # bad input raises: one line from lead_dist.cli (with --debug, its traceback), exit 2
     drops = sum(sum(reasons.values()) for reasons in manifest["drops"]["counts"].values())
     print(
         f"prepared {manifest['num_queries']} training queries ({manifest['num_positive_pairs']} positive pairs, "

@@ -15,17 +15,19 @@ import argparse
 import json
 from pathlib import Path
 
+from lead_dist.atomic import atomic_write_text
 from lead_dist.config.schema import KINDS
 from lead_dist.data.readers.trec_run import read_run
 from lead_dist.distributed import all_gather_objects, contiguous_share, init_from_env
 from lead_dist.errors import UsageError
+from lead_dist.guard import check_apart
 from lead_dist.models.factory import load_model
 from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.encode import Throughput
 from lead_dist.retrieval.metrics import DEFAULT_HIT_KS, score_run
 from lead_dist.retrieval.rerank import RerankInputs, candidates_from_run, rerank
 from lead_dist.retrieval.runfile import write_run
-from lead_dist.retrieval.sources import InputReport, check_inputs, load_beir_split, read_corpus_subset
+from lead_dist.retrieval.sources import check_inputs, load_beir_split, read_corpus_subset
 from lead_dist.retrieval.text_encoder import default_max_length
 from lead_dist.verbs.common import add_encoder_arguments, check_positive, pick_device, resolve_lengths
 from lead_dist.verbs.report import print_summary
@@ -65,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     split = load_beir_split(args.data, args.split)  # inputs first: a wrong path fails before the model loads
     first_stage = read_run(args.first_stage)
+    check_apart(
+        {"--out": args.out, "--run-out": args.run_out},
+        {"--model": args.model, "--data": args.data, "--first-stage": args.first_stage},
+    )
     check_model_folder("--model", args.model)
     try:
         model = load_model(args.model, kind=args.kind)
@@ -85,14 +91,15 @@ def run(args: argparse.Namespace) -> int:
     share = [qids[i] for i in contiguous_share(len(qids), rank, world)]
     candidates = candidates_from_run(first_stage, args.depth, share)
     wanted = {docid for docids in candidates.values() for docid in docids}
-    corpus = read_corpus_subset(split.corpus_path, wanted)
+    report = split.report  # repeated query ids and judgements; repeated corpus ids are counted as it is read
+    corpus = read_corpus_subset(split.corpus_path, wanted, report.counter("passages"))
     missing = sorted(wanted - corpus.ids)
     if missing:
         raise UsageError(
             f"{args.first_stage} names {len(missing)} documents that {split.corpus_path} lacks, e.g. "
             f"{missing[:5]}: was the run made on another corpus?"
         )
-    _judged, report = check_inputs(split.queries, split.qrels, corpus.ids, InputReport())
+    _judged, report = check_inputs(split.queries, split.qrels, corpus.ids, report)
     report.empty_passages = corpus.empty_passages
     absent_from_run = [qid for qid in share if not candidates[qid]]  # they count 0 in every metric
 
@@ -135,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    atomic_write_text(out, json.dumps(results, indent=1))
     columns = {"first stage": first["metrics"], "re-ranked": results["metrics"]}
     print_summary(columns, results["input_report"], str(out), results["num_queries"])
     return 0

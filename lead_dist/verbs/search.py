@@ -14,11 +14,13 @@ import time
 
 from lead_dist.data.readers.qrels import read_qrels
 from lead_dist.distributed import init_from_env
+from lead_dist.errors import UsageError
+from lead_dist.guard import check_apart
 from lead_dist.models.folder import check_model_folder
 from lead_dist.retrieval.encode import encode_queries
 from lead_dist.retrieval.runfile import write_run
 from lead_dist.retrieval.search import check_compatible, search_folder
-from lead_dist.retrieval.sources import read_queries
+from lead_dist.retrieval.sources import InputReport, read_queries
 from lead_dist.retrieval.store import read_manifest
 from lead_dist.retrieval.text_encoder import load_text_encoder
 from lead_dist.verbs.common import (
@@ -44,11 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_positive(args.top_k, "--top-k")
     check_model_folder("--model", args.model)
+    check_apart(
+        {"--out": args.out},
+        {"--model": args.model, "--index": args.index, "--queries": args.queries, "--qrels": args.qrels},
+    )
     manifest = read_manifest(args.index)  # inputs first: a wrong folder or file fails before the model loads
-    queries = read_queries(args.queries)
+    report = InputReport()  # repeated ids keep their first occurrence and are counted
+    queries = read_queries(args.queries, report.counter("queries"))
     if args.qrels:
-        judged = read_qrels(args.qrels)
+        judged = read_qrels(args.qrels, report.counter("judgements"))
         queries = {qid: text for qid, text in queries.items() if qid in judged}
+        if not queries:
+            raise UsageError(f"--qrels {args.qrels}: judges none of the queries of --queries {args.queries}")
     rank, world = init_from_env()
     device = pick_device(args.device)
     encoder = load_text_encoder(args.model, device)
@@ -68,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             "top_k": args.top_k,
             "world_size": world,
             "seconds": time.perf_counter() - started,
+            "duplicate_queries": report.duplicate_queries,
+            "duplicate_judgements": report.duplicate_judgements,
         }
         print(json.dumps(summary), flush=True)
     return 0

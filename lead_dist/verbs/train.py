@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,28 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lead_dist.config import ConfigError, load_config
+    """Bad input (a config key, the data, a teacher cache, an output_dir over an input) raises; `lead_dist.cli` turns
+    it into one line and exit code 2 (the traceback too with --debug)."""
+    from lead_dist.config import load_config
 
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"lead-dist train: config error: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
 
-    from lead_dist.data.errors import ShardError
-    from lead_dist.teacher_cache.fingerprint import TeacherCacheError
     from lead_dist.train.loop import train
     from lead_dist.train.preflight import check_inputs
 
-    try:
-        check_inputs(config)  # before any model is built or output_dir touched
-        summary = train(config, resume=args.resume, overwrite=args.overwrite)
-    except ShardError as exc:  # the training data cannot be read: a URL, a file, a manifest, named in the message
-        print(f"lead-dist train: data error: {exc}", file=sys.stderr)
-        return 2
-    except TeacherCacheError as exc:  # teacher.cache: a fingerprint field that differs, a missing id, a bad file
-        print(f"lead-dist train: {exc}", file=sys.stderr)
-        return 2
+    check_inputs(config, args.config)  # before any model is built or output_dir touched
+    summary = train(config, resume=args.resume, overwrite=args.overwrite)
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary, sort_keys=True))
     return 0

@@ -19,14 +19,17 @@ def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found (expected a readable file)")
     # Binary mode so that only "\n" ends a line: text mode would also split on a lone "\r" inside a field.
+    offset = 0  # of the line's first byte in the file, so a decoding error names the file's byte offset
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
+                raw, start = raw[3:], 3
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise DataFormatError.at(path, number, f"UTF-8 text ({error.reason} at byte {error.start})") from None
+                where = f"{error.reason} at byte offset {start + error.start} of the file"
+                raise DataFormatError.at(path, number, f"UTF-8 text ({where})") from None
             line = line.rstrip("\n").rstrip("\r")
             if line.strip():
                 yield number, line

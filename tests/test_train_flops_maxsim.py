@@ -59,7 +59,7 @@ def _trained(name: str, model: torch.nn.Module) -> PlainTrainee:
 
 def test_de_student_with_colbert_and_cross_encoder_teachers(tokenizer: str) -> None:
     bi = {"queries": _tokens(*QUERIES), "passages": _tokens(*PASSAGES)}
-    tokens = 2 * 4 - 1 + 3 * 5 - 1  # 22 per bi-encoder
+    tokens = 2 * 4 - 1 + 3 * 5 - 1  # 21 per bi-encoder (one padded position on each side)
     student = _trained("student", _model("de", tokenizer))
     de_alone = 3 * (BLOCK[QUERIES] + BLOCK[PASSAGES])  # 22800: a DE's dot products are not counted
     assert step_work({"student": student}, {"student": bi}, False) == (de_alone, tokens)
@@ -87,7 +87,7 @@ def test_de_student_with_colbert_and_cross_encoder_teachers(tokenizer: str) -> N
 def test_warmup_of_a_colbert(tokenizer: str) -> None:
     model = _trained("model", _model("cb", tokenizer))  # unprojected: final width = hidden 4 -> 960
     batch = {"queries": _tokens(*QUERIES), "passages": _tokens(*PASSAGES), "group_size": 3}
-    assert step_work({"model": model}, batch, True) == (3 * (7600 + 960), 22)
+    assert step_work({"model": model}, batch, True) == (3 * (7600 + 960), 21)
 
 
 def test_a_cached_colbert_teacher_counts_its_maxsim_only(tmp_path: Path) -> None:

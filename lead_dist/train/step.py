@@ -14,8 +14,9 @@ loss's gradient is taken with respect to those leaves (this runs the cross-rank 
 and each engine then back-propagates `sum(output * grad)` through its own model. The parameter gradients are exactly
 those of `loss.backward()`. Plain modules and DDP take the same path, so every engine type runs the same maths.
 
-Gradient accumulation: DDP skips the all-reduce on inner micro-steps (`no_sync`), DeepSpeed is told where the
-boundary is (`micro_step`). A bad loss without accumulation skips the backward (no gradient, no step); with
+How each model accumulates, back-propagates and steps is its trainee's answer (train/trainee.py: DDP skips the
+all-reduce on inner micro-steps, DeepSpeed is told where the boundary is); this file asks, never which kind it
+is. A bad loss without accumulation skips the backward (no gradient, no step); with
 accumulation every micro-batch still runs its backward, with zero gradient, so the engines stay in step.
 """
 
@@ -34,6 +35,7 @@ from torch import nn
 from lead_dist.config import Config
 from lead_dist.train.chunking import Chunking
 from lead_dist.train.setup import use_deepspeed
+from lead_dist.train.speed import Speed, resolve
 from lead_dist.train.trainee import Trainee
 
 
@@ -61,7 +63,7 @@ def run_step(
     device: torch.device,
     scaler: torch.amp.GradScaler | None = None,
     poison: bool | str = False,
-    speed: Any = None,
+    speed: Speed | None = None,
 ) -> StepResult:
     """One optimizer step over `train.grad_accum` collated micro-batches drawn from `micro_batches`.
 
@@ -72,8 +74,6 @@ def run_step(
     FLOPs and tokens counted) and "optimizer_s": host wall time, so on a GPU without synchronisation it is launch time.
     `speed`: the run's resolved `train.speed` (`Run.speed`); None resolves it for `device` here, once per step.
     """
-    from lead_dist.train.speed import resolve
-
     chunking = (speed if speed is not None else resolve(config, device)).chunking
     candidates_per_passage = _world() if config.candidates == "global" else 1
     grad_accum = config.train.grad_accum
@@ -145,8 +145,6 @@ def step_loss(
     from lead_dist.train.objective import distill_loss, warmup_loss
 
     if chunking is None:
-        from lead_dist.train.speed import resolve
-
         chunking = resolve(config, next(iter(trainees.values())).model.backbone.device).chunking
     if config.stage == "warmup":
         return warmup_loss(trainees["model"].wrapped, batch, config.candidates, chunking=chunking)

@@ -1,6 +1,6 @@
 """Does a refactor keep training bit for bit? Tiny LEAD runs under two source trees, every safetensors byte compared.
 
-    .venv/bin/python tests/same_weights.py REFERENCE_TREE [--deepspeed] [--work DIR]
+    .venv/bin/python tests/same_weights.py REFERENCE_TREE [--deepspeed] [--cases CASE ...] [--work DIR]
 
 REFERENCE_TREE is a checkout of the code before the change (e.g. `git archive main | tar -x -C /tmp/ref`); this
 checkout is the other side. Each case runs as `python -m lead_dist.cli train` in a fresh process with PYTHONPATH
@@ -79,13 +79,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reference", type=Path, help="the source tree before the change")
     parser.add_argument("--deepspeed", action="store_true", help="also the 2-process ZeRO-3/ZeRO-2 case")
+    parser.add_argument("--cases", nargs="+", help="only these cases (lead_joint lead_frozen warmup lead_zero)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/same_weights"))
     args = parser.parse_args()
     shards = args.work / "shards"
     if not (shards / "manifest.json").exists():
         prepare = [sys.executable, "-m", "lead_dist.cli", "prepare", "--format", "demo", "--out", str(shards)]
         subprocess.run(prepare, env=_env(HERE), cwd=HERE, check=True, capture_output=True)
-    cases = ["lead_joint", "lead_frozen", "warmup"] + (["lead_zero"] if args.deepspeed else [])
+    cases = args.cases or ["lead_joint", "lead_frozen", "warmup"] + (["lead_zero"] if args.deepspeed else [])
     same = True
     for case in cases:
         before = run_case(args.reference.resolve(), case, shards, args.work / case / "reference")

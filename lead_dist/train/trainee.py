@@ -57,7 +57,7 @@ class Trainee:
         self.wrapped = model if wrapped is None else wrapped
 
     @property
-    def engine(self) -> str:
+    def engine_name(self) -> str:
         return engine_label(self.wrapped)
 
     @property

@@ -118,3 +118,33 @@ def test_maxsim_count_equals_torch_flop_counter_on_colbert_scores() -> None:
     with FlopCounterMode(display=False) as counter:
         ColBERT.score(reps(*QUERIES), reps(*PASSAGES))
     assert counter.get_total_flops() == maxsim_flops(QUERIES, PASSAGES, 1, (2, 4, 4)) == 480 + 2 * 960
+
+
+def test_the_throughput_benchmark_counts_what_the_loop_logs() -> None:
+    """benchmarks/throughput's count of a cell (`Variant.work`) equals what the real step returns for its MFU
+    (`StepResult.flops`, `.tokens`) for DE, CB and CE teachers, frozen and joint; the CB cells carry the MaxSim of
+    the final score (projected to 128) and of each of the K = 2 layers (width 64)."""
+    from benchmarks.throughput.grid import SIZES, build_models, make_variants
+
+    spec = SIZES["tiny"]
+    text = "a passage about protein folding and ocean currents in medieval trade " * 3
+    examples = [
+        {"qid": f"q{i}", "query": f"query {i} about folding", "pos_id": f"p{i}", "pos_title": "", "pos_text": text,
+         "neg_ids": [f"n{i}"], "neg_titles": [""], "neg_texts": [text[: 20 + i]]}
+        for i in range(spec.batch_size)
+    ]  # fmt: skip
+    cells = {v.name: v for v in make_variants(spec, build_models(spec), examples, ("no",)) if v.mode == "lead"}
+    for variant in cells.values():
+        variant.step()
+        assert variant.work() == (variant.last.flops, variant.last.tokens), variant.name
+    from lead_dist.train.flops import TransformerShape, forward_flops
+
+    cell = cells["tiny/fp32/lead-cb-frozen"]
+    shapes = {role: [tuple(cell.batch[role][side]["input_ids"].shape) for side in ("queries", "passages")]
+              for role in ("student", "teacher")}  # fmt: skip
+    (queries, q_len), (passages, p_len) = shapes["teacher"]
+    maxsim = 2 * queries * passages * q_len * p_len * (128 + 2 * 64)  # final (projected) + K = 2 layers
+    student = 3 * forward_flops(TransformerShape(2, 64, 256), shapes["student"])
+    teacher = forward_flops(TransformerShape(4, 64, 256), shapes["teacher"])
+    assert cell.work()[0] == student + teacher + maxsim
+    assert cells["tiny/fp32/lead-cb-joint"].work()[0] == student + 3 * (teacher + maxsim)

@@ -28,7 +28,7 @@ lint: venv
 	$(BIN)/ruff format --check lead_dist tests benchmarks
 
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 demo: venv
 	$(BIN)/lead-dist demo

@@ -19,11 +19,12 @@ from lead_dist.cli import main
 from lead_dist.config import config_from_dict
 from lead_dist.data import collate_for
 from lead_dist.data.stream import TrainStream
+from lead_dist.models.from_config import build_teacher
 from lead_dist.teacher_cache.build import build_cache
 from lead_dist.teacher_cache.read import CachedTeacher
 from lead_dist.train.candidates import global_labels, group_labels
 from lead_dist.train.objective import distill_loss, score_bi_encoder, score_cross_encoder
-from lead_dist.train.setup import build_models, build_teacher
+from lead_dist.train.setup import build_models
 
 LAYERS = ((0, 1), (0, 2))  # student, teacher layer pairs (K = 2)
 

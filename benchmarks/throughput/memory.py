@@ -66,6 +66,6 @@ def state_gib(trainees: dict[str, Any]) -> float:
     AdamW moments (3 more fp32 copies) of every trained one."""
     total = 0
     for trainee in trainees.values():
-        params = sum(p.numel() for p in trainee.raw.parameters())
+        params = sum(p.numel() for p in trainee.model.parameters())
         total += params * 4 * (4 if trainee.trained else 1)
     return round(total / 2**30, 3)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lead_dist.train import setup
+from lead_dist.train.trainee import make_optimizer
 
 
 class PeerStep:
@@ -32,7 +32,7 @@ class PeerStep:
         self.model = SentenceTransformer(self._folder.name, device="cpu")
         self.model.train()
         self.loss = MultipleNegativesRankingLoss(self.model, scale=20.0)
-        self.optimizer = setup.make_optimizer(self.model, 5e-5, 0.01)  # the same AdamW groups as lead_dist's
+        self.optimizer = make_optimizer(self.model, 5e-5, 0.01)  # the same AdamW groups as lead_dist's
         self.dtype = dtype
         self.examples = len(examples)
         num_negatives = len(examples[0]["neg_texts"])

@@ -163,7 +163,7 @@ def build_cache(
     log: Any = print,
 ) -> dict[str, Any]:
     """Build (or finish) the cache of `config`'s frozen teacher in `out`. Returns this rank's summary."""
-    from lead_dist.train.setup import build_teacher
+    from lead_dist.models.from_config import build_teacher
 
     out = Path(out)
     state = {"format_version": FORMAT_VERSION, "fingerprint": teacher_fingerprint(config), "dtype": dtype,

@@ -27,7 +27,7 @@ from lead_dist.errors import UsageError
 
 if TYPE_CHECKING:
     from lead_dist.config import Config
-    from lead_dist.train.setup import Trainee
+    from lead_dist.train.trainee import Trainee
 
 SHAPES_FILE = "shapes.json"
 
@@ -35,7 +35,7 @@ SHAPES_FILE = "shapes.json"
 def parameter_shapes(trainees: dict[str, Trainee]) -> dict[str, dict[str, list[int]]]:
     """{trained model: {parameter: shape}}; under ZeRO-3 a partitioned parameter's full shape (`ds_shape`)."""
     return {
-        name: {key: list(getattr(param, "ds_shape", param.shape)) for key, param in trainee.raw.named_parameters()}
+        name: {key: list(getattr(param, "ds_shape", param.shape)) for key, param in trainee.model.named_parameters()}
         for name, trainee in trainees.items()
         if trainee.trained
     }

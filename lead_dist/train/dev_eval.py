@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from lead_dist.config import Config
-from lead_dist.train.setup import Trainee
+from lead_dist.train.trainee import Trainee
 
 
 @dataclasses.dataclass
@@ -38,7 +38,7 @@ def evaluate_on_dev(config: Config, trainees: dict[str, Trainee], dev: DevSet, w
     """Retrieval metrics of the student (warm-up: the model) on the dev subset; every rank encodes a share."""
     from lead_dist.retrieval.evaluate import evaluate_model
 
-    model = trainees["model" if config.stage == "warmup" else "student"].raw
+    model = trainees["model" if config.stage == "warmup" else "student"].model
     result = evaluate_model(
         model,
         dev.queries,

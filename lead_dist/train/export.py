@@ -32,7 +32,7 @@ from lead_dist.atomic import replace_dir
 from lead_dist.distributed import unwrap
 
 if TYPE_CHECKING:
-    from lead_dist.train.setup import Trainee
+    from lead_dist.train.trainee import Trainee
 
 ROLES = ("student", "teacher", "model")
 

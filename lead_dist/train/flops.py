@@ -6,8 +6,10 @@ Counting rule (one multiply-add = 2 FLOPs; only matmuls, which dominate a transf
         attention    4 * B*T*T * h                    scores Q K^T and the weighted sum A V (2 * 2 B T T h)
     forward of a model = num_layers * per block (embeddings, layer norms, softmax, pooling are ignored)
     backward = 2 x forward, so a trained model costs 3 x forward per step, a frozen teacher 1 x forward.
-Late-interaction (ColBERT) scoring is counted separately (`late_interaction_flops`) because with global
-candidates it is comparable to a forward pass; a dual encoder's dot products are negligible and ignored.
+Late-interaction (ColBERT) scoring, every query token against every candidate token, is counted too
+(`maxsim_flops`, as `ModelWork.scoring`): with global candidates it is comparable to a forward pass. It is x3 when
+the ColBERT is trained, x1 when frozen (live or cached: a cached ColBERT teacher encodes nothing but still scores).
+A dual encoder's dot products are negligible and ignored.
 
 The counts are per process (per rank): pass this rank's token counts, divide by this rank's step time and by one
 device's peak to get MFU. `peak_matmul_flops` measures that peak by timing a large matmul once per process
@@ -78,16 +80,21 @@ def forward_flops(shape: TransformerShape, input_shapes: Iterable[Sequence[int]]
 
 @dataclasses.dataclass(frozen=True)
 class ModelWork:
-    """One model's share of a step: its shape, the (batch, length) of every input it encodes, trained or frozen."""
+    """One model's share of a step: its shape (None for a model that encodes nothing, a cached teacher), the
+    (batch, length) of every input it encodes, trained or frozen, and the forward FLOPs of its scoring counted apart
+    (`scoring`: a ColBERT's MaxSim, `maxsim_flops`)."""
 
-    shape: TransformerShape
+    shape: TransformerShape | None
     input_shapes: tuple[tuple[int, int], ...]
     trained: bool
+    scoring: int = 0
 
     @property
     def flops(self) -> int:
-        # backward = grad w.r.t. activations + grad w.r.t. weights, each as costly as the forward
-        return (3 if self.trained else 1) * forward_flops(self.shape, self.input_shapes)
+        encoder = forward_flops(self.shape, self.input_shapes) if self.shape is not None else 0
+        # backward = grad w.r.t. activations + grad w.r.t. weights (or of both MaxSim operands), each as costly as
+        # the forward
+        return (3 if self.trained else 1) * (encoder + self.scoring)
 
 
 def late_interaction_flops(
@@ -97,9 +104,22 @@ def late_interaction_flops(
     return 2 * num_queries * num_candidates * query_len * passage_len * dim * num_scores
 
 
+def maxsim_flops(
+    queries: tuple[int, int], passages: tuple[int, int], candidates_per_passage: int, dims: Sequence[int]
+) -> int:
+    """Forward FLOPs of a ColBERT's scores in one micro-batch: its (queries, padded length) against (passages,
+    padded length) x `candidates_per_passage` (the world size when passages are gathered from every rank: global
+    candidates; 1 for the own group, which `ColBERT.score` still computes against the rank's passages and cuts),
+    once per token width in `dims` (the final score's, then each scored layer's). Padded positions are counted:
+    the einsum multiplies them too. Gathered passages are padded to the longest on any rank; this rank's length
+    stands for it."""
+    (num_queries, query_len), (num_passages, passage_len) = queries, passages
+    candidates = num_passages * candidates_per_passage
+    return sum(late_interaction_flops(num_queries, candidates, query_len, passage_len, dim) for dim in dims)
+
+
 def step_flops(works: Iterable[ModelWork], extra_flops: int = 0) -> int:
-    """FLOPs of one optimizer step on this rank: the models' work plus anything counted apart (late interaction,
-    x3 if its scores are trained through)."""
+    """FLOPs of one optimizer step on this rank: the models' work plus anything counted apart."""
     return sum(work.flops for work in works) + int(extra_flops)
 
 

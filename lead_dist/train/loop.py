@@ -27,7 +27,7 @@ from lead_dist.train.log import TrainLogger
 from lead_dist.train.nonfinite import record_nonfinite, refuse_nonfinite_end
 from lead_dist.train.output_dir import claim_output_dir
 from lead_dist.train.resume import restore, save_checkpoint
-from lead_dist.train.setup import set_up, write_run_file
+from lead_dist.train.setup import build_accelerator, set_up, write_run_file
 from lead_dist.train.step import collate, run_step
 
 
@@ -36,19 +36,13 @@ def train(config: Config, resume: str | None = None, overwrite: bool = False) ->
 
     output_dir is claimed first (train/output_dir.py): locked for this run; a used folder needs `resume` or
     `overwrite`."""
-    claimed: list[Any] = []
-
-    def claim(accelerator: Any) -> None:
-        lock = claim_output_dir(
-            config.output_dir, resume=resume, overwrite=overwrite, is_main=accelerator.is_main_process
-        )
-        claimed.append(lock)
-
+    accelerator = build_accelerator(config)  # the process group: the claim below is decided once, for every rank
+    lock = claim_output_dir(config.output_dir, resume=resume, overwrite=overwrite, is_main=accelerator.is_main_process)
     try:
-        return _train(config, set_up(config, claim), resume)
+        return _train(config, set_up(config, accelerator), resume)
     finally:
-        if claimed and claimed[0] is not None:
-            claimed[0].release()
+        if lock is not None:
+            lock.release()
 
 
 def _train(config: Config, run: Any, resume: str | None) -> dict[str, Any]:
@@ -79,7 +73,7 @@ def _train(config: Config, run: Any, resume: str | None) -> dict[str, Any]:
             layers = run.layers_at(state.step)
             result = run_step(
                 config, run.trainees, micro_batches, layers,
-                device=run.device, scaler=run.scaler, poison=hooks.poison(run.rank, state.step),
+                device=run.device, scaler=run.scaler, poison=hooks.poison(run.rank, state.step), speed=run.speed,
             )  # fmt: skip
             state.step += 1
             state.examples_seen += examples_per_step * run.world

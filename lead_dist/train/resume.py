@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     import torch
 
     from lead_dist.train.faults import TestHooks
-    from lead_dist.train.setup import Run, Trainee
+    from lead_dist.train.setup import Run
+    from lead_dist.train.trainee import Trainee
 
 
 def weights_only_load(path: str | Path, map_location: Any = "cpu", allowed: list[Any] | None = None) -> Any:
@@ -209,18 +210,10 @@ def load_object_state(obj: Any, path: str | Path) -> None:
 
 
 def save_trainees(trainees: dict[str, Trainee], directory: Path, *, is_main: bool, scaler: Any = None) -> None:
-    """Write every trained model's weights, optimizer and schedule into `directory` (call on EVERY rank)."""
+    """Write every trained model's part (train/trainee.py: weights, optimizer, schedule) into `directory`, the
+    GradScaler and the parameter shapes (call on EVERY rank)."""
     for trainee in trainees.values():
-        if not trainee.trained:
-            continue
-        if trainee.engine is not None:
-            # Each rank writes its ZeRO partition (weights, optimizer); DeepSpeed synchronises inside.
-            trainee.engine.save_checkpoint(str(directory), tag=trainee.name, save_latest=False)
-        elif is_main:
-            save_module_weights(trainee.raw, directory / f"{trainee.name}.safetensors")
-            save_object_state(trainee.optimizer, directory / f"{trainee.name}-optimizer.pt")
-        if is_main:
-            save_object_state(trainee.scheduler, directory / f"{trainee.name}-schedule.pt")
+        trainee.save(directory, is_main=is_main)
     if scaler is not None and is_main:
         save_object_state(scaler, directory / "grad-scaler.pt")
     if is_main:
@@ -231,21 +224,7 @@ def load_trainees(trainees: dict[str, Trainee], directory: Path, scaler: Any = N
     """Inverse of `save_trainees`, on every rank; a model that does not fit the checkpoint is refused first."""
     check_shapes(trainees, directory, announce=announce)
     for trainee in trainees.values():
-        if not trainee.trained:
-            continue
-        if trainee.engine is not None:
-            weights_only_deepspeed_loading(trainee.engine)  # DeepSpeed's own loader would unpickle anything
-            path, _client = trainee.engine.load_checkpoint(
-                str(directory), tag=trainee.name, load_optimizer_states=True, load_lr_scheduler_states=False
-            )
-            if path is None:
-                raise FileNotFoundError(
-                    f"{directory}: no DeepSpeed checkpoint of the {trainee.name} (tag {trainee.name})"
-                )
-        else:
-            load_module_weights(trainee.raw, directory / f"{trainee.name}.safetensors")
-            load_object_state(trainee.optimizer, directory / f"{trainee.name}-optimizer.pt")
-        load_object_state(trainee.scheduler, directory / f"{trainee.name}-schedule.pt")
+        trainee.load(directory)
     if scaler is not None:
         load_object_state(scaler, directory / "grad-scaler.pt")
 

@@ -2,20 +2,16 @@
 themselves, the layer schedule and the data stream: `set_up(config) -> Run`, everything the loop needs before its
 first step (resuming from a checkpoint is `resume.restore`'s job).
 
-One `Trainee` per model of the run (the student and the teacher, or the warm-up model): the module the forwards go
-through (plain, DDP or a DeepSpeed engine), the lead_dist model inside it, and its optimizer and schedule.
+One `Trainee` per model of the run (the student and the teacher, or the warm-up model), of the class that drives
+it (plain, DeepSpeed, frozen, cached teacher: train/trainee.py, which also holds AdamW and the LR schedule).
 
-Engines:
-- no DeepSpeed JSON: DDP when several processes run (never `find_unused_parameters`: every parameter of our models
-  takes part in the loss), the bare module on one process; torch AdamW; clipping per model with
-  `clip_grad_norm_`; bf16/fp16 autocast (fp16 with a GradScaler shared by the models, unscaled once per step).
-- a DeepSpeed JSON per model: `Accelerator(deepspeed_plugins={"student": .., "teacher": ..})`, each model prepared
-  under its own plugin (`select_deepspeed_plugin`), so the student can run ZeRO-2 and the teacher ZeRO-3. The JSON's
-  batch size, accumulation and clipping are filled from the run config. A frozen teacher with a JSON becomes a
-  partitioned inference engine (no optimizer).
-- Gradient accumulation (how each engine accumulates is in `step.py`) adds no negatives: each micro-batch's queries
-  compete only with that micro-batch's passages, so `set_up` warns about it.
-The LR schedule (linear warm-up then linear decay to 0) is a LambdaLR stepped after each optimizer step.
+- The accelerator: no DeepSpeed JSON: plain torch, bf16/fp16 autocast (fp16 with a GradScaler shared by the
+  models, unscaled once per step). A DeepSpeed JSON per model: `Accelerator(deepspeed_plugins={"student": ..,
+  "teacher": ..})`, each model prepared under its own plugin (`select_deepspeed_plugin`), so the student can run
+  ZeRO-2 and the teacher ZeRO-3. The JSON's batch size, accumulation and clipping are filled from the run config.
+- The models are built here from their config sections (`lead_dist.models.from_config`), a cached teacher opened.
+- Gradient accumulation adds no negatives: each micro-batch's queries compete only with that micro-batch's
+  passages, so `set_up` warns about it.
 """
 
 from __future__ import annotations
@@ -27,34 +23,16 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from lead_dist.config import AUTO_ZERO_KEYS, Config, ModelConfig, deepspeed_json, validate_depths
+from lead_dist.config import Config, ModelConfig, deepspeed_json, validate_depths
+from lead_dist.train.trainee import Trainee, prepare_trainees
 
 RUN_FILE = "run.json"
-
-
-@dataclasses.dataclass
-class Trainee:
-    """One model as the loop drives it."""
-
-    name: str  # "student", "teacher" or "model"
-    model: nn.Module  # what forwards go through: DDP, a DeepSpeed engine or the module itself
-    raw: nn.Module  # the lead_dist model inside (tokenizers, `score`, `save`)
-    trained: bool
-    grad_clip: float
-    optimizer: torch.optim.Optimizer | None = None
-    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
-    engine: Any = None  # the DeepSpeedEngine, when under DeepSpeed
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
 
 
 def use_deepspeed(config: Config) -> bool:
@@ -108,78 +86,6 @@ def deepspeed_plugin_config(section: ModelConfig, config: Config) -> dict[str, A
     return ds
 
 
-def _fill_hidden_size_keys(accelerator: Any, hidden_size: int) -> None:
-    zero = accelerator.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})
-    for key, value in AUTO_ZERO_KEYS.items():
-        if zero.get(key) == "auto":
-            zero[key] = value(hidden_size)
-
-
-def make_optimizer(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights take no weight decay (the usual BERT recipe)."""
-    decay, no_decay = [], []
-    for name, param in module.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel updates every parameter in one pass (about 5x faster than the per-tensor loop on CPU,
-    # measured by benchmarks/throughput); it needs every parameter on one CPU or CUDA device in a float dtype.
-    params = [p for g in groups for p in g["params"]]
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
-
-
-def linear_warmup_schedule(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """LR factor (s+1)/W during the W = round(ratio * total) warm-up steps, then linear decay to 0 at `total`.
-
-    Step 0 already trains (factor 1/W, not 0), so no optimizer step is wasted at learning rate zero.
-    """
-    warmup = int(round(warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def prepare_trainees(
-    accelerator: Any, config: Config, models: dict[str, nn.Module], total_steps: int
-) -> dict[str, Trainee]:
-    """Wrap every model of the run in its engine; trained ones get AdamW and the linear warm-up schedule."""
-    trained_names = set(config.trained_models)
-    trainees: dict[str, Trainee] = {}
-    for name, raw in models.items():
-        section: ModelConfig = getattr(config, name)
-        trained = name in trained_names
-        raw.to(accelerator.device)
-        raw.train(trained)  # a frozen teacher gives deterministic targets: no dropout
-        raw.requires_grad_(trained)
-        trainee = Trainee(name=name, model=raw, raw=raw, trained=trained, grad_clip=section.grad_clip)
-        if trained:
-            trainee.optimizer = make_optimizer(raw, section.lr, section.weight_decay)
-        if section.deepspeed is not None:
-            accelerator.state.select_deepspeed_plugin(name)
-            _fill_hidden_size_keys(accelerator, int(raw.hidden_size))
-            if trained:
-                # ZeRO wraps this very AdamW object, so the schedule below keeps setting the LR DeepSpeed uses.
-                trainee.model, _wrapped_optimizer = accelerator.prepare(raw, trainee.optimizer)
-            else:
-                trainee.model = accelerator.prepare(raw)
-            trainee.engine = trainee.model
-        elif trained and accelerator.num_processes > 1:
-            trainee.model = accelerator.prepare_model(raw)  # DDP; accelerate's default keeps find_unused off
-        if trained:
-            assert trainee.optimizer is not None
-            trainee.scheduler = linear_warmup_schedule(trainee.optimizer, total_steps, config.train.warmup_ratio)
-        trainees[name] = trainee
-    return trainees
-
-
 def make_grad_scaler(config: Config, device: torch.device) -> torch.amp.GradScaler | None:
     if config.train.mixed_precision != "fp16" or use_deepspeed(config):
         return None
@@ -203,36 +109,6 @@ def total_steps_for(config: Config, batches_per_epoch: int) -> int:
 # the models
 
 
-def _build_model(section: ModelConfig) -> torch.nn.Module:
-    from transformers import AutoConfig
-
-    from lead_dist.models import load_model, model_from_config, student_from_teacher
-    from lead_dist.models.families import DEFAULT_MODEL_TYPE
-
-    if section.path is not None:
-        model = load_model(section.path, kind=section.kind, **section.model_options())
-        if section.num_layers is not None:
-            if section.num_layers > model.num_layers:
-                raise ValueError(
-                    f"num_layers: {section.num_layers} exceeds the {model.num_layers} layers of {section.path}"
-                )
-            model = student_from_teacher(model, section.num_layers, kind=section.kind)
-        return model
-    assert section.config is not None and section.tokenizer is not None  # config validation guarantees it
-    kwargs = dict(section.config)
-    backbone_config = AutoConfig.for_model(kwargs.pop("model_type", DEFAULT_MODEL_TYPE), **kwargs)
-    return model_from_config(backbone_config, section.tokenizer, section.kind, **section.model_options())
-
-
-def build_teacher(config: Config) -> torch.nn.Module:
-    """The live teacher, built from `config.seed` under its own fork of the RNG, so the student's fresh weights are
-    the same whether or not the teacher is built (a cached teacher is not; `lead-dist cache-teacher` builds this)."""
-    assert config.teacher is not None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return _build_model(config.teacher)
-
-
 def build_models(config: Config) -> dict[str, torch.nn.Module]:
     """The run's models, before any engine wraps them: {"model"} for warm-up, {"student", "teacher"?} to distil.
 
@@ -241,11 +117,12 @@ def build_models(config: Config) -> dict[str, torch.nn.Module]:
     `CachedTeacher` (no weights); the real one is loaded only to cut a `from_teacher_layers` student, then freed.
     """
     from lead_dist.models import student_from_teacher
+    from lead_dist.models.from_config import build_model, build_teacher
 
     torch.manual_seed(config.seed)
     if config.stage == "warmup":
         assert config.model is not None
-        return {"model": _build_model(config.model)}
+        return {"model": build_model(config.model)}
     assert config.student is not None
     models: dict[str, torch.nn.Module] = {}
     cached = config.teacher is not None and config.teacher.cache is not None
@@ -268,7 +145,7 @@ def build_models(config: Config) -> dict[str, torch.nn.Module]:
         )
         del teacher
     else:
-        student = _build_model(config.student)
+        student = build_model(config.student)
     return {"student": student, **models}
 
 
@@ -328,8 +205,9 @@ class Run:
         return self.schedule.at(step) if self.schedule is not None else ((), ())
 
 
-def set_up(config: Config, claim: Callable[[Any], Any] | None = None) -> Run:
-    """Accelerator, models, layer schedule, data stream, step count, engines and the MFU peak, in this order.
+def set_up(config: Config, accelerator: Any = None) -> Run:
+    """Accelerator (unless given: the loop builds it first to claim output_dir), models, layer schedule, data stream,
+    step count, engines and the MFU peak, in this order.
 
     The order matters for the random numbers: the models are built from `config.seed` on every rank, and the MFU
     peak is measured (it draws random matrices) before `resume.restore` seeds or restores the RNGs.
@@ -339,9 +217,7 @@ def set_up(config: Config, claim: Callable[[Any], Any] | None = None) -> Run:
     from lead_dist.train.speed import apply_to_models as apply_speed
     from lead_dist.train.speed import resolve as resolve_speed
 
-    accelerator = build_accelerator(config)
-    if claim is not None:  # output_dir's guard and lock (train/output_dir.py), before anything is written or built
-        claim(accelerator)
+    accelerator = build_accelerator(config) if accelerator is None else accelerator
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     if config.train.grad_accum > 1:
@@ -378,17 +254,11 @@ def set_up(config: Config, claim: Callable[[Any], Any] | None = None) -> Run:
 
 def write_run_file(run: Run, **extra: Any) -> None:
     """`output_dir/run.json`: what ran where (world size, machines, engines) and the full resolved config."""
-    engines_used = {}
-    for name, t in run.trainees.items():
-        if t.engine is not None:
-            engines_used[name] = f"deepspeed-zero{t.engine.zero_optimization_stage()}"
-        else:
-            engines_used[name] = type(t.model).__name__
     record = {
         "world_size": run.world,
         "num_machines": int(os.environ.get("GROUP_WORLD_SIZE", os.environ.get("NNODES", "1")) or 1),
         "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
-        "engines": engines_used,
+        "engines": {name: trainee.engine_name for name, trainee in run.trainees.items()},
         "trained": [name for name, t in run.trainees.items() if t.trained],
         "config": dataclasses.asdict(run.config),
         **extra,

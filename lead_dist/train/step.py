@@ -14,8 +14,9 @@ loss's gradient is taken with respect to those leaves (this runs the cross-rank 
 and each engine then back-propagates `sum(output * grad)` through its own model. The parameter gradients are exactly
 those of `loss.backward()`. Plain modules and DDP take the same path, so every engine type runs the same maths.
 
-Gradient accumulation: DDP skips the all-reduce on inner micro-steps (`no_sync`), DeepSpeed is told where the
-boundary is (`micro_step`). A bad loss without accumulation skips the backward (no gradient, no step); with
+How each model accumulates, back-propagates and steps is its trainee's answer (train/trainee.py: DDP skips the
+all-reduce on inner micro-steps, DeepSpeed is told where the boundary is); this file asks, never which kind it
+is. A bad loss without accumulation skips the backward (no gradient, no step); with
 accumulation every micro-batch still runs its backward, with zero gradient, so the engines stay in step.
 """
 
@@ -32,7 +33,10 @@ import torch.distributed as dist
 from torch import nn
 
 from lead_dist.config import Config
-from lead_dist.train.setup import Trainee, use_deepspeed
+from lead_dist.train.chunking import Chunking
+from lead_dist.train.setup import use_deepspeed
+from lead_dist.train.speed import Speed, resolve
+from lead_dist.train.trainee import Trainee
 
 
 @dataclasses.dataclass
@@ -59,6 +63,7 @@ def run_step(
     device: torch.device,
     scaler: torch.amp.GradScaler | None = None,
     poison: bool | str = False,
+    speed: Speed | None = None,
 ) -> StepResult:
     """One optimizer step over `train.grad_accum` collated micro-batches drawn from `micro_batches`.
 
@@ -67,7 +72,10 @@ def run_step(
     the loss terms it feeds go NaN as they would from a bad teacher. `seconds` has the phases "collate_s" (drawing the micro-batch),
     "forward_and_loss_s" (through the finite check), "backward_s", "bookkeeping_s" (loss terms averaged over ranks,
     FLOPs and tokens counted) and "optimizer_s": host wall time, so on a GPU without synchronisation it is launch time.
+    `speed`: the run's resolved `train.speed` (`Run.speed`); None resolves it for `device` here, once per step.
     """
+    chunking = (speed if speed is not None else resolve(config, device)).chunking
+    candidates_per_passage = _world() if config.candidates == "global" else 1
     grad_accum = config.train.grad_accum
     losses: dict[str, float] = {}
     seconds = dict.fromkeys(("collate_s", "forward_and_loss_s", "backward_s", "bookkeeping_s", "optimizer_s"), 0.0)
@@ -85,7 +93,7 @@ def run_step(
         lap("collate_s")
         with micro_step(trainees, boundary=micro == grad_accum - 1):
             with capture_outputs(trainees) as captured, autocast(config, device), poisoned(trainees, poison):
-                total, terms = step_loss(config, trainees, batch, layers)
+                total, terms = step_loss(config, trainees, batch, layers, chunking=chunking)
             if poison is True:
                 total = total * float("nan")
             finite = all_ranks_finite(total)  # the same answer on every rank
@@ -97,7 +105,7 @@ def run_step(
         for key, value in mean_over_ranks({"total": total, **terms}).items():
             losses[key] = losses.get(key, 0.0) + value / grad_accum
         layer_weights = terms.get("layer_weights", layer_weights)
-        micro_flops, micro_tokens = step_work(trainees, batch, config.stage == "warmup")
+        micro_flops, micro_tokens = step_work(trainees, batch, config.stage == "warmup", layers, candidates_per_passage)
         flops, tokens = flops + micro_flops, tokens + micro_tokens
         lap("bookkeeping_s")
 
@@ -121,38 +129,29 @@ def _to_device(value: Any, device: torch.device) -> Any:
 
 
 def collate(config: Config, trainees: dict[str, Trainee], examples: list[dict], device: torch.device) -> dict:
-    from lead_dist.data import collate_for
-
     lengths = (config.data.query_max_length, config.data.passage_max_length)
     if config.stage == "warmup":
-        batch = collate_for(trainees["model"].raw, examples, *lengths)
+        batch = trainees["model"].collate(examples, lengths)
         return _to_device(batch, device) | {"group_size": 1 + config.data.num_negatives}
-    return {name: _to_device(_collate_one(t.raw, examples, lengths), device) for name, t in trainees.items()}
+    return {name: _to_device(t.collate(examples, lengths), device) for name, t in trainees.items()}
 
 
-def _collate_one(model: nn.Module, examples: list[dict], lengths: tuple[int, int]) -> dict:
-    """A model's tokens; a cached teacher's cache rows (it has no tokenizer: lead_dist/teacher_cache/read.py)."""
-    from lead_dist.data import collate_for
-    from lead_dist.teacher_cache.read import CachedTeacher
-
-    if isinstance(model, CachedTeacher):
-        return model.collate(examples)
-    return collate_for(model, examples, *lengths)
-
-
-def step_loss(config: Config, trainees: dict[str, Trainee], batch: dict, layers: tuple) -> tuple[torch.Tensor, dict]:
-    """The loss of one micro-batch as the loop computes it (warm-up or distillation); benchmarks time this too."""
+def step_loss(
+    config: Config, trainees: dict[str, Trainee], batch: dict, layers: tuple, chunking: Chunking | None = None
+) -> tuple[torch.Tensor, dict]:
+    """The loss of one micro-batch as the loop computes it (warm-up or distillation); benchmarks time this too.
+    `chunking`: the length-sorted chunks of `train.speed` (train/chunking.py); None resolves them for the device
+    the first model is on."""
     from lead_dist.train.objective import distill_loss, warmup_loss
-    from lead_dist.train.speed import resolve
 
-    device = next(iter(trainees.values())).raw.backbone.device
-    chunking = resolve(config, device).chunking  # length-sorted chunks (train/chunking.py)
+    if chunking is None:
+        chunking = resolve(config, next(iter(trainees.values())).model.backbone.device).chunking
     if config.stage == "warmup":
-        return warmup_loss(trainees["model"].model, batch, config.candidates, chunking=chunking)
+        return warmup_loss(trainees["model"].wrapped, batch, config.candidates, chunking=chunking)
     teacher = trainees.get("teacher")
     return distill_loss(
-        trainees["student"].model,
-        teacher.model if teacher is not None and config.mode != "contrastive" else None,
+        trainees["student"].wrapped,
+        teacher.wrapped if teacher is not None and config.mode != "contrastive" else None,
         batch,
         layers[0],
         layers[1],
@@ -162,6 +161,10 @@ def step_loss(config: Config, trainees: dict[str, Trainee], batch: dict, layers:
         mode=config.mode or "lead",
         chunking=chunking,
     )
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def all_ranks_finite(total: torch.Tensor) -> bool:
@@ -183,20 +186,20 @@ def mean_over_ranks(terms: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(scalars, stacked.tolist(), strict=True)}
 
 
-def step_work(trainees: dict[str, Trainee], batch: dict, warmup: bool) -> tuple[int, int]:
-    """(FLOPs, non-pad tokens) this rank spent on the step's encoders (see train/flops.py)."""
-    from lead_dist.teacher_cache.read import CachedTeacher
-    from lead_dist.train.flops import ModelWork, TransformerShape, step_flops, tensor_shape
+def step_work(
+    trainees: dict[str, Trainee], batch: dict, warmup: bool, layers: tuple = ((), ()), candidates_per_passage: int = 1
+) -> tuple[int, int]:
+    """(FLOPs, non-pad tokens) this rank spent on the step's encoders and ColBERT scores (see train/flops.py).
+    `layers`: the step's (student, teacher) layer pairs (a ColBERT scores each); `candidates_per_passage`: the
+    world size with global candidates, else 1."""
+    from lead_dist.train.flops import step_flops
 
     works, tokens = [], 0
     for name, trainee in trainees.items():
-        if isinstance(trainee.raw, CachedTeacher):
-            continue  # looks its outputs up: no encoder work, no tokens
-        inputs = batch if warmup else batch[name]
-        tokenized = [v for v in inputs.values() if isinstance(v, dict) and "input_ids" in v]
-        tokens += sum(int(t["attention_mask"].sum()) for t in tokenized)
-        shapes = tuple(tensor_shape(t) for t in tokenized)
-        works.append(ModelWork(TransformerShape.of_model(trainee.raw), shapes, trainee.trained))
+        num_layers = len(layers[0] if name == "student" else layers[1] if name == "teacher" else ())
+        work, counted = trainee.work(batch if warmup else batch[name], num_layers, candidates_per_passage)
+        works.append(work)
+        tokens += counted
     return step_flops(works), tokens
 
 
@@ -240,7 +243,7 @@ def poisoned(trainees: dict[str, Trainee], poison: bool | str) -> Iterator[None]
     def nan(_module: nn.Module, _args: Any, output: Any) -> Any:
         return _map_tensors(output, lambda t: t * float("nan") if t.is_floating_point() else t)
 
-    handle = trainees[poison].raw.register_forward_hook(nan)
+    handle = trainees[poison].model.register_forward_hook(nan)
     try:
         yield
     finally:
@@ -265,7 +268,7 @@ def capture_outputs(trainees: dict[str, Trainee]) -> Iterator[CapturedOutputs]:
         def hook(_module: nn.Module, _args: Any, output: Any, name: str = trainee.name) -> Any:
             return _replace_tensors(output, captured.by_model[name])
 
-        handles.append(trainee.raw.register_forward_hook(hook))
+        handles.append(trainee.model.register_forward_hook(hook))
     try:
         yield captured
     finally:
@@ -278,12 +281,8 @@ def micro_step(trainees: dict[str, Trainee], boundary: bool) -> Iterator[None]:
     """Around one micro-batch's forward and backward: gradients sync only on the accumulation boundary."""
     with contextlib.ExitStack() as stack:
         for trainee in trainees.values():
-            if not trainee.trained:
-                continue
-            if trainee.engine is not None:
-                trainee.engine.set_gradient_accumulation_boundary(boundary)
-            elif not boundary and hasattr(trainee.model, "no_sync"):
-                stack.enter_context(trainee.model.no_sync())
+            if trainee.trained:
+                stack.enter_context(trainee.accumulate(boundary))
         yield
 
 
@@ -316,38 +315,12 @@ def backward(
         ]
         if not terms:
             raise RuntimeError(f"the {trainee.name} produced no output with gradient in this step's loss")
-        surrogate = torch.stack([t.float() for t in terms]).sum()
-        if trainee.engine is not None:
-            trainee.engine.backward(surrogate)  # DeepSpeed divides by its gradient_accumulation_steps itself
-        else:
-            surrogate = surrogate / grad_accum
-            (scaler.scale(surrogate) if scaler is not None else surrogate).backward()
+        trainee.backward(torch.stack([t.float() for t in terms]).sum(), grad_accum=grad_accum, scaler=scaler)
 
 
 def optimizer_step(trainees: dict[str, Trainee], scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """Clip (per model), step, advance the schedule, clear gradients. Returns each model's gradient norm."""
-    norms: dict[str, float] = {}
-    for trainee in trainees.values():
-        if not trainee.trained:
-            continue
-        if trainee.engine is not None:
-            trainee.engine.step()  # clips with the JSON's gradient_clipping (= this model's grad_clip)
-            norm = trainee.engine.get_global_grad_norm()
-            norms[trainee.name] = float(norm) if norm is not None else float("nan")
-        else:
-            assert trainee.optimizer is not None
-            if scaler is not None:
-                scaler.unscale_(trainee.optimizer)
-            params = [p for p in trainee.raw.parameters() if p.grad is not None]
-            max_norm = trainee.grad_clip if trainee.grad_clip > 0 else float("inf")
-            norms[trainee.name] = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-            if scaler is not None:
-                scaler.step(trainee.optimizer)
-            else:
-                trainee.optimizer.step()
-            trainee.optimizer.zero_grad(set_to_none=True)
-        assert trainee.scheduler is not None
-        trainee.scheduler.step()
+    norms = {name: trainee.step(scaler) for name, trainee in trainees.items() if trainee.trained}
     if scaler is not None:
         scaler.update()  # once per step, after every optimizer (torch's recipe for several optimizers)
     return norms

@@ -30,9 +30,9 @@ from lead_dist.config import config_from_dict
 from lead_dist.data import collate_for
 from lead_dist.data.stream import TrainStream
 from lead_dist.models import load_model
+from lead_dist.models.from_config import build_teacher
 from lead_dist.models.tokenization import join_title
 from lead_dist.teacher_cache.read import CachedTeacher
-from lead_dist.train.setup import build_teacher
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 PROMPT = "find: "

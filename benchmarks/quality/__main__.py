@@ -31,7 +31,8 @@ import yaml
 
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, log, machine, package_versions, write_json
 from benchmarks.quality.plan import Dataset, Plan, PlanError, load_plan, reductions
-from benchmarks.quality.report import build_payload, markdown_table, write_chart, write_curves_chart
+from benchmarks.quality.probe_report import probe_tables
+from benchmarks.quality.report import build_payload, markdown_table, tests_table, write_chart, write_curves_chart
 from benchmarks.quality.steps import StepFailed, StepRunner
 
 DEFAULT_GRID_FILE = REPO_ROOT / "configs" / "scifact" / "bench" / "grid.yaml"
@@ -68,6 +69,8 @@ class Layout:
         self.dev_corpus = self.split / "dev_corpus"  # the dev queries over the fixed passage sample (curves)
         self.hard_shards = out / "shards" / "train-hard"
         self.mined_run = out / "mining" / "train.trec"
+        self.dev_shards = out / "shards" / "dev-hard"  # the dev queries, negatives mined the same way (the probe)
+        self.mined_dev_run = out / "mining" / "dev.trec"
         self.student_warmup = out / "student_warmup"
         self.probe = out / "probe" / "probe.json"
 
@@ -180,6 +183,15 @@ def dev_and_mining(runner: StepRunner, plan: Plan, layout: Layout) -> None:
     runner.run("mine-train", ["mine", "--run", rel(layout.mined_run), "--format", "beir", "--input", rel(layout.split),
                               "--split", plan.train.split, "--depth", plan.mining_depth,
                               "--out", rel(layout.hard_shards)])  # fmt: skip
+    # the dev queries get negatives the same way, for the probe only (never trained on): what the layer terms ask of
+    # the student on held-out queries
+    runner.run("search-dev", ["search", "--model", packaged, "--index", rel(embeddings), "--queries", rel(layout.split),
+                              "--qrels", rel(layout.split / "qrels" / "dev.tsv"), "--out", rel(layout.mined_dev_run),
+                              "--top-k", str(plan.mining_top_k),
+                              "--query-max-length", str(plan.evaluate["query_max_length"]),
+                              "--dtype", str(plan.evaluate["dtype"])])  # fmt: skip
+    runner.run("mine-dev", ["mine", "--run", rel(layout.mined_dev_run), "--format", "beir", "--input", rel(layout.split),
+                            "--split", "dev", "--depth", plan.mining_depth, "--out", rel(layout.dev_shards)])  # fmt: skip
     if plan.evaluate_packaged:  # the same corpus: the dev step's embeddings are reused
         for name, dataset in test_targets(plan, True).items():
             emb = embeddings if name == "scifact" else layout.embeddings("packaged_minilm", name)
@@ -224,21 +236,37 @@ def de_teacher_and_student(runner: StepRunner, plan: Plan, layout: Layout, jobs:
                 plan.student_warmup_overrides)  # fmt: skip
 
     in_parallel(runner, jobs, [teacher, student])
-    query_length, passage_length = distill_lengths(plan)
-    runner.run("probe-step0", ["--teacher", rel(layout.teacher_model("de")), "--student", rel(layout.student_start),
-                               "--shards", rel(layout.hard_shards), "--out", rel(layout.probe),
-                               "--batches", str(plan.probe["batches"]), "--chosen", str(plan.probe["chosen_scoring"]),
-                               "--query-max-length", str(query_length), "--passage-max-length", str(passage_length)],
-               program=PROBE)  # fmt: skip
+    runner.run("probe-step0", probe_argv(plan, layout), program=PROBE)
 
 
-def distill_lengths(plan: Plan) -> tuple[int, int]:
-    """(query, passage) token lengths the distillation runs train with: the first run's recipe plus the grid's
-    overrides (every run has the same data section; tests/test_bench_quality_protocol.py checks it)."""
+def probe_argv(plan: Plan, layout: Layout) -> list[str]:
+    """The step-0 probe of the DE teacher and the warmed student: training and dev batches, and the pairs of every
+    LEAD run of the grid with that teacher (its arms)."""
+    distill = distill_config(plan)
+    arms = [spec for spec in plan.runs if spec.teacher == "de" and recipe_mode(spec.config) == "lead"]
+    seeds = sorted({seed for spec in arms for seed in spec.seeds})
+    argv = ["--teacher", rel(layout.teacher_model("de")), "--student", rel(layout.student_start),
+            "--shards", rel(layout.hard_shards), "--dev-shards", rel(layout.dev_shards), "--out", rel(layout.probe),
+            "--batches", str(plan.probe["batches"]), "--dev-batches", str(plan.probe["dev_batches"]),
+            "--chosen", str(plan.probe["chosen_scoring"]),
+            "--query-max-length", str(distill.data.query_max_length),
+            "--passage-max-length", str(distill.data.passage_max_length)]  # fmt: skip
+    if arms:
+        argv += [item for spec in arms for item in ("--arm", f"{spec.name}={rel(spec.config)}")]
+        argv += ["--seeds", ",".join(map(str, seeds)), "--steps", str(distill.train.max_steps)]
+    return argv
+
+
+def recipe_mode(recipe: Path) -> str | None:
+    return (yaml.safe_load(recipe.read_text()) or {}).get("mode")
+
+
+def distill_config(plan: Plan) -> Any:
+    """The distillation runs' data and step settings: the first run's recipe plus the grid's overrides (every run has
+    the same data and train sections; tests/test_bench_quality_protocol.py checks it)."""
     from lead_dist.config import load_config
 
-    config = load_config(plan.runs[0].config, overrides_argv(plan.distill_overrides))
-    return config.data.query_max_length, config.data.passage_max_length
+    return load_config(plan.runs[0].config, overrides_argv(plan.distill_overrides))
 
 
 def other_teachers(runner: StepRunner, plan: Plan, layout: Layout, jobs: int = 1) -> bool:
@@ -376,11 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     name = args.results_name or ("quality" if args.grid == "full" else f"quality_{args.grid}")
     table = markdown_table(payload)
     payload["table_markdown"] = table
+    payload["tests_markdown"] = tests_table(payload)
+    payload["probe_markdown"] = probe_tables(payload)
     json_path = write_json(name, payload, args.results_dir)
     png_path = write_chart(name, payload, args.results_dir)
     curves_path = write_curves_chart(f"{name}_curves", payload, args.results_dir)
-    print(table)
-    print(json.dumps(payload["summary"], indent=1))
+    print(table, payload["tests_markdown"], payload["probe_markdown"], sep="\n\n")
+    print(json.dumps({"summary": payload["summary"], "regimes": payload["regimes"]}, indent=1))
     log(f"wrote {json_path}, {png_path} and {curves_path}")
     return 0
 

@@ -34,7 +34,7 @@ EVALUATE_KEYS = ("query_max_length", "passage_max_length", "dtype", "batch_size"
 # single-vector retriever that `lead-dist evaluate` can search a corpus with).
 RERANK_KEYS = ("depth", "query_max_length", "passage_max_length", "dtype", "batch_size")
 DEV_SPLIT_KEYS = ("queries", "corpus_size", "seed")
-PROBE_KEYS = ("batches", "chosen_scoring")
+PROBE_KEYS = ("batches", "dev_batches", "chosen_scoring")
 
 
 class PlanError(ValueError):
@@ -55,6 +55,18 @@ class RunSpec:
     seeds: tuple[int, ...]
     group: str
     zero_shot: bool  # also evaluated zero-shot on the grid's zero-shot dataset (when the grid has one)
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One teacher/student pair of the verdict (results `regimes`): response KD against LEAD from the same start."""
+
+    name: str
+    teacher: str  # the key of the teacher whose test nDCG@10 is reported (a `teachers` kind or a packaged teacher)
+    teacher_label: str
+    student_label: str
+    response: str  # run names
+    lead: str
 
 
 @dataclass
@@ -86,6 +98,7 @@ class Plan:
     warmup_overrides: dict[str, Any]
     student_warmup_overrides: dict[str, Any]
     distill_overrides: dict[str, Any]
+    regimes: list[Regime] = field(default_factory=list)
     raw_grid: dict[str, Any] = field(default_factory=dict)
 
 
@@ -211,6 +224,7 @@ def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
             raise PlanError(f"{source}: runs.{name}.zero_shot: expected true or false, got {zero_shot!r}")
         runs.append(RunSpec(name, recipe, teacher, run_seeds, str(spec.get("group", teacher)), zero_shot))
 
+    regimes = _regimes(raw.get("regimes"), {spec.name: spec for spec in runs}, all_runs, source)
     return Plan(
         grid=grid,
         source=source,
@@ -234,8 +248,35 @@ def load_plan(path: str | Path, grid: str, root: str | Path) -> Plan:
             chosen.get("student_warmup_overrides"), f"{where}.student_warmup_overrides", source
         ),
         distill_overrides=_overrides(chosen.get("distill_overrides"), f"{where}.distill_overrides", source),
+        regimes=regimes,
         raw_grid=dict(chosen),
     )
+
+
+REGIME_KEYS = ("teacher", "teacher_label", "student_label", "response", "lead")
+
+
+def _regimes(raw: Any, chosen_runs: dict[str, RunSpec], all_runs: dict[str, Any], source: Path) -> list[Regime]:
+    """The regimes whose two runs the grid trains (a regime naming an undefined run, or a run of another teacher than
+    the regime's, is an error in the file, whichever grid is chosen)."""
+    regimes = []
+    for name, entry in _section(raw if raw is not None else {}, "regimes", source).items():
+        entry = _section(entry, f"regimes.{name}", source)
+        missing = [k for k in REGIME_KEYS if k not in entry]
+        unknown = [k for k in entry if k not in REGIME_KEYS]
+        if missing or unknown:
+            raise PlanError(f"{source}: regimes.{name}: expected exactly the keys {', '.join(REGIME_KEYS)} "
+                            f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")  # fmt: skip
+        for role in ("response", "lead"):
+            run = entry[role]
+            if run not in all_runs:
+                raise PlanError(f"{source}: regimes.{name}.{role}: {run!r} is not defined under runs")
+            if all_runs[run].get("teacher") != entry["teacher"]:
+                raise PlanError(f"{source}: regimes.{name}.{role}: run {run!r} has teacher "
+                                f"{all_runs[run].get('teacher')!r}, not the regime's {entry['teacher']!r}")  # fmt: skip
+        if entry["response"] in chosen_runs and entry["lead"] in chosen_runs:
+            regimes.append(Regime(name, **{k: str(entry[k]) for k in REGIME_KEYS}))
+    return regimes
 
 
 def reductions(quick: Plan, full: Plan) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.common import REPO_ROOT, BarPanel, write_bar_chart
 from benchmarks.quality.curves import from_log, plateau
-from benchmarks.quality.summary import CONTRASTIVE, LEAD, RESPONSE, build_summary, paired_tests
+from benchmarks.quality.summary import COMPARISONS, CONTRASTIVE, LEAD, RESPONSE, build_summary, paired_tests, regimes
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 # Teacher kinds that are not single-vector retrievers: evaluated by `lead-dist rerank` of the DE teacher's top list.
@@ -203,15 +203,8 @@ def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs
         "runs_skipped": {name: "the CE teacher does not beat the DE's first stage on dev" for name in skipped_runs},
         "paired_tests": paired_tests(
             students,
-            [
-                (LEAD, RESPONSE),
-                (LEAD, CONTRASTIVE),
-                (RESPONSE, CONTRASTIVE),
-                ("lead_de_frozen", RESPONSE),
-                ("lead_cb", "response_cb"),
-                ("lead_ce", "response_ce"),
-            ],
-        ),  # fmt: skip
+            COMPARISONS + [(r.lead, r.response) for r in plan.regimes if (r.lead, r.response) not in COMPARISONS],
+        ),
         "mining_report": json.loads(mining_report.read_text()) if mining_report.is_file() else None,
         "step_wall_seconds": seconds,
         "wall_seconds_all_steps": round(sum(seconds.values()), 1),
@@ -223,6 +216,7 @@ def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs
         "on the same machine reproduces its numbers; a rerun of the script skips finished steps",
     }
     payload["summary"] = build_summary(payload)
+    payload["regimes"] = regimes(plan.regimes, students, teachers, payload["paired_tests"])
     return payload
 
 
@@ -280,6 +274,19 @@ def markdown_table(payload: dict[str, Any]) -> str:
         row += [_fmt(s["cranfield"]["ndcg@10"]) if "cranfield" in s else "-"] if zero_shot else []
         rows.append(row)
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def tests_table(payload: dict[str, Any]) -> str:
+    """The paired tests (difference in mean nDCG@10 over the test queries, p), then one line per regime."""
+    rows = ["| comparison | difference in nDCG@10 | p |", "|---|---|---|"]
+    for name, test in payload["paired_tests"].items():
+        a, b = name.split("_vs_")
+        rows.append(f"| {a} - {b} | {test['mean_difference']:+.4f} | {test['p_value']:.2g} |")
+    for name, regime in (payload.get("regimes") or {}).items():
+        rows.append(f"| regime {name}: LEAD - response KD (teacher {regime['teacher_ndcg10']:.3f}, "
+                    f"{regime['seeds']} seeds) | {regime['lead_minus_response']:+.4f} | "
+                    f"{regime['p_lead_vs_response']:.2g} |")  # fmt: skip
+    return "\n".join(rows)
 
 
 def write_chart(name: str, payload: dict[str, Any], results_dir: Path) -> Path:

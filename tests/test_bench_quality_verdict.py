@@ -3,6 +3,7 @@ the `regimes` block of the results computed by hand."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,54 @@ def test_regimes_by_hand() -> None:
     assert result["lead_minus_response"] == pytest.approx(0.1) and result["p_lead_vs_response"] == 0.03
     assert (result["teacher"], result["student"], result["teacher_ndcg10"], result["seeds"]) == (
         "teacher X", "student Y", 0.75, 2)  # fmt: skip
+
+
+def _evaluation(layout, label: str, ndcg: float) -> None:
+    import json
+
+    path = layout.evaluation(label, "dev")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": {"ndcg@10": ndcg}}))
+
+
+def test_packaged_teacher_is_used_as_published_only_when_it_beats_the_warmed_student(tmp_path: Path) -> None:
+    from benchmarks.quality.commands import Layout, zero_shot_beats_student
+
+    layout = Layout(tmp_path, base_model=tmp_path)
+    assert zero_shot_beats_student(layout, "mpnet") is None  # undecided before the two dev evaluations
+    _evaluation(layout, "student_warmup", 0.55)
+    for teacher, beats in ((0.60, True), (0.50, False), (0.55, False)):  # a tie does not beat the student
+        _evaluation(layout, "teacher_mpnet_zeroshot", teacher)
+        assert zero_shot_beats_student(layout, "mpnet") is beats
+
+
+@needs_data
+@pytest.mark.parametrize("beats", [True, False])
+def test_packaged_teacher_stage_and_its_runs(tmp_path: Path, beats: bool) -> None:
+    """The stage's steps in order (dry run), the warm-up only when the zero-shot teacher loses on dev, and every run
+    of the teacher reading it from its cache, the 6-layer runs starting from the warmed DE teacher."""
+    from benchmarks.quality.commands import Layout, distill_argv
+    from benchmarks.quality.packaged import packaged_teachers
+    from benchmarks.quality.steps import StepRunner
+
+    plan = load_plan(GRID, "verdict_mpnet_l6", REPO)
+    assert list(plan.packaged_teachers) == ["mpnet"] and list(plan.teachers) == ["de"]
+    assert [r.name for r in plan.regimes] == ["minilm6_de_to_minilm3", "mpnet_to_minilm3", "mpnet_to_minilm6"]
+    layout = Layout(tmp_path, base_model=tmp_path)
+    _evaluation(layout, "student_warmup", 0.55)
+    _evaluation(layout, "teacher_mpnet_zeroshot", 0.60 if beats else 0.50)
+    runner = StepRunner(tmp_path, REPO, dry_run=True, log=lambda _m: None)
+    packaged_teachers(runner, plan, layout)
+    warmed = [] if beats else ["warmup-mpnet", "eval-teacher_mpnet-dev", "probe-step0-mpnet"]
+    assert list(runner.results) == [
+        "eval-student_warmup-dev", "eval-teacher_mpnet_zeroshot-dev", "probe-step0-mpnet_zeroshot", *warmed[:2],
+        "eval-teacher_mpnet-scifact", *warmed[2:], "probe-step0-mpnet-teacher_de", "cache-teacher-mpnet",
+    ]  # fmt: skip
+    folder = "sentence-transformers/all-mpnet-base-v2" if beats else os.path.relpath(
+        layout.teacher_model("mpnet"), REPO)  # fmt: skip
+    for spec in (s for s in plan.runs if s.teacher == "mpnet"):
+        argv = distill_argv(plan, layout, spec, 888, layout.student_dir(spec.name, 888))
+        assert f"teacher.path={folder}" in argv
+        assert f"teacher.cache={os.path.relpath(layout.teacher_cache('mpnet'), REPO)}" in argv
+        start = layout.teacher_model("de") if spec.name.endswith("_l6") else layout.student_start
+        assert f"student.path={os.path.relpath(start, REPO)}" in argv

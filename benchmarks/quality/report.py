@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.common import REPO_ROOT, BarPanel, write_bar_chart
 from benchmarks.quality.curves import from_log, plateau
-from benchmarks.quality.summary import COMPARISONS, CONTRASTIVE, LEAD, RESPONSE, build_summary, paired_tests, regimes
+from benchmarks.quality.summary import COMPARISONS, build_summary, paired_tests, regimes
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 # Teacher kinds that are not single-vector retrievers: evaluated by `lead-dist rerank` of the DE teacher's top list.
@@ -129,7 +129,7 @@ def _packaged_teacher(name: str, packaged: Any, steps: dict[str, Any], layout: A
     }  # fmt: skip
     if warmed:
         entry["warmup_recipe"] = _repo_relative(packaged.warmup)
-        entry["dev_curve"] = [(0, zero_shot["ndcg@10"]), *from_log(layout.teacher_dir(name))]
+        entry["dev_curve"] = from_log(layout.teacher_dir(name))  # on the dev corpus sample, unlike zero_shot_dev
         entry["dev_curve_plateau"] = plateau(entry["dev_curve"])
     return entry
 
@@ -358,7 +358,11 @@ def write_chart(name: str, payload: dict[str, Any], results_dir: Path) -> Path:
 
 def _footnote(payload: dict[str, Any]) -> str:
     machine = payload.get("machine", {})
-    return (f"grid {payload['grid']} ({payload['grid_file']}); 3-layer MiniLM students from one warmed student; "
+    six = any(s.get("student_start") == "teacher_de" for s in payload["students"].values())
+    starts = "MiniLM students from the warmed 3-layer student" + (
+        " (runs *_l6: the warmed 6-layer DE teacher)" if six else ""
+    )
+    return (f"grid {payload['grid']} ({payload['grid_file']}); {starts}; "
             f"{machine.get('cpu_model', '?')}, {machine.get('usable_cores', '?')} cores, load "
             f"{machine.get('load_average_1_5_15', '?')}")  # fmt: skip
 
@@ -371,8 +375,9 @@ def write_curves_chart(name: str, payload: dict[str, Any], results_dir: Path) ->
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    for label, curve in (("DE teacher warm-up", payload["teachers"]["de"]["dev_curve"]),
-                         ("student warm-up", payload["student_warmup"]["dev_curve"])):  # fmt: skip
+    warm_ups = [(f"{kind.upper()} teacher warm-up", t["dev_curve"]) for kind, t in payload["teachers"].items()
+                if t.get("dev_curve")]  # fmt: skip
+    for label, curve in (*warm_ups, ("student warm-up", payload["student_warmup"]["dev_curve"])):
         if curve:
             left.plot(*zip(*curve, strict=True), marker="o", label=label)
     left.set(title="warm-ups (alone, contrastive)", xlabel="step", ylabel="dev nDCG@10 (dev corpus sample)")
@@ -380,9 +385,12 @@ def write_curves_chart(name: str, payload: dict[str, Any], results_dir: Path) ->
         curves = [r["dev_curve"] for r in student["seeds"].values()]
         steps = [s for s, _v in curves[0]]
         values = [statistics.fmean(c[i][1] for c in curves) for i in range(len(steps))]
-        style = "-" if run in (LEAD, RESPONSE, CONTRASTIVE, "lead_de_frozen") else ":"
+        # one line style per teacher and student start (the 6-layer student's curves start higher)
+        style = {"de": "-", "cb": "-."}.get(
+            student["teacher"], "--" if student.get("student_start") != "teacher_de" else ":"
+        )
         right.plot(steps, values, style, marker="o", markersize=3, label=f"{run} (n={len(curves)})")
-    right.set(title="distillation from the warmed student (mean over seeds)", xlabel="step",
+    right.set(title="distillation from the warmed students (mean over seeds)", xlabel="step",
               ylabel="dev nDCG@10 (dev corpus sample)")  # fmt: skip
     for axes in (left, right):
         axes.grid(alpha=0.3)

@@ -113,3 +113,21 @@ def test_probe_measures_the_last_block_as_the_final_score(tiny_bert_dir: Path, o
     itself = measure(same, same, _batches(), (8, 16))
     assert [itself["kl_teacher_layer_to_student_layer"][i][i] for i in range(2)] == [0.0, 0.0]
     assert itself["kl_teacher_layer_to_student_layer"][0][1] > 0  # two different layers rank differently
+
+
+def test_probe_tables_show_each_layer_and_each_fixed_arm() -> None:
+    from benchmarks.quality.probe_report import probe_tables
+
+    arm = {"strategy": "fixed", "pairs": [{"student": 0, "teacher": 1, "share_of_steps": 1.0, "kl": 0.25},
+                                         {"student": 1, "teacher": 3, "share_of_steps": 1.0, "kl": 0.5}],
+           "kl_mean": 0.375, "layer_term": 0.37}  # fmt: skip
+    probe = {"teacher": "T", "student": "S", "chosen_scoring": "mean_dot", "batches": 8, "dev_batches": 10,
+             "batch_size": 8, "cross_entropy": {"train": {"teacher": [2.0, 1.0, 0.5], "student": [1.5, 0.25, 0.25]},
+                                                "dev": {"teacher": [2.5, 1.5, 0.75], "student": [1.75, 0.5, 0.5]}},
+             "scorings": {"mean_dot": {"response_kl": 0.125}}, "dev": {"response_kl": 0.375},
+             "arms": {"nolast": {"train": arm, "dev": arm}}}  # fmt: skip
+    text = probe_tables({"probe": probe})
+    assert "| teacher | train (8 x 8 queries) | 2.00 1.00 | 0.50 |" in text
+    assert "| student | dev (10 x 8 queries) | 1.75 0.50 | 0.50 |" in text
+    assert "| nolast | 0-1 100%, 1-3 100% | 0.25 0.50 | 0.38 | 0.37 | 0.25 0.50 | 0.38 | 0.37 |" in text
+    assert "train 0.12, dev 0.38" in text  # response KL: 0.125 and 0.375 to two places (round half to even)

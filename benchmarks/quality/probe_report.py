@@ -46,10 +46,11 @@ def arms_table(probe: dict[str, Any]) -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, arm in probe["arms"].items():
         first = next(iter(arm.values()))
-        row = [name, _pairs(first["pairs"])]
+        drawn = first["strategy"] == "random"  # many pairs: the JSON lists each, the table their means
+        row = [name, f"random draws: {len(first['pairs'])} pairs" if drawn else _pairs(first["pairs"])]
         for where in probe["cross_entropy"]:
-            row += [_numbers([p["kl"] for p in arm[where]["pairs"]]), f"{arm[where]['kl_mean']:.2f}",
-                    f"{arm[where]['layer_term']:.2f}"]  # fmt: skip
+            per_pair = "(JSON)" if drawn else _numbers([p["kl"] for p in arm[where]["pairs"]])
+            row += [per_pair, f"{arm[where]['kl_mean']:.2f}", f"{arm[where]['layer_term']:.2f}"]
         rows.append("| " + " | ".join(row) + " |")
     note = ", ".join(f"{where} {value:.2f}" for where, value in response.items())
     return "\n".join(rows) + f"\n\nResponse KL (teacher final || student final) at step 0: {note}."

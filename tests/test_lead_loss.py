@@ -280,3 +280,15 @@ def test_bad_temperatures_raise() -> None:
         lead_loss(*tensors, labels, temperature=0.0)
     with pytest.raises(ValueError, match="'layer_temperature' must be > 0"):
         lead_loss(*tensors, labels, layer_temperature=-1.0)
+
+
+def test_the_loss_never_reads_a_tensor_value_back_to_the_host() -> None:
+    """On a GPU, reading a value (bool, item) waits for the device. Meta tensors have shapes and no values, so any
+    such read raises: the whole loss, every term and the label checks, must run on them (issue 23)."""
+    tensors, labels = _tiny_case()
+    meta = [t.detach().to("meta").requires_grad_(True) for t in tensors]
+    total, terms = lead_loss(*meta, labels.to("meta"), temperature=2.0)
+    assert total.device.type == "meta" and terms["layer_weights"].shape == (2,)
+    assert contrastive_loss(meta[0], labels.to("meta")).device.type == "meta"
+    total.backward()  # the backward pass needs no value either
+    assert meta[2].grad is not None and meta[2].grad.device.type == "meta"

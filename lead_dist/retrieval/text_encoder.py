@@ -43,11 +43,13 @@ def model_fingerprint(module: nn.Module, extra: str = "") -> str:
 
 def default_max_length(backbone: nn.Module, tokenizer, declared: int | None = None) -> int:
     """A model's own token limit: `declared` (a sentence-transformers `max_seq_length`, a lead_dist DE option), else
-    the position embeddings of the backbone, capped by the tokenizer's `model_max_length` when it states one (e.g.
-    RoBERTa's 514 positions hold 512 tokens)."""
+    what the backbone's position embeddings hold (`models.backbone.max_tokens`: RoBERTa's 514 positions hold 512
+    tokens), capped by the tokenizer's `model_max_length` when it states one."""
     if declared:
         return int(declared)
-    positions = int(getattr(backbone.config, "max_position_embeddings", 512))
+    from lead_dist.models.backbone import max_tokens
+
+    positions = max_tokens(backbone.config)
     stated = getattr(tokenizer, "model_max_length", None)
     return min(positions, int(stated)) if isinstance(stated, int) and 0 < stated < 1_000_000 else positions
 

@@ -72,7 +72,7 @@ def _tokenizer(teacher: ModelConfig) -> str:
 
     source = teacher.tokenizer if teacher.path is None else teacher.path
     assert source is not None, "config validation requires teacher.tokenizer with teacher.config"
-    folder = resolve_folder(source)
+    folder = resolve_folder(source, model=teacher.path is not None)  # teacher.tokenizer: a tokenizer folder
     names = [name for name in TOKENIZER_FILES if (folder / name).is_file()]
     if not names:
         raise TeacherCacheError(f"teacher tokenizer: {folder} holds none of {', '.join(TOKENIZER_FILES)}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from lead_dist.config import Config, ModelConfig
 from lead_dist.data.errors import ShardError
 from lead_dist.errors import UsageError
+from lead_dist.models.families import DEFAULT_MODEL_TYPE, FAMILIES, unsupported_type
 from lead_dist.models.folder import check_model_folder, looks_local, packaged_copy
 
 
@@ -20,6 +21,10 @@ def _check_section(name: str, section: ModelConfig | None) -> None:
         return
     if section.path is not None:
         check_model_folder(f"{name}.path", section.path)
+    if section.config is not None:  # a model built from a config: the backbone family must be one lead_dist has
+        model_type = section.config.get("model_type", DEFAULT_MODEL_TYPE)
+        if model_type not in FAMILIES:
+            raise UsageError(f"{name}.config.model_type: {unsupported_type(model_type)}")
     if section.tokenizer is not None:
         text = section.tokenizer
         if packaged_copy(text) is None and looks_local(text) and not Path(text).expanduser().is_dir():

@@ -207,6 +207,7 @@ def _build_model(section: ModelConfig) -> torch.nn.Module:
     from transformers import AutoConfig
 
     from lead_dist.models import load_model, model_from_config, student_from_teacher
+    from lead_dist.models.families import DEFAULT_MODEL_TYPE
 
     if section.path is not None:
         model = load_model(section.path, kind=section.kind, **section.model_options())
@@ -219,7 +220,7 @@ def _build_model(section: ModelConfig) -> torch.nn.Module:
         return model
     assert section.config is not None and section.tokenizer is not None  # config validation guarantees it
     kwargs = dict(section.config)
-    backbone_config = AutoConfig.for_model(kwargs.pop("model_type", "bert"), **kwargs)
+    backbone_config = AutoConfig.for_model(kwargs.pop("model_type", DEFAULT_MODEL_TYPE), **kwargs)
     return model_from_config(backbone_config, section.tokenizer, section.kind, **section.model_options())
 
 

@@ -179,12 +179,20 @@ def students(runner: StepRunner, plan: Plan, layout: Layout, specs: list[Any], j
     in_parallel(runner, jobs, [lambda spec=spec, seed=seed: one(spec, seed) for spec, seed in work])
 
 
-def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int) -> list[str]:
+def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int, packaged_only: bool = False) -> list[str]:
     """The protocol in the order that gives the verdict soonest: everything the summary needs (the DE teacher, the
     student warm-up, the probe, the DE-teacher runs over all seeds) before the CB and CE teachers, their runs and the
-    ablations. Returns the runs skipped (those of a CE teacher that does not count)."""
+    ablations. Returns the runs skipped (those of a CE teacher that does not count).
+
+    `packaged_only`: after the shared start (the split, mining, the DE teacher and the warmed student), only the
+    packaged teachers and their runs. Their steps are disjoint from the DE runs', so a second process on the same
+    output folder can run a packaged teacher's regime beside a first one that trains the DE seeds."""
     dev_and_mining(runner, plan, layout)
     de_teacher_and_student(runner, plan, layout, jobs)
+    if packaged_only:
+        packaged_teachers(runner, plan, layout)
+        students(runner, plan, layout, [spec for spec in plan.runs if spec.teacher in plan.packaged_teachers], jobs)
+        return []
     first = [spec for spec in plan.runs if spec.teacher == "de" and len(spec.seeds) > 1]
     students(runner, plan, layout, first, jobs)
     ce_counts = other_teachers(runner, plan, layout, jobs)
@@ -218,6 +226,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="steps at once: independent warm-ups and student runs (each gets cores / jobs threads)",
     )
+    parser.add_argument("--packaged-only", action="store_true",
+                        help="only the packaged teachers' stage and runs (after the shared start; no results file): "
+                        "a second process on the same --out can run them beside the DE seeds")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick and args.grid not in (None, "quick"):
         parser.error(f"--quick contradicts --grid {args.grid}")
@@ -246,11 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         machine_file.write_text(json.dumps(this_machine, indent=1))
     try:
-        skipped = run_grid(runner, plan, layout, args.jobs)
+        skipped = run_grid(runner, plan, layout, args.jobs, args.packaged_only)
     except StepFailed as exc:
         print(f"quality benchmark: {exc}", file=sys.stderr)
         return 1
     if args.dry_run:
+        return 0
+    if args.packaged_only:
+        log("the packaged teachers' steps are done; run again without --packaged-only for the rest and the results")
         return 0
     payload = build_payload(plan, runner.results, layout, skipped_runs=skipped)
     payload["machine"] = json.loads(machine_file.read_text()) if machine_file.is_file() else this_machine

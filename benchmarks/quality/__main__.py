@@ -43,6 +43,7 @@ from benchmarks.quality.commands import (
     warm_up,
 )
 from benchmarks.quality.packaged import packaged_teachers
+from benchmarks.quality.partial import finished_part, finished_steps
 from benchmarks.quality.plan import Plan, PlanError, load_plan, reductions
 from benchmarks.quality.probe_report import probe_tables
 from benchmarks.quality.report import build_payload, markdown_table, tests_table, write_chart, write_curves_chart
@@ -229,6 +230,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--packaged-only", action="store_true",
                         help="only the packaged teachers' stage and runs (after the shared start; no results file): "
                         "a second process on the same --out can run them beside the DE seeds")  # fmt: skip
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: the results of the steps finished so far, each run over its finished "
+                        "seeds (`partial` in the JSON says which)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick and args.grid not in (None, "quick"):
         parser.error(f"--quick contradicts --grid {args.grid}")
@@ -256,8 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not machine_file.is_file():
         out.mkdir(parents=True, exist_ok=True)
         machine_file.write_text(json.dumps(this_machine, indent=1))
+    partial = None
     try:
-        skipped = run_grid(runner, plan, layout, args.jobs, args.packaged_only)
+        if args.report_only:
+            runner.results = finished_steps(out)
+            plan, partial = finished_part(plan, layout)
+            skipped = []
+        else:
+            skipped = run_grid(runner, plan, layout, args.jobs, args.packaged_only)
     except StepFailed as exc:
         print(f"quality benchmark: {exc}", file=sys.stderr)
         return 1
@@ -267,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         log("the packaged teachers' steps are done; run again without --packaged-only for the rest and the results")
         return 0
     payload = build_payload(plan, runner.results, layout, skipped_runs=skipped)
+    payload["partial"] = partial
     payload["machine"] = json.loads(machine_file.read_text()) if machine_file.is_file() else this_machine
     payload["machine_this_invocation"] = this_machine
     payload["load_average_at_end"] = machine()["load_average_1_5_15"]

@@ -38,7 +38,14 @@ def test_a_stopped_grid_reports_each_run_over_its_finished_seeds_only(tmp_path) 
     _evaluated(layout, "lead_de-seed890", "scifact", "cranfield")
     _evaluated(layout, "lead_de_last-seed888", "scifact")  # not evaluated on Cranfield by the grid: finished
     _evaluated(layout, "response_mpnet-seed888", "scifact")  # its teacher's test evaluation is missing
+    for label, value in (("teacher_mpnet_zeroshot", 0.5), ("student_warmup", 0.6)):  # measured before its warm-up
+        path = layout.evaluation(label, "dev")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"metrics": {"ndcg@10": value}}))
     cut, record = finished_part(plan, layout)
+    measured = record["packaged_teachers_measured"]["mpnet"]
+    assert (measured["zero_shot_dev"], measured["student_warmup_dev"]) == ({"ndcg@10": 0.5}, {"ndcg@10": 0.6})
+    assert measured["probe_cross_entropy"] is None  # no probe file
     assert {spec.name: spec.seeds for spec in cut.runs} == {
         "contrastive": (888,), "response_de": (888,), "lead_de": (888, 890), "lead_de_last": (888,),
     }  # fmt: skip

@@ -50,6 +50,11 @@ def finished_part(plan: Plan, layout: Layout) -> tuple[Plan, dict[str, Any]]:
     regimes = [r for r in plan.regimes if r.response in kept and r.lead in kept]
     cut = dataclasses.replace(plan, runs=runs, packaged_teachers=packaged, regimes=regimes)
     record = {
+        "packaged_teachers_measured": {
+            name: _zero_shot(layout, name)
+            for name in plan.packaged_teachers
+            if name not in packaged and layout.evaluation(f"teacher_{name}_zeroshot", "dev").is_file()
+        },  # fmt: skip
         "seeds_planned": list(plan.seeds),
         "seeds_done": seeds_done,
         "packaged_teachers_left_out": sorted(set(plan.packaged_teachers) - set(packaged)),
@@ -57,3 +62,16 @@ def finished_part(plan: Plan, layout: Layout) -> tuple[Plan, dict[str, Any]]:
         "note": "results so far (--report-only): each run's numbers are over the seeds listed in seeds_done",
     }
     return cut, record
+
+
+def _zero_shot(layout: Layout, name: str) -> dict[str, Any]:
+    """What was measured of a packaged teacher left out (its zero-shot dev evaluation against the warmed student's,
+    and its probe's per-layer cross entropies), so that the JSON keeps why its runs have not started."""
+    metrics = json.loads(layout.evaluation(f"teacher_{name}_zeroshot", "dev").read_text())["metrics"]
+    student = layout.evaluation("student_warmup", "dev")
+    probe = layout.probe_of(f"{name}_zeroshot")
+    return {
+        "zero_shot_dev": metrics,
+        "student_warmup_dev": json.loads(student.read_text())["metrics"] if student.is_file() else None,
+        "probe_cross_entropy": json.loads(probe.read_text())["cross_entropy"] if probe.is_file() else None,
+    }

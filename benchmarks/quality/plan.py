@@ -34,7 +34,7 @@ EVALUATE_KEYS = ("query_max_length", "passage_max_length", "dtype", "batch_size"
 # single-vector retriever that `lead-dist evaluate` can search a corpus with).
 RERANK_KEYS = ("depth", "query_max_length", "passage_max_length", "dtype", "batch_size")
 DEV_SPLIT_KEYS = ("queries", "corpus_size", "seed")
-PROBE_KEYS = ("batches", "chosen_scoring")
+PROBE_KEYS = ("batches", "dev_batches", "chosen_scoring")
 
 
 class PlanError(ValueError):
@@ -47,14 +47,42 @@ class Dataset:
     split: str
 
 
+# Where a student run starts: the one warmed student (MiniLM's first 3 layers), or the warmed DE teacher (all six
+# layers of MiniLM, warmed to its dev plateau: the 6-layer student of a deeper teacher).
+STUDENT_STARTS = ("student_warmup", "teacher_de")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     name: str
     config: Path  # the committed recipe
-    teacher: str  # de | cb | ce
+    teacher: str  # de | cb | ce, or a packaged teacher's name
     seeds: tuple[int, ...]
     group: str
     zero_shot: bool  # also evaluated zero-shot on the grid's zero-shot dataset (when the grid has one)
+    student: str = "student_warmup"  # STUDENT_STARTS
+
+
+@dataclass(frozen=True)
+class PackagedTeacher:
+    """A teacher used as published (frozen, served from a per-layer cache), warmed up on SciFact train only if, zero-
+    shot, it does not beat the warmed student on dev (`packaged_teachers` in the grid file)."""
+
+    name: str
+    model: str  # a model folder or a packaged hub id (lead_dist/models/packaged.py)
+    warmup: Path  # the warm-up recipe, used only when the zero-shot teacher does not beat the warmed student on dev
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One teacher/student pair of the verdict (results `regimes`): response KD against LEAD from the same start."""
+
+    name: str
+    teacher: str  # the key of the teacher whose test nDCG@10 is reported (a `teachers` kind or a packaged teacher)
+    teacher_label: str
+    student_label: str
+    response: str  # run names
+    lead: str
 
 
 @dataclass
@@ -78,6 +106,7 @@ class Plan:
     rerank: dict[str, Any]
     probe: dict[str, Any]
     teachers: dict[str, Path]  # kind -> warm-up recipe
+    packaged_teachers: dict[str, PackagedTeacher]
     student_warmup: Path
     ce_must_beat_de_on_dev: bool
     runs: list[RunSpec]
@@ -86,6 +115,7 @@ class Plan:
     warmup_overrides: dict[str, Any]
     student_warmup_overrides: dict[str, Any]
     distill_overrides: dict[str, Any]
+    regimes: list[Regime] = field(default_factory=list)
     raw_grid: dict[str, Any] = field(default_factory=dict)
 
 
@@ -171,19 +201,20 @@ def load_plan(path: str | Path, grid: str, root: str | Path, *, check_data: bool
         raise PlanError(f"{source}: student_warmup: recipe {student_warmup} does not exist")
 
     all_teachers = _section(_require(raw, "teachers", "top level", source), "teachers", source)
+    all_packaged = _packaged_teachers(raw.get("packaged_teachers"), root, source)
     wanted_teachers = _require(chosen, "teachers", where, source)
-    if not isinstance(wanted_teachers, list) or not set(wanted_teachers) <= set(TEACHER_KINDS):
-        raise PlanError(
-            f"{source}: {where}.teachers: expected a list drawn from {TEACHER_KINDS}, got {wanted_teachers!r}"
-        )
+    known = (*TEACHER_KINDS, *all_packaged)
+    if not isinstance(wanted_teachers, list) or not set(wanted_teachers) <= set(known):
+        raise PlanError(f"{source}: {where}.teachers: expected a list drawn from {known}, got {wanted_teachers!r}")
     if "de" not in wanted_teachers:
         raise PlanError(f"{source}: {where}.teachers: must include de (the DE teacher mines every run's negatives)")
     teachers = {}
-    for kind in wanted_teachers:
+    for kind in (k for k in wanted_teachers if k in TEACHER_KINDS):
         recipe = root / str(_require(all_teachers, kind, "teachers", source))
         if not recipe.is_file():
             raise PlanError(f"{source}: teachers.{kind}: recipe {recipe} does not exist")
         teachers[kind] = recipe
+    packaged = {name: all_packaged[name] for name in wanted_teachers if name in all_packaged}
 
     seeds = _seeds(_require(chosen, "seeds", where, source), f"{where}.seeds", source)
     all_runs = _section(_require(raw, "runs", "top level", source), "runs", source)
@@ -201,9 +232,9 @@ def load_plan(path: str | Path, grid: str, root: str | Path, *, check_data: bool
         if not recipe.is_file():
             raise PlanError(f"{source}: runs.{name}.config: recipe {recipe} does not exist")
         teacher = _require(spec, "teacher", f"runs.{name}", source)
-        if teacher not in teachers:
+        if teacher not in teachers and teacher not in packaged:
             raise PlanError(f"{source}: runs.{name}.teacher: {teacher!r} is not warmed up by grid {grid!r} "
-                            f"(its teachers: {', '.join(teachers)}); add it to {where}.teachers or drop the run")  # fmt: skip
+                            f"(its teachers: {', '.join([*teachers, *packaged])}); add it to {where}.teachers or drop the run")  # fmt: skip
         which = _require(spec, "seeds", f"runs.{name}", source)
         if which not in ("all", "first"):
             raise PlanError(f"{source}: runs.{name}.seeds: expected all or first, got {which!r}")
@@ -211,8 +242,12 @@ def load_plan(path: str | Path, grid: str, root: str | Path, *, check_data: bool
         zero_shot = _require(spec, "zero_shot", f"runs.{name}", source)
         if not isinstance(zero_shot, bool):
             raise PlanError(f"{source}: runs.{name}.zero_shot: expected true or false, got {zero_shot!r}")
-        runs.append(RunSpec(name, recipe, teacher, run_seeds, str(spec.get("group", teacher)), zero_shot))
+        start = spec.get("student", "student_warmup")
+        if start not in STUDENT_STARTS:
+            raise PlanError(f"{source}: runs.{name}.student: expected one of {STUDENT_STARTS}, got {start!r}")
+        runs.append(RunSpec(name, recipe, teacher, run_seeds, str(spec.get("group", teacher)), zero_shot, start))
 
+    regimes = _regimes(raw.get("regimes"), {spec.name: spec for spec in runs}, all_runs, source)
     return Plan(
         grid=grid,
         source=source,
@@ -228,6 +263,7 @@ def load_plan(path: str | Path, grid: str, root: str | Path, *, check_data: bool
         rerank=dict(rerank),
         probe=dict(probe),
         teachers=teachers,
+        packaged_teachers=packaged,
         student_warmup=student_warmup,
         ce_must_beat_de_on_dev=bool(raw.get("ce_must_beat_de_on_dev", True)),
         runs=runs,
@@ -238,8 +274,54 @@ def load_plan(path: str | Path, grid: str, root: str | Path, *, check_data: bool
             chosen.get("student_warmup_overrides"), f"{where}.student_warmup_overrides", source
         ),
         distill_overrides=_overrides(chosen.get("distill_overrides"), f"{where}.distill_overrides", source),
+        regimes=regimes,
         raw_grid=dict(chosen),
     )
+
+
+PACKAGED_TEACHER_KEYS = ("model", "warmup")
+
+
+def _packaged_teachers(raw: Any, root: Path, source: Path) -> dict[str, PackagedTeacher]:
+    result = {}
+    for name, entry in _section(raw if raw is not None else {}, "packaged_teachers", source).items():
+        if name in TEACHER_KINDS:
+            raise PlanError(f"{source}: packaged_teachers.{name}: the name of a warmed teacher kind; choose another")
+        entry = _section(entry, f"packaged_teachers.{name}", source)
+        if sorted(entry) != sorted(PACKAGED_TEACHER_KEYS):
+            raise PlanError(f"{source}: packaged_teachers.{name}: expected exactly the keys "
+                            f"{', '.join(PACKAGED_TEACHER_KEYS)}, got {', '.join(entry) or 'none'}")  # fmt: skip
+        warmup = root / str(entry["warmup"])
+        if not warmup.is_file():
+            raise PlanError(f"{source}: packaged_teachers.{name}.warmup: recipe {warmup} does not exist")
+        result[name] = PackagedTeacher(name, str(entry["model"]), warmup)
+    return result
+
+
+REGIME_KEYS = ("teacher", "teacher_label", "student_label", "response", "lead")
+
+
+def _regimes(raw: Any, chosen_runs: dict[str, RunSpec], all_runs: dict[str, Any], source: Path) -> list[Regime]:
+    """The regimes whose two runs the grid trains (a regime naming an undefined run, or a run of another teacher than
+    the regime's, is an error in the file, whichever grid is chosen)."""
+    regimes = []
+    for name, entry in _section(raw if raw is not None else {}, "regimes", source).items():
+        entry = _section(entry, f"regimes.{name}", source)
+        missing = [k for k in REGIME_KEYS if k not in entry]
+        unknown = [k for k in entry if k not in REGIME_KEYS]
+        if missing or unknown:
+            raise PlanError(f"{source}: regimes.{name}: expected exactly the keys {', '.join(REGIME_KEYS)} "
+                            f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")  # fmt: skip
+        for role in ("response", "lead"):
+            run = entry[role]
+            if run not in all_runs:
+                raise PlanError(f"{source}: regimes.{name}.{role}: {run!r} is not defined under runs")
+            if all_runs[run].get("teacher") != entry["teacher"]:
+                raise PlanError(f"{source}: regimes.{name}.{role}: run {run!r} has teacher "
+                                f"{all_runs[run].get('teacher')!r}, not the regime's {entry['teacher']!r}")  # fmt: skip
+        if entry["response"] in chosen_runs and entry["lead"] in chosen_runs:
+            regimes.append(Regime(name, **{k: str(entry[k]) for k in REGIME_KEYS}))
+    return regimes
 
 
 def reductions(quick: Plan, full: Plan) -> dict[str, Any]:

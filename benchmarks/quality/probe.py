@@ -1,6 +1,7 @@
 """What LEAD's per-layer distributions look like before distillation starts (step 0), for a DE teacher and a DE student.
 
-    .venv/bin/python -m benchmarks.quality.probe --teacher DIR --student DIR --shards DIR --out probe.json
+    .venv/bin/python -m benchmarks.quality.probe --teacher DIR --student DIR --shards DIR --out probe.json \
+        [--dev-shards DIR] [--arm NAME=RECIPE ... --seeds 888,889 --steps 64]
 
 For each way of scoring the intermediate layers (`SCORINGS`: the layer_pooling / layer_similarity / layer_scale
 options of lead_dist.models.DualEncoder; the final score stays the model's own), on the first `--batches` batches of
@@ -12,6 +13,13 @@ every passage of the batch, as LEAD's global candidate set on one rank):
   `random` the expectation over every equally likely draw of K teacher and K student layers (sorted, paired by rank),
   and the pairs of `last` and `skip`; with the response KL(teacher final || student final) beside them.
 `step0_layer_kl_mean` (the grid's summary) is the `random` expectation under the scoring the recipes use.
+A DE's last block is scored as its final score whatever the scoring (lead_dist/models/dual_encoder.py), so the
+last layer's row always equals the final one.
+
+Under the chosen scoring, the same measurements on `--dev-shards` (the dev queries, negatives mined the same way:
+held out, so they show what the layer terms ask of the student off its training queries), and for each
+`--arm NAME=RECIPE` (a LEAD run of the grid) the pairs it aligns over `--steps` steps for each of `--seeds`, their
+step-0 KL and the step-0 value of its layer term, on training and dev batches (probe_arms.py).
 Same models, shards and arguments: same numbers (no dropout, batches in shard order, negatives chosen by a seed).
 """
 
@@ -109,36 +117,65 @@ def aligned_means(kl_matrix: list[list[float]], k: int) -> dict[str, Any]:
     return result
 
 
-def probe(teacher_dir: str, student_dir: str, batches: list[list[dict]], lengths: tuple[int, int], k: int) -> dict:
+def measure(teacher: Any, student: Any, batches: list[list[dict]], lengths: tuple[int, int]) -> dict[str, Any]:
+    """One scoring on one set of batches: each layer's mean statistics (the final score last), the mean KL matrix
+    (kl[b][a] = KL(teacher layer a || student layer b)), the response KL, and per batch what the arms need (the KL
+    matrix and the teacher layers' gaps: their untempered cross entropies, what LEAD re-weights with)."""
+    stats: dict[str, list] = {"teacher": [], "student": []}
+    kl_batches: list[list[list[float]]] = []
+    response = 0.0
+    for batch in batches:
+        t_final, t_layers = layer_scores(teacher, batch, lengths)
+        s_final, s_layers = layer_scores(student, batch, lengths)
+        labels = torch.arange(len(batch)) * (t_final.shape[1] // len(batch))
+        stats["teacher"].append([distribution_stats(t, labels) for t in (*t_layers, t_final)])
+        stats["student"].append([distribution_stats(s, labels) for s in (*s_layers, s_final)])
+        kl_batches.append([[kl(t_layers[a], s_layers[b]) for a in range(teacher.num_layers)]
+                           for b in range(student.num_layers)])  # fmt: skip
+        response += kl(t_final, s_final) / len(batches)
+    kl_mean = [[sum(m[b][a] for m in kl_batches) / len(batches) for a in range(teacher.num_layers)]
+               for b in range(student.num_layers)]  # fmt: skip
+    return {
+        "log_candidates": math.log(t_final.shape[1]),
+        "candidates": t_final.shape[1],
+        **{model: _mean_stats(per_batch) for model, per_batch in stats.items()},
+        "kl_teacher_layer_to_student_layer": kl_mean,
+        "response_kl": response,
+        "per_batch": {"kl": kl_batches,
+                      "teacher_gaps": [[layer["cross_entropy"] for layer in b[:-1]] for b in stats["teacher"]]},
+    }  # fmt: skip
+
+
+def probe(teacher_dir: str, student_dir: str, batches: list[list[dict]], lengths: tuple[int, int], k: int,
+          scorings: dict[str, dict[str, Any]] | None = None) -> dict:  # fmt: skip
+    """`measure` under each per-layer scoring (default: all of SCORINGS), with the mean KL of each selection."""
     from lead_dist.models import load_model
 
     results: dict[str, Any] = {}
-    for name, options in SCORINGS.items():
+    for name, options in (scorings or SCORINGS).items():
         teacher = load_model(teacher_dir, kind="de", **options).eval()
         student = load_model(student_dir, kind="de", **options).eval()
-        stats: dict[str, list] = {"teacher": [], "student": []}
-        kl_sums: list[list[float]] = [[0.0] * teacher.num_layers for _ in range(student.num_layers)]
-        response = 0.0
-        for batch in batches:
-            t_final, t_layers = layer_scores(teacher, batch, lengths)
-            s_final, s_layers = layer_scores(student, batch, lengths)
-            labels = torch.arange(len(batch)) * (t_final.shape[1] // len(batch))
-            stats["teacher"].append([distribution_stats(t, labels) for t in (*t_layers, t_final)])
-            stats["student"].append([distribution_stats(s, labels) for s in (*s_layers, s_final)])
-            for b, a in itertools.product(range(student.num_layers), range(teacher.num_layers)):
-                kl_sums[b][a] += kl(t_layers[a], s_layers[b]) / len(batches)
-            response += kl(t_final, s_final) / len(batches)
-        candidates = t_final.shape[1]
-        results[name] = {
-            "options": options,
-            "log_candidates": math.log(candidates),
-            "candidates": candidates,
-            **{model: _mean_stats(per_batch) for model, per_batch in stats.items()},
-            "kl_teacher_layer_to_student_layer": kl_sums,
-            "aligned": aligned_means(kl_sums, k),
-            "response_kl": response,
-        }
+        measured = measure(teacher, student, batches, lengths)
+        results[name] = {"options": options, **measured,
+                         "aligned": aligned_means(measured["kl_teacher_layer_to_student_layer"], k)}  # fmt: skip
     return results
+
+
+def arms_report(arms: list[Any], measured: dict[str, dict], depths: tuple[int, int], seeds: list[int], steps: int
+                ) -> dict[str, Any]:  # fmt: skip
+    """Each arm's pairs over its run and their step-0 numbers on every set of batches measured (probe_arms.py)."""
+    from benchmarks.quality.probe_arms import draws, summarise
+
+    report = {}
+    for arm in arms:
+        used = draws(arm, *depths, seeds, steps)
+        report[arm.name] = {where: summarise(arm, used, m["per_batch"]["kl"], m["per_batch"]["teacher_gaps"])
+                            for where, m in measured.items()}  # fmt: skip
+    return report
+
+
+def _without_per_batch(measured: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in measured.items() if key != "per_batch"}
 
 
 def _mean_stats(per_batch: list[list[dict[str, float]]]) -> list[dict[str, float]]:
@@ -152,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", required=True, help="DE teacher folder (an export)")
     parser.add_argument("--student", required=True, help="DE student folder (an export)")
     parser.add_argument("--shards", required=True, type=Path, help="training shards with hard negatives")
+    parser.add_argument("--dev-shards", type=Path, help="the dev queries' shards, negatives mined the same way")
     parser.add_argument("--out", required=True, type=Path, help="results JSON")
     parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--dev-batches", type=int, default=10, help="dev batches (81 dev queries: 10 of 8)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--negatives", type=int, default=3)
     parser.add_argument("--k", type=int, default=3, help="LEAD's number of aligned layer pairs")
@@ -161,15 +200,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passage-max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chosen", default="mean_dot", choices=sorted(SCORINGS), help="the recipes' layer scoring")
+    parser.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="NAME=RECIPE",
+        help="a LEAD run of the grid: its pairs' step-0 numbers under the chosen scoring (repeat)",
+    )
+    parser.add_argument("--seeds", default="", help="the arms' seeds, comma-separated (their random draws)")
+    parser.add_argument("--steps", type=int, default=0, help="the arms' optimizer steps (their draws over the run)")
     args = parser.parse_args(argv)
+    from benchmarks.quality.probe_arms import arm_from_recipe
+    from lead_dist.models import load_model
+
+    arms = []
+    for spec in args.arm:
+        name, _, recipe = spec.partition("=")
+        if not name or not recipe:
+            parser.error(f"--arm {spec!r}: expected NAME=RECIPE")
+        arms.append(arm_from_recipe(name, recipe))
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if arms and (not seeds or args.steps < 1):
+        parser.error("--arm needs --seeds and --steps (the arms' layer draws depend on both)")
     batches = read_batches(args.shards, args.batches, args.batch_size, args.negatives, args.seed)
     lengths = (args.query_max_length, args.passage_max_length)
     scorings = probe(args.teacher, args.student, batches, lengths, args.k)
+    chosen = {"train": scorings[args.chosen]}
+    if args.dev_shards is not None:
+        dev_batches = read_batches(args.dev_shards, args.dev_batches, args.batch_size, args.negatives, args.seed)
+        chosen["dev"] = probe(args.teacher, args.student, dev_batches, lengths, args.k,
+                              {args.chosen: SCORINGS[args.chosen]})[args.chosen]  # fmt: skip
+    depths = (load_model(args.student, kind="de").num_layers, load_model(args.teacher, kind="de").num_layers)
     payload = {
         "teacher": args.teacher, "student": args.student, "shards": str(args.shards),
-        "batches": args.batches, "batch_size": args.batch_size, "negatives": args.negatives, "lengths": list(lengths),
+        "dev_shards": str(args.dev_shards) if args.dev_shards else None,
+        "batches": args.batches, "dev_batches": args.dev_batches if args.dev_shards else 0,
+        "batch_size": args.batch_size, "negatives": args.negatives, "lengths": list(lengths),
         "chosen_scoring": args.chosen, "step0_layer_kl_mean": scorings[args.chosen]["aligned"]["random_expected"],
-        "scorings": scorings,
+        # each teacher and student layer's ground-truth cross entropy under the chosen scoring (the final score
+        # last): for a teacher layer, the gap LEAD re-weights with
+        "cross_entropy": {where: {model: [layer["cross_entropy"] for layer in m[model]] for model in ("teacher", "student")}
+                          for where, m in chosen.items()},
+        "scorings": {name: _without_per_batch(m) for name, m in scorings.items()},
+        "dev": _without_per_batch(chosen["dev"]) if "dev" in chosen else None,
+        "arms": arms_report(arms, chosen, depths, seeds, args.steps),
+        "arm_seeds": seeds, "arm_steps": args.steps,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")

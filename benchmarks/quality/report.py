@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.common import REPO_ROOT, BarPanel, write_bar_chart
 from benchmarks.quality.curves import from_log, plateau
-from benchmarks.quality.summary import CONTRASTIVE, LEAD, RESPONSE, build_summary, paired_tests
+from benchmarks.quality.summary import COMPARISONS, build_summary, paired_tests, regimes
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 # Teacher kinds that are not single-vector retrievers: evaluated by `lead-dist rerank` of the DE teacher's top list.
@@ -105,7 +105,44 @@ def _teachers(plan: Any, steps: dict[str, Any], layout: Any) -> dict[str, Any]:
         teachers["ce"]["beats_de_first_stage_on_dev"] = (
             teachers["ce"]["dev"]["ndcg@10"] > teachers["de"]["dev"]["ndcg@10"]
         )
+    for name, packaged in plan.packaged_teachers.items():
+        teachers[name] = _packaged_teacher(name, packaged, steps, layout)
     return teachers
+
+
+def _packaged_teacher(name: str, packaged: Any, steps: dict[str, Any], layout: Any) -> dict[str, Any]:
+    """A packaged teacher: its zero-shot dev numbers against the warmed student's, which teacher the protocol used
+    (as published, or warmed up because zero-shot it did not beat the student on dev), and that one's numbers."""
+    zero_shot = read_metrics(layout.evaluation(f"teacher_{name}_zeroshot", "dev"))
+    student = read_metrics(layout.evaluation("student_warmup", "dev"))
+    warmed = not zero_shot["ndcg@10"] > student["ndcg@10"]  # the rule of commands.zero_shot_beats_student
+    entry: dict[str, Any] = {
+        "model": packaged.model,
+        "zero_shot_dev": zero_shot,
+        "student_warmup_dev": student,
+        "warmed_up": warmed,
+        "used": "warmed up on SciFact train: zero-shot it did not beat the warmed student on dev" if warmed
+        else "as published: zero-shot it beats the warmed student on dev",
+        "dev": read_metrics(layout.evaluation(f"teacher_{name}", "dev")) if warmed else zero_shot,
+        "scifact": read_metrics(layout.evaluation(f"teacher_{name}", "scifact")),
+        "cache_wall_s": _seconds(steps, f"cache-teacher-{name}"),
+    }  # fmt: skip
+    if warmed:
+        entry["warmup_recipe"] = _repo_relative(packaged.warmup)
+        entry["dev_curve"] = from_log(layout.teacher_dir(name))  # on the dev corpus sample, unlike zero_shot_dev
+        entry["dev_curve_plateau"] = plateau(entry["dev_curve"])
+    return entry
+
+
+def _probes(plan: Any, layout: Any) -> dict[str, Any]:
+    """The probes of the packaged teachers (the DE teacher's is `probe`): zero-shot, warmed, other student starts."""
+    found = {}
+    for name in plan.packaged_teachers:
+        for label in (f"{name}_zeroshot", name, *(f"{name}-{spec.student}" for spec in plan.runs)):
+            path = layout.probe_of(label)
+            if path.is_file():
+                found[label] = json.loads(path.read_text())
+    return found
 
 
 def _student_warmup(plan: Any, steps: dict[str, Any], layout: Any) -> dict[str, Any]:
@@ -115,7 +152,7 @@ def _student_warmup(plan: Any, steps: dict[str, Any], layout: Any) -> dict[str, 
             "warmup_step_s": step_seconds_from_log(layout.student_warmup)}  # fmt: skip
 
 
-def _students(plan: Any, steps: dict[str, Any], layout: Any, start: tuple[int, float], skipped: list[str]) -> dict:
+def _students(plan: Any, steps: dict[str, Any], layout: Any, starts: dict[str, float], skipped: list[str]) -> dict:
     students: dict[str, Any] = {}
     for spec in plan.runs:
         if spec.name in skipped:
@@ -126,7 +163,7 @@ def _students(plan: Any, steps: dict[str, Any], layout: Any, start: tuple[int, f
             label, run_dir = f"{spec.name}-seed{seed}", layout.student_dir(spec.name, seed)
             record: dict[str, Any] = _evaluations(layout, label, datasets)
             record["scifact_per_query_ndcg@10"] = read_per_query(layout.evaluation(label, "scifact"))
-            record["dev_curve"] = [(0, start[1]), *from_log(run_dir)]  # step 0: the warmed student
+            record["dev_curve"] = [(0, starts[spec.student]), *from_log(run_dir)]  # step 0: its start's last value
             record["train_wall_s"] = _seconds(steps, f"train-{label}")
             record["train_step_s"] = step_seconds_from_log(run_dir)
             record["steps"] = trained_steps(run_dir)
@@ -139,6 +176,7 @@ def _students(plan: Any, steps: dict[str, Any], layout: Any, start: tuple[int, f
             [r["train_step_s"] / r["steps"] for r in per_seed.values() if r["train_step_s"] and r["steps"]]
         )
         students[spec.name] = {"recipe": _repo_relative(spec.config), "teacher": spec.teacher, "group": spec.group,
+                               "student_start": spec.student,
                                "distill_steps": next(iter(per_seed.values()))["steps"], "seeds": per_seed,
                                "summary": summary}  # fmt: skip
     return students
@@ -156,8 +194,10 @@ def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs
     seconds = {name: round(result.seconds, 1) for name, result in steps.items()}
     teachers = _teachers(plan, steps, layout)
     warmup = _student_warmup(plan, steps, layout)
-    start = warmup["dev_curve"][-1] if warmup["dev_curve"] else (0, float("nan"))
-    students = _students(plan, steps, layout, start, skipped_runs)
+    # each run's dev curve starts at its start's last dev value (same dev corpus sample, same evaluation)
+    starts = {"student_warmup": warmup["dev_curve"][-1][1] if warmup["dev_curve"] else float("nan"),
+              "teacher_de": teachers["de"]["dev_curve"][-1][1]}  # fmt: skip
+    students = _students(plan, steps, layout, starts, skipped_runs)
     _shares(students, teachers)
     packaged = None
     if plan.evaluate_packaged:
@@ -199,19 +239,13 @@ def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs
         "student_warmup": warmup,
         "packaged_minilm": packaged,
         "probe": json.loads(layout.probe.read_text()) if layout.probe.is_file() else None,
+        "probes": _probes(plan, layout),
         "students": students,
         "runs_skipped": {name: "the CE teacher does not beat the DE's first stage on dev" for name in skipped_runs},
         "paired_tests": paired_tests(
             students,
-            [
-                (LEAD, RESPONSE),
-                (LEAD, CONTRASTIVE),
-                (RESPONSE, CONTRASTIVE),
-                ("lead_de_frozen", RESPONSE),
-                ("lead_cb", "response_cb"),
-                ("lead_ce", "response_ce"),
-            ],
-        ),  # fmt: skip
+            COMPARISONS + [(r.lead, r.response) for r in plan.regimes if (r.lead, r.response) not in COMPARISONS],
+        ),
         "mining_report": json.loads(mining_report.read_text()) if mining_report.is_file() else None,
         "step_wall_seconds": seconds,
         "wall_seconds_all_steps": round(sum(seconds.values()), 1),
@@ -223,6 +257,7 @@ def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs
         "on the same machine reproduces its numbers; a rerun of the script skips finished steps",
     }
     payload["summary"] = build_summary(payload)
+    payload["regimes"] = regimes(plan.regimes, students, teachers, payload["paired_tests"])
     return payload
 
 
@@ -260,7 +295,8 @@ def markdown_table(payload: dict[str, Any]) -> str:
     depth = payload["settings"]["rerank"]["depth"]
     for kind, teacher in payload["teachers"].items():
         how = f"; re-ranks DE top {depth}" if kind in RERANKED_KINDS else ""
-        row = [f"teacher {kind.upper()} (warmed-up MiniLM-L6{how})", "-", "1"]
+        label = f"{teacher['model']}, {teacher['used']}" if "model" in teacher else f"warmed-up MiniLM-L6{how}"
+        row = [f"teacher {kind.upper()} ({label})", "-", "1"]
         row += [_fmt(one(teacher["scifact"][k])) for k in ("ndcg@10", "mrr@10")]
         row += [f"n/a (top {depth})" if kind in RERANKED_KINDS else _fmt(one(teacher["scifact"]["recall@100"]))]
         row += ["1.000", f"{teacher['dev']['ndcg@10']:.3f} (whole corpus)"]
@@ -280,6 +316,19 @@ def markdown_table(payload: dict[str, Any]) -> str:
         row += [_fmt(s["cranfield"]["ndcg@10"]) if "cranfield" in s else "-"] if zero_shot else []
         rows.append(row)
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def tests_table(payload: dict[str, Any]) -> str:
+    """The paired tests (difference in mean nDCG@10 over the test queries, p), then one line per regime."""
+    rows = ["| comparison | difference in nDCG@10 | p |", "|---|---|---|"]
+    for name, test in payload["paired_tests"].items():
+        a, b = name.split("_vs_")
+        rows.append(f"| {a} - {b} | {test['mean_difference']:+.4f} | {test['p_value']:.2g} |")
+    for name, regime in (payload.get("regimes") or {}).items():
+        rows.append(f"| regime {name}: LEAD - response KD (teacher {regime['teacher_ndcg10']:.3f}, "
+                    f"{regime['seeds']} seeds) | {regime['lead_minus_response']:+.4f} | "
+                    f"{regime['p_lead_vs_response']:.2g} |")  # fmt: skip
+    return "\n".join(rows)
 
 
 def write_chart(name: str, payload: dict[str, Any], results_dir: Path) -> Path:
@@ -309,7 +358,11 @@ def write_chart(name: str, payload: dict[str, Any], results_dir: Path) -> Path:
 
 def _footnote(payload: dict[str, Any]) -> str:
     machine = payload.get("machine", {})
-    return (f"grid {payload['grid']} ({payload['grid_file']}); 3-layer MiniLM students from one warmed student; "
+    six = any(s.get("student_start") == "teacher_de" for s in payload["students"].values())
+    starts = "MiniLM students from the warmed 3-layer student" + (
+        " (runs *_l6: the warmed 6-layer DE teacher)" if six else ""
+    )
+    return (f"grid {payload['grid']} ({payload['grid_file']}); {starts}; "
             f"{machine.get('cpu_model', '?')}, {machine.get('usable_cores', '?')} cores, load "
             f"{machine.get('load_average_1_5_15', '?')}")  # fmt: skip
 
@@ -322,8 +375,9 @@ def write_curves_chart(name: str, payload: dict[str, Any], results_dir: Path) ->
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    for label, curve in (("DE teacher warm-up", payload["teachers"]["de"]["dev_curve"]),
-                         ("student warm-up", payload["student_warmup"]["dev_curve"])):  # fmt: skip
+    warm_ups = [(f"{kind.upper()} teacher warm-up", t["dev_curve"]) for kind, t in payload["teachers"].items()
+                if t.get("dev_curve")]  # fmt: skip
+    for label, curve in (*warm_ups, ("student warm-up", payload["student_warmup"]["dev_curve"])):
         if curve:
             left.plot(*zip(*curve, strict=True), marker="o", label=label)
     left.set(title="warm-ups (alone, contrastive)", xlabel="step", ylabel="dev nDCG@10 (dev corpus sample)")
@@ -331,9 +385,12 @@ def write_curves_chart(name: str, payload: dict[str, Any], results_dir: Path) ->
         curves = [r["dev_curve"] for r in student["seeds"].values()]
         steps = [s for s, _v in curves[0]]
         values = [statistics.fmean(c[i][1] for c in curves) for i in range(len(steps))]
-        style = "-" if run in (LEAD, RESPONSE, CONTRASTIVE, "lead_de_frozen") else ":"
+        # one line style per teacher and student start (the 6-layer student's curves start higher)
+        style = {"de": "-", "cb": "-."}.get(
+            student["teacher"], "--" if student.get("student_start") != "teacher_de" else ":"
+        )
         right.plot(steps, values, style, marker="o", markersize=3, label=f"{run} (n={len(curves)})")
-    right.set(title="distillation from the warmed student (mean over seeds)", xlabel="step",
+    right.set(title="distillation from the warmed students (mean over seeds)", xlabel="step",
               ylabel="dev nDCG@10 (dev corpus sample)")  # fmt: skip
     for axes in (left, right):
         axes.grid(alpha=0.3)

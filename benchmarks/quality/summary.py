@@ -33,6 +33,22 @@ SUMMARY_KEYS = (
     "seeds",
 )
 LEAD, RESPONSE, CONTRASTIVE = "lead_de", "response_de", "contrastive"
+REGIME_KEYS = ("teacher", "student", "teacher_ndcg10", "response_ndcg10", "lead_ndcg10", "lead_minus_response",
+               "p_lead_vs_response", "seeds")  # fmt: skip
+# Besides each regime's LEAD vs response KD: the comparisons the README's tables report, when both runs are there
+COMPARISONS = [
+    (LEAD, RESPONSE),
+    (LEAD, CONTRASTIVE),
+    (RESPONSE, CONTRASTIVE),
+    ("lead_de_frozen", RESPONSE),
+    ("lead_de_frozen", LEAD),
+    ("lead_de_last", RESPONSE),
+    ("lead_de_last", LEAD),
+    ("lead_de_nolast", RESPONSE),
+    ("lead_de_nolast", LEAD),
+    ("lead_cb", "response_cb"),
+    ("lead_ce", "response_ce"),
+]
 
 
 def per_query_means(student: dict[str, Any]) -> dict[str, float]:
@@ -44,6 +60,28 @@ def paired_tests(students: dict[str, Any], pairs: list[tuple[str, str]]) -> dict
     """`a_vs_b` -> the paired test of run a against run b (both must be in `students`)."""
     return {f"{a}_vs_{b}": paired_randomization_test(per_query_means(students[a]), per_query_means(students[b]))
             for a, b in pairs if a in students and b in students}  # fmt: skip
+
+
+def regimes(plan_regimes: list[Any], students: dict[str, Any], teachers: dict[str, Any], tests: dict[str, Any]
+            ) -> dict[str, Any]:  # fmt: skip
+    """One entry per teacher/student pair (REGIME_KEYS): its LEAD run against its response-KD run, nDCG@10 means
+    over seeds, the paired test of the two, and the teacher's own test nDCG@10."""
+    result = {}
+    for regime in plan_regimes:
+        response, lead = students[regime.response], students[regime.lead]
+        ndcg = [run["summary"]["scifact"]["ndcg@10"]["mean"] for run in (response, lead)]
+        result[regime.name] = {
+            "teacher": regime.teacher_label,
+            "student": regime.student_label,
+            "teacher_ndcg10": teachers[regime.teacher]["scifact"]["ndcg@10"],
+            "response_ndcg10": ndcg[0],
+            "lead_ndcg10": ndcg[1],
+            "lead_minus_response": ndcg[1] - ndcg[0],
+            "p_lead_vs_response": tests[f"{regime.lead}_vs_{regime.response}"]["p_value"],
+            "seeds": min(len(response["seeds"]), len(lead["seeds"])),
+        }
+        assert tuple(result[regime.name]) == REGIME_KEYS
+    return result
 
 
 def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:

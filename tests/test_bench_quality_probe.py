@@ -99,7 +99,10 @@ def test_probe_measures_the_last_block_as_the_final_score(tiny_bert_dir: Path, o
     for name, result in results.items():
         for model in ("teacher", "student"):
             last, final = result[model][-2], result[model][-1]
-            assert last["cross_entropy"] == pytest.approx(final["cross_entropy"], rel=1e-6), (name, model)
+            # the same scores computed in two shapes (the probe's pooling of the captured block, the model's own
+            # final): tests/rounding.py's estimate for the 2-layer test BERTs, 3 x 72 u = 2e-5 relative on O(1)
+            # values (1e-6 failed on ATen's portable kernels: 1.3e-6)
+            assert last["cross_entropy"] == pytest.approx(final["cross_entropy"], rel=2e-5), (name, model)
         kl = result["kl_teacher_layer_to_student_layer"]
         assert kl[-1][-1] == pytest.approx(result["response_kl"], rel=1e-5, abs=1e-7), name
         # the gaps the arms use are the teacher layers' cross entropies, batch by batch

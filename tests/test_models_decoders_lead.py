@@ -22,9 +22,15 @@ import pytest
 import torch
 from decoder_models import DECODER_NAMES, tiny_decoder
 from family_models import tiny
-from reference_lead import reference_lead
 from rounding import EPS32, assert_within
-from test_models_families_lead import GROUP, PASSAGE_LENGTH, QUERY_LENGTH, de_scores_by_hand, examples, own_group
+from test_models_families_lead import (
+    GROUP,
+    PASSAGE_LENGTH,
+    QUERY_LENGTH,
+    de_scores_by_hand,
+    examples,
+    hand_assembled_loss,
+)
 
 from lead_dist.config import LeadConfig
 from lead_dist.data import collate_for
@@ -109,18 +115,7 @@ def test_lead_loss_with_a_decoder_teacher_equals_the_hand_assembled_one(family: 
         t_final, t_layers = decoder_de_scores_by_hand(teacher, **batch["teacher"], layers=TEACHER_LAYERS)
     else:
         t_final, t_layers = decoder_ce_scores_by_hand(teacher, batch["teacher"]["pairs"], TEACHER_LAYERS)
-    if candidates == "group":
-        s_final, s_layers = own_group(s_final), own_group(s_layers)
-        labels = torch.zeros(len(rows), dtype=torch.long)
-    else:
-        labels = torch.arange(len(rows)) * GROUP
-    assert s_final.shape == t_final.shape and s_layers.shape == t_layers.shape
-    hand, terms = reference_lead(
-        s_final, t_final, s_layers, t_layers, labels, teacher_trained=True, temperature=lead.temperature,
-        layer_temperature=lead.layer_temperature, reweight=lead.reweight, layer_coef=lead.coef.layers,
-        student_coef=lead.coef.student, teacher_coef=lead.coef.teacher, response_coef=lead.coef.response,
-        detach_targets=lead.detach_targets,
-    )  # fmt: skip
+    hand, terms = hand_assembled_loss(s_final, s_layers, t_final, t_layers, candidates, lead)
     assert float(terms["layers"].detach()) > 1e-3  # the layer term is live: the two models' layers rank differently
     torch.testing.assert_close(ours, hand, rtol=1e-9, atol=0)
 

@@ -155,18 +155,7 @@ def test_lead_loss_equals_the_hand_assembled_one(teacher_family: str, teacher_ki
         t_final, t_layers = cb_scores_by_hand(teacher, **batch["teacher"], layers=TEACHER_LAYERS)
     else:
         t_final, t_layers = ce_scores_by_hand(teacher, batch["teacher"]["pairs"], TEACHER_LAYERS)
-    if candidates == "group":
-        s_final, s_layers = own_group(s_final), own_group(s_layers)
-        labels = torch.zeros(len(rows), dtype=torch.long)
-    else:
-        labels = torch.arange(len(rows)) * GROUP
-    assert s_final.shape == t_final.shape and s_layers.shape == t_layers.shape
-    hand, terms = reference_lead(
-        s_final, t_final, s_layers, t_layers, labels, teacher_trained=True, temperature=lead.temperature,
-        layer_temperature=lead.layer_temperature, reweight=lead.reweight, layer_coef=lead.coef.layers,
-        student_coef=lead.coef.student, teacher_coef=lead.coef.teacher, response_coef=lead.coef.response,
-        detach_targets=lead.detach_targets,
-    )  # fmt: skip
+    hand, terms = hand_assembled_loss(s_final, s_layers, t_final, t_layers, candidates, lead)
     assert float(terms["layers"].detach()) > 1e-3  # the layer term is live: the two models' layers rank differently
     torch.testing.assert_close(ours, hand, rtol=1e-9, atol=0)
 
@@ -177,3 +166,22 @@ def test_lead_loss_equals_the_hand_assembled_one(teacher_family: str, teacher_ki
         assert (a is None) == (b is None), name_grad
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-12)
+
+
+def hand_assembled_loss(s_final, s_layers, t_final, t_layers, candidates: str, lead: LeadConfig) -> tuple:
+    """The LEAD loss of LEAD_SPEC (tests/reference_lead.py) from the two models' scores computed by hand, with the
+    step's candidates (`group`: each query against its own passages, the positive first; `global`: every passage of
+    the batch, query i's positive at i * GROUP) and `lead`'s settings, for a trained teacher."""
+    rows = s_final.shape[0]
+    if candidates == "group":
+        s_final, s_layers = own_group(s_final), own_group(s_layers)
+        labels = torch.zeros(rows, dtype=torch.long)
+    else:
+        labels = torch.arange(rows) * GROUP
+    assert s_final.shape == t_final.shape and s_layers.shape == t_layers.shape
+    return reference_lead(
+        s_final, t_final, s_layers, t_layers, labels, teacher_trained=True, temperature=lead.temperature,
+        layer_temperature=lead.layer_temperature, reweight=lead.reweight, layer_coef=lead.coef.layers,
+        student_coef=lead.coef.student, teacher_coef=lead.coef.teacher, response_coef=lead.coef.response,
+        detach_targets=lead.detach_targets,
+    )  # fmt: skip

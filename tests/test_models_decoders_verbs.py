@@ -18,21 +18,17 @@ import pytest
 import test_train_loop_helpers as helpers
 import torch
 import torch.nn.functional as F
-from cache_bounds import value_bound
 from decoder_models import decoder_config, decoder_tokenizer
 from family_models import PASSAGES, QUERIES, TITLES
-from rounding import assert_within
 from sentence_transformers import SentenceTransformer
+from test_models_families_verbs import cache_matches_the_live_teacher_and_trains
 from test_train_loop_helpers import fresh_accelerate_state  # noqa: F401 (a fixture, used by name)
 
 from lead_dist.cli import main
 from lead_dist.config import config_from_dict
-from lead_dist.data import collate_for
-from lead_dist.data.stream import TrainStream
 from lead_dist.models import load_model
 from lead_dist.models.from_config import build_teacher
 from lead_dist.models.tokenization import join_title
-from lead_dist.teacher_cache.read import CachedTeacher
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 PROMPT = "find: "
@@ -114,27 +110,7 @@ def test_cache_teacher_of_a_decoder(family: str, kind: str, tmp_path, tmp_path_f
     extra = {"candidates": "group"} if kind == "ce" else {"query_prompt": PROMPT}
     teacher = section(family, 3, tokenizer_dirs, kind, trained=False, **extra)
     raw = run_config(tmp_path, shards, teacher, {})
-    path = helpers.write_config(tmp_path / "run.yaml", raw)
-    cache = tmp_path / "cache"
-    assert main(["cache-teacher", str(path), "--out", str(cache), "--shard-size", "64"]) == 0
-
-    config = config_from_dict(raw | {"teacher": teacher | {"cache": str(cache)}})
-    live, cached = build_teacher(config).eval(), CachedTeacher.open(config)
-    examples = next(iter(TrainStream(shards, batch_size=4, num_negatives=3, seed=config.seed)))
-    tokens = collate_for(live, examples, config.data.query_max_length, config.data.passage_max_length)
-    rows = cached.collate(examples)
-    with torch.no_grad():
-        for part in tokens:
-            want, got = live(**tokens[part], layers=(0, 1, 2)), cached(**rows[part], layers=(0, 1, 2))
-            if kind == "ce":
-                for w, g in zip(want, got, strict=True):
-                    assert_within(g, w, value_bound(w.unsqueeze(-1), "fp16").squeeze(-1), f"{family} ce {part}")
-            else:
-                assert_within(got.layers, want.layers, value_bound(want.layers, "fp16"), f"{family} de {part}")
-                assert_within(got.final, want.final, value_bound(want.final, "fp16"), f"{family} de {part}")
-    cached_run = helpers.write_config(tmp_path / "cached.yaml", raw | {"teacher": teacher | {"cache": str(cache)}})
-    assert main(["train", str(cached_run), f"output_dir={tmp_path / 'cached_run'}"]) == 0
-    assert len(helpers.losses(tmp_path / "cached_run")) == 3
+    cache_matches_the_live_teacher_and_trains(tmp_path, shards, raw, teacher, family)
 
 
 def test_evaluate_and_rerank_with_decoder_folders(tmp_path, tmp_path_factory) -> None:

@@ -114,30 +114,7 @@ def test_cache_teacher_of_each_new_family(family: str, tmp_path, tmp_path_factor
         teacher["candidates"] = "group"
     student = section(NEW_FAMILIES[(NEW_FAMILIES.index(family) + 1) % 3], 2, tokenizer_dirs)
     raw = run_config(tmp_path, shards, teacher, student)
-    path = helpers.write_config(tmp_path / "run.yaml", raw)
-    cache = tmp_path / "cache"
-    assert main(["cache-teacher", str(path), "--out", str(cache), "--shard-size", "64"]) == 0
-
-    config = config_from_dict(raw | {"teacher": teacher | {"cache": str(cache)}})
-    live, cached = build_teacher(config).eval(), CachedTeacher.open(config)
-    examples = next(iter(TrainStream(shards, batch_size=4, num_negatives=3, seed=config.seed)))
-    tokens = collate_for(live, examples, config.data.query_max_length, config.data.passage_max_length)
-    rows = cached.collate(examples)
-    with torch.no_grad():
-        for part in tokens:
-            want, got = live(**tokens[part], layers=(0, 1, 2)), cached(**rows[part], layers=(0, 1, 2))
-            if kind == "ce":
-                for w, g in zip(want, got, strict=True):
-                    assert_within(g, w, value_bound(w.unsqueeze(-1), "fp16").squeeze(-1), f"{family} ce {part}")
-            elif kind == "cb":  # the tokens that count; the cache stores no padding
-                keep = want.mask[:, : got.mask.shape[1], None].bool()
-                want_layers = want.layers[:, :, : keep.shape[1]]
-                assert_within(got.layers, want_layers * keep, value_bound(want_layers, "fp16") * keep, family)
-            else:
-                assert_within(got.layers, want.layers, value_bound(want.layers, "fp16"), f"{family} de {part}")
-    cached_run = helpers.write_config(tmp_path / "cached.yaml", raw | {"teacher": teacher | {"cache": str(cache)}})
-    assert main(["train", str(cached_run), f"output_dir={tmp_path / 'cached_run'}"]) == 0
-    assert len(helpers.losses(tmp_path / "cached_run")) == 3
+    cache_matches_the_live_teacher_and_trains(tmp_path, shards, raw, teacher, family)
 
 
 def test_retrieval_verbs_with_models_of_the_new_families(tmp_path, tmp_path_factory, tokenizer_dirs) -> None:
@@ -209,3 +186,37 @@ def test_a_model_type_outside_the_table_is_refused_before_any_work(tmp_path, tmp
                  "--split", "dev", "--out", str(tmp_path / "r.json")]) == 2  # fmt: skip
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--model" in error[0] and "'gpt2' is not supported" in error[0]
+
+
+def cache_matches_the_live_teacher_and_trains(
+    tmp_path: Path, shards: Path, raw: dict, teacher: dict, family: str
+) -> None:
+    """`cache-teacher` of the run `raw` (frozen `teacher`): the cached per-layer outputs of a batch equal the live
+    teacher's within the cache's fp16 storage rounding (ColBERT: on the tokens that count, the cache stores no
+    padding), and `train` runs its 3 steps from the cache."""
+    kind = teacher["kind"]
+    path = helpers.write_config(tmp_path / "run.yaml", raw)
+    cache = tmp_path / "cache"
+    assert main(["cache-teacher", str(path), "--out", str(cache), "--shard-size", "64"]) == 0
+
+    config = config_from_dict(raw | {"teacher": teacher | {"cache": str(cache)}})
+    live, cached = build_teacher(config).eval(), CachedTeacher.open(config)
+    examples = next(iter(TrainStream(shards, batch_size=4, num_negatives=3, seed=config.seed)))
+    tokens = collate_for(live, examples, config.data.query_max_length, config.data.passage_max_length)
+    rows = cached.collate(examples)
+    with torch.no_grad():
+        for part in tokens:
+            want, got = live(**tokens[part], layers=(0, 1, 2)), cached(**rows[part], layers=(0, 1, 2))
+            if kind == "ce":
+                for w, g in zip(want, got, strict=True):
+                    assert_within(g, w, value_bound(w.unsqueeze(-1), "fp16").squeeze(-1), f"{family} ce {part}")
+            elif kind == "cb":
+                keep = want.mask[:, : got.mask.shape[1], None].bool()
+                want_layers = want.layers[:, :, : keep.shape[1]]
+                assert_within(got.layers, want_layers * keep, value_bound(want_layers, "fp16") * keep, family)
+            else:
+                assert_within(got.layers, want.layers, value_bound(want.layers, "fp16"), f"{family} de {part}")
+                assert_within(got.final, want.final, value_bound(want.final, "fp16"), f"{family} de {part}")
+    cached_run = helpers.write_config(tmp_path / "cached.yaml", raw | {"teacher": teacher | {"cache": str(cache)}})
+    assert main(["train", str(cached_run), f"output_dir={tmp_path / 'cached_run'}"]) == 0
+    assert len(helpers.losses(tmp_path / "cached_run")) == 3

@@ -33,9 +33,11 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import REPO_ROOT, write_json
+from benchmarks.harness.fixtures import gpu_tokenizer
+from benchmarks.harness.machine import REPO_ROOT
+from benchmarks.harness.results import write_json
+from benchmarks.harness.timing import sync, timed_steps
 
-CARRIED_TOKENIZER = REPO_ROOT / ".cache" / "gpu_wheels" / "minilm_tokenizer"
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
 
@@ -57,16 +59,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.device, args.tiny = "cpu", True
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no GPU here; use --dry-run (CPU, tiny) to check the script")
-    if args.tokenizer is None:
-        args.tokenizer = (
-            str(CARRIED_TOKENIZER) if CARRIED_TOKENIZER.is_dir() else "sentence-transformers/all-MiniLM-L6-v2"
-        )
+    args.tokenizer = gpu_tokenizer(args.tokenizer)
     return args
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build_models(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any]:
@@ -102,8 +96,8 @@ def random_batch(args: argparse.Namespace, vocab: int, device: torch.device) -> 
 
 
 def make_variant(teacher: Any, student: Any, batch: dict, joint: bool, dtype: str, device: torch.device) -> Any:
-    """A LEAD cell of the throughput grid (benchmarks.throughput.grid) on `device`, K = 3 layer pairs."""
-    from benchmarks.throughput.grid import SizeSpec, TrainedState, make_variant
+    """A LEAD cell of the throughput grid (benchmarks.harness.cells) on `device`, K = 3 layer pairs."""
+    from benchmarks.harness.cells import SizeSpec, TrainedState, make_variant
 
     queries = len(batch["student"]["queries"]["input_ids"])
     spec = SizeSpec("gpu", None, {}, queries, 0, 32, 144, min(3, student.num_layers))
@@ -163,9 +157,9 @@ def check_zero2(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     In fp32 ("no") the two must agree to 1e-3 (the same arithmetic up to reduction order); in bf16 (GPU only) to 5%,
     since DeepSpeed casts its model to bf16 while the plain path autocasts around fp32 weights. Each run is the
-    throughput benchmark's launch (benchmarks.throughput.launch: the training loop under torchrun)."""
-    from benchmarks.common import usable_cores
-    from benchmarks.throughput.launch import ENGINES, prepare_demo_shards, run_training
+    harness's launch (benchmarks.harness.launch: the training loop under torchrun)."""
+    from benchmarks.harness.launch import ENGINES, prepare_demo_shards, run_training
+    from benchmarks.harness.machine import usable_cores
 
     shards = prepare_demo_shards(workdir)
     config = REPO_ROOT / "benchmarks" / "gpu" / "zero2_check.yaml"
@@ -202,23 +196,6 @@ def check_zero2(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return report
 
 
-def timed_steps(variant: Any, warm_up: int, steps: int, device: torch.device) -> tuple[float, list[float]]:
-    """(seconds of the `warm_up` steps: kernel selection, allocator, optimizer state, compilation; seconds of each of
-    the `steps` timed steps), synchronised with the device."""
-    start = time.perf_counter()
-    for _ in range(warm_up):
-        variant.step()
-    sync(device)
-    warm_up_s = time.perf_counter() - start
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        variant.step()
-        sync(device)
-        seconds.append(time.perf_counter() - start)
-    return warm_up_s, seconds
-
-
 def measure_training(teacher: Any, student: Any, batch: dict, args: argparse.Namespace, device: torch.device) -> dict:
     from lead_dist.train.flops import peak_matmul_flops
 
@@ -226,7 +203,7 @@ def measure_training(teacher: Any, student: Any, batch: dict, args: argparse.Nam
     results: dict[str, Any] = {"matmul_peak_tflops_bf16": peak / 1e12}
     for joint in (False, True):
         variant = make_variant(teacher, student, batch, joint, "bf16", device)
-        _warm_up_s, seconds = timed_steps(variant, 3, args.steps, device)
+        _warm_up_s, seconds = timed_steps(variant.step, 3, args.steps, device)
         flops, tokens = variant.work()
         step_s = statistics.median(seconds)
         results["lead-de-" + ("joint" if joint else "frozen")] = {

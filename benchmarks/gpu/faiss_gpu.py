@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import write_json
+from benchmarks.harness.results import write_json
+from benchmarks.harness.timing import sync
 
 
 def cuda12_libraries() -> dict[str, Any]:
@@ -78,15 +79,10 @@ def exact_top_k(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np
     index.search(queries[:64], k)  # warm-up
     start = time.perf_counter()
     index.search(queries, k)
-    _sync()
+    sync("cuda" if torch.cuda.is_available() else "cpu")
     seconds = time.perf_counter() - start
     result = index.search(queries, k + 1)
     return np.asarray(result.doc_ids, dtype=np.int64), np.asarray(result.scores, dtype=np.float64), seconds
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def faiss_search(corpus: np.ndarray, queries: np.ndarray, k: int, gpu: bool) -> tuple[np.ndarray, float, int]:

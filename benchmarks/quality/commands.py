@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import REPO_ROOT
+from benchmarks.harness.machine import REPO_ROOT
 from benchmarks.quality.plan import Dataset, Plan, RunSpec
 from benchmarks.quality.steps import StepRunner
 

@@ -24,13 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS_DIR, load_average, log, machine, package_versions, rate_summary, write_json
+from benchmarks.harness.fixtures import SCIFACT
+from benchmarks.harness.machine import load_average, log, machine, package_versions
+from benchmarks.harness.results import RESULTS_DIR, write_json
+from benchmarks.harness.timing import rate_summary
 from lead_dist.retrieval.encode import encode_passages
 from lead_dist.retrieval.indexes import make_index
 from lead_dist.retrieval.sources import iter_corpus
 from lead_dist.retrieval.text_encoder import load_text_encoder
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
+DEFAULT_DATA = SCIFACT
 
 
 def bench_encode(data: Path, passages: int, repeats: int, batch_size: int, st_batch_size: int) -> dict:

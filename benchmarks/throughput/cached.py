@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
-from benchmarks import common
-from benchmarks.throughput.grid import SizeSpec, TrainedState, Variant, make_variant
+from benchmarks.harness.cells import SizeSpec, TrainedState, Variant, make_variant
+from benchmarks.harness.results import BarPanel
+from benchmarks.harness.timing import interleaved_rounds
 from lead_dist.teacher_cache.encode import encode_shard
 from lead_dist.teacher_cache.format import shard_tensors
 from lead_dist.teacher_cache.plan import ShardPlan, entries_of_records
@@ -101,7 +102,7 @@ def cached_ratios(timed: dict[str, Any], size: str, dtypes: list[str]) -> dict[s
 
 def build_over_encode(teacher: torch.nn.Module, spec: SizeSpec, passages: int, rounds: int) -> dict[str, Any]:
     """Texts/s of the cache build against `lead-dist encode`'s on the same SciFact passages, interleaved."""
-    from benchmarks.throughput.grid import scifact_examples
+    from benchmarks.harness.fixtures import scifact_examples
     from lead_dist.retrieval.encode import encode_passages
     from lead_dist.retrieval.text_encoder import LeadTextEncoder
 
@@ -117,7 +118,7 @@ def build_over_encode(teacher: torch.nn.Module, spec: SizeSpec, passages: int, r
     def build() -> int:
         return len(encode_shard(teacher, plan, lengths, batch_size=64, device=torch.device("cpu")))
 
-    timed = common.interleaved_rounds({"encode": encode, "cache_build": build}, rounds, unit="texts")
+    timed = interleaved_rounds({"encode": encode, "cache_build": build}, rounds, unit="texts")
     return {"texts": len(plan.entries), "ratio": _ratio(timed, "encode", "cache_build"),
             "texts_per_s": {name: result["per_second"] for name, result in timed.items()}}  # fmt: skip
 
@@ -137,7 +138,7 @@ def cached_goals(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return goals
 
 
-def cached_panels(payload: dict[str, Any]) -> list[common.BarPanel]:
+def cached_panels(payload: dict[str, Any]) -> list[BarPanel]:
     """The two step-time ratios of the cached cells (wall time, median of rounds), when the run measured them."""
     panels = []
     for key, title, reference in (
@@ -146,6 +147,6 @@ def cached_panels(payload: dict[str, Any]) -> list[common.BarPanel]:
     ):
         values = payload.get(key)
         if values:
-            panels.append(common.BarPanel(title, "step time ratio", list(values), [v["wall"] for v in values.values()],
+            panels.append(BarPanel(title, "step time ratio", list(values), [v["wall"] for v in values.values()],
                                           reference=reference, value_format="{:.2f}"))  # fmt: skip
     return panels

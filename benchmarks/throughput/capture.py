@@ -13,7 +13,7 @@ loaded as a module of its own. Cells, LEAD layers requested as in the throughput
 - `tiny`: the 2 x 32 BERT of the throughput grid's tiny size, 64 passages x 32 tokens, forward only;
 - `overhead`: a 2 x 8 BERT on one 4-token text, 200 calls per round: almost no arithmetic, so what is timed is the
   per-call cost of the capture path itself, the part a change of this code adds or removes (microseconds per call).
-Rounds interleave baseline and branch (benchmarks.common.interleaved_rounds), so load from other users of the shared
+Rounds interleave baseline and branch (benchmarks.harness.timing.interleaved_rounds), so load from other users of the shared
 machine hits both alike; reported: the median over rounds of branch / baseline examples per second (wall clock) and,
 run with `--threads 1`, each version's CPU microseconds per call (this thread's CPU time, robust to the load).
 Writes benchmarks/results/<--name>.json (default capture_vs_main).
@@ -34,7 +34,9 @@ from typing import Any
 import torch
 from transformers import BertConfig
 
-from benchmarks.common import REPO_ROOT, interleaved_rounds, log, machine, write_json
+from benchmarks.harness.machine import REPO_ROOT, log, machine
+from benchmarks.harness.results import write_json
+from benchmarks.harness.timing import interleaved_rounds
 from lead_dist.models import backbone as branch_backbone
 
 SHAPES = {

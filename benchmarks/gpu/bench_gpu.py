@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness.fixtures import gpu_tokenizer
+from benchmarks.harness.goals import value_goal
 from benchmarks.harness.machine import REPO_ROOT
 from benchmarks.harness.results import write_json
 from benchmarks.harness.timing import sync, timed_steps
@@ -352,7 +353,7 @@ def main(argv: list[str]) -> int:
     print("search:", json.dumps(report["exact_search"]), flush=True)
     checks = [report["bf16_vs_fp32"]["ok"], report.get("zero2_step", {"ok": True})["ok"]]
     mfu = report["training_bf16"]["lead-de-frozen"]["mfu"]
-    report["goals"] = {"bf16_mfu_at_least_0.35": {"value": mfu, "met": mfu >= 0.35, "meaningful": not args.tiny}}
+    report["goals"] = {"bf16_mfu_at_least_0.35": value_goal(mfu, ">=", 0.35, meaningful=not args.tiny)}
     report["checks_ok"] = all(checks)
     write_report(report, args.out)
     print(f"wrote {args.out}; checks ok: {report['checks_ok']}", flush=True)

@@ -123,3 +123,13 @@ def timed_steps(step: Callable[[], Any], warm_up: int, steps: int, device: Any) 
         sync(device)
         seconds.append(time.perf_counter() - start)
     return warm_up_s, seconds
+
+
+def paired_ratio(timed: dict[str, dict[str, Any]], over: str, under: str) -> dict[str, float | None]:
+    """How much faster cell `under` is than cell `over` in the same `interleaved_rounds`: "wall", the median over
+    rounds of the step-time ratio, and "cpu", of the ratio of items per CPU second (less disturbed by other jobs'
+    share of the cores; None where a round recorded no CPU time)."""
+    wall = median_ratio(timed[over]["seconds"], timed[under]["seconds"])
+    over_cpu, under_cpu = timed[over]["per_cpu_second"], timed[under]["per_cpu_second"]
+    complete = len(over_cpu) == len(under_cpu) == len(timed[over]["seconds"])
+    return {"wall": wall, "cpu": median_ratio(under_cpu, over_cpu) if complete else None}

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness.machine import load_average, log, machine, usable_cores
-from benchmarks.harness.timing import interleaved_rounds
+from benchmarks.harness.timing import interleaved_rounds, median_ratio
 from benchmarks.throughput.cached import CACHED_GOALS, cached_goals
 from benchmarks.throughput.report import GOALS, goal_status, write_outputs
 
@@ -73,10 +73,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.rounds < 1 or args.threads < 1:
         parser.error("--rounds and --threads must be >= 1")
     return args
-
-
-def _median_ratio(numerators: list[float], denominators: list[float]) -> float:
-    return round(statistics.median(n / d for n, d in zip(numerators, denominators, strict=True)), 3)
 
 
 def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, float]) -> dict[str, Any]:
@@ -142,12 +138,12 @@ def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, flo
     for dtype in dtypes:
         own = timed[f"{size}/{dtype}/contrastive"]["seconds"]
         peer = timed[f"{size}/{dtype}/st-mnrl-peer"]["seconds"]
-        ratios["contrastive_vs_st"][f"{size}/{dtype}"] = _median_ratio(peer, own)  # same examples: rate ratio
+        ratios["contrastive_vs_st"][f"{size}/{dtype}"] = median_ratio(peer, own)  # same examples: rate ratio
         for v in variants:
             if v.mode == "lead" and v.name.startswith(f"{size}/{dtype}/") and not v.name.endswith("-cached"):
                 response = timed[v.name.replace("/lead-", "/response-")]["seconds"]
                 key = v.name.replace("/lead-", "/")
-                ratios["lead_over_response"][key] = _median_ratio(timed[v.name]["seconds"], response)
+                ratios["lead_over_response"][key] = median_ratio(timed[v.name]["seconds"], response)
     ratios |= cached_ratios(timed, size, dtypes)
     build_texts = 256 if size == "tiny" else 64
     ratios["cache_build_over_encode"] = {size: build_over_encode(models["teacher_de"], spec, build_texts, rounds)}

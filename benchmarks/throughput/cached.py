@@ -17,15 +17,15 @@ Keys (per size/dtype/kind, medians over rounds of per-round step-time ratios; th
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.harness.cells import SizeSpec, TrainedState, Variant, make_variant
+from benchmarks.harness.goals import goal
 from benchmarks.harness.results import BarPanel
-from benchmarks.harness.timing import interleaved_rounds
+from benchmarks.harness.timing import interleaved_rounds, paired_ratio
 from lead_dist.teacher_cache.encode import encode_shard
 from lead_dist.teacher_cache.format import shard_tensors
 from lead_dist.teacher_cache.plan import ShardPlan, entries_of_records
@@ -83,20 +83,13 @@ def cached_variants(spec: SizeSpec, models: dict[str, Any], examples: list[dict]
     return variants
 
 
-def _ratio(timed: dict[str, Any], numerator: str, denominator: str) -> dict[str, float]:
-    seconds = zip(timed[numerator]["seconds"], timed[denominator]["seconds"], strict=True)
-    cpu = [timed[name]["median_per_cpu_second"] for name in (denominator, numerator)]
-    by_cpu = round(cpu[0] / cpu[1], 3) if all(cpu) else None  # items per CPU second: inverse of time
-    return {"wall": round(statistics.median(n / d for n, d in seconds), 3), "cpu": by_cpu}
-
-
 def cached_ratios(timed: dict[str, Any], size: str, dtypes: list[str]) -> dict[str, dict[str, Any]]:
     over_contrastive, live_over_cached = {}, {}
     for dtype in dtypes:
         for kind in CACHED_KINDS:
             cached, key = f"{size}/{dtype}/lead-{kind}-cached", f"{size}/{dtype}/{kind}"
-            over_contrastive[key] = _ratio(timed, cached, f"{size}/{dtype}/contrastive")
-            live_over_cached[key] = _ratio(timed, f"{size}/{dtype}/lead-{kind}-frozen", cached)
+            over_contrastive[key] = paired_ratio(timed, cached, f"{size}/{dtype}/contrastive")
+            live_over_cached[key] = paired_ratio(timed, f"{size}/{dtype}/lead-{kind}-frozen", cached)
     return {"lead_frozen_cached_over_contrastive": over_contrastive, "lead_frozen_live_over_cached": live_over_cached}
 
 
@@ -119,23 +112,20 @@ def build_over_encode(teacher: torch.nn.Module, spec: SizeSpec, passages: int, r
         return len(encode_shard(teacher, plan, lengths, batch_size=64, device=torch.device("cpu")))
 
     timed = interleaved_rounds({"encode": encode, "cache_build": build}, rounds, unit="texts")
-    return {"texts": len(plan.entries), "ratio": _ratio(timed, "encode", "cache_build"),
+    return {"texts": len(plan.entries), "ratio": paired_ratio(timed, "encode", "cache_build"),
             "texts_per_s": {name: result["per_second"] for name, result in timed.items()}}  # fmt: skip
 
 
 def cached_goals(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The two goals of issue 12 on wall-time ratios (the CPU-time ratios sit beside them in the JSON)."""
-    checks = {
-        "lead_frozen_cached_over_contrastive": ("<= 1.15", lambda r: r["wall"] <= 1.15),
-        "cache_build_over_encode": (">= 1.0", lambda r: r["ratio"]["wall"] >= 1.0),
+    return {
+        "lead_frozen_cached_over_contrastive": goal(
+            results["lead_frozen_cached_over_contrastive"], "<=", 1.15, measure=lambda r: r["wall"], worst_first=False
+        ),
+        "cache_build_over_encode": goal(
+            results["cache_build_over_encode"], ">=", 1.0, measure=lambda r: r["ratio"]["wall"], worst_first=False
+        ),
     }
-    goals = {}
-    for goal, (threshold, ok) in checks.items():
-        passes = {key: ok(value) for key, value in results[goal].items()}
-        goals[goal] = {"threshold": threshold, "met": all(passes.values()),
-                       "met_by": sorted(k for k, v in passes.items() if v),
-                       "missed": sorted(k for k, v in passes.items() if not v)}  # fmt: skip
-    return goals
 
 
 def cached_panels(payload: dict[str, Any]) -> list[BarPanel]:

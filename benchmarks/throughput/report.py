@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness.goals import goal as harness_goal
 from benchmarks.harness.results import BarPanel, write_bar_grid, write_json
 from benchmarks.throughput.cached import cached_panels
 
@@ -31,15 +32,7 @@ def goal_status(contrastive_vs_st: dict, lead_over_response: dict, mfu: dict) ->
     ):
         if goal == "mfu":  # the peer's MFU is shown, but the goal is lead_dist's
             values = {k: v for k, v in values.items() if "st-mnrl-peer" not in k}
-        op, threshold = THRESHOLDS[goal]
-        passes = {k: (v >= threshold if op == ">=" else v <= threshold) for k, v in values.items()}
-        missed = sorted((k for k, ok in passes.items() if not ok), key=lambda k: values[k], reverse=op == "<=")
-        status[goal] = {
-            "threshold": f"{op} {threshold}",
-            "met": not missed,
-            "met_by": sorted(k for k, ok in passes.items() if ok),
-            "missed": missed,
-        }
+        status[goal] = harness_goal(values, *THRESHOLDS[goal])
     return status
 
 

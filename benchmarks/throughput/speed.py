@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness.machine import load_average, log, machine
-from benchmarks.harness.timing import cpu_seconds, interleaved_rounds
+from benchmarks.harness.timing import cpu_seconds, interleaved_rounds, paired_ratio
 
 SETTINGS = {"current": 128, "scifact256": 256}
 
@@ -96,13 +96,6 @@ def measure_setting(name: str, args: argparse.Namespace) -> dict[str, Any]:
     step_s = {cell: timed[cell]["seconds"] for cell in timed}
     per_cpu = {cell: timed[cell]["per_cpu_second"] for cell in timed}
 
-    def ratio(over: str, under: str) -> dict[str, float]:
-        """How much faster `under`'s step is than `over`'s: median over rounds of the wall-time ratio, and of the
-        ratio of queries per CPU second (user + sys; less distorted by the other jobs' share of the cores)."""
-        wall = statistics.median(o / u for o, u in zip(step_s[over], step_s[under], strict=True))
-        cpu = statistics.median(u / o for o, u in zip(per_cpu[over], per_cpu[under], strict=True))
-        return {"wall": round(wall, 3), "cpu": round(cpu, 3)}
-
     chunk_cells = [c for c in timed if c.startswith("chunk_") and "/" not in c]
     result: dict[str, Any] = {
         "passage_max_length": passage_max_length,
@@ -117,12 +110,14 @@ def measure_setting(name: str, args: argparse.Namespace) -> dict[str, Any]:
             }
             for cell in timed
         },
-        "contrastive_vs_st": {cell: ratio("st-mnrl-peer", cell) for cell in chunk_cells},
-        "chunked_over_one_batch": {cell: ratio("chunk_0", cell) for cell in chunk_cells if cell != "chunk_0"},
-        "teacher_bf16_over_fp32": ratio("lead_frozen_bf16/teacher_fp32", "lead_frozen_bf16/teacher_bf16"),
+        "contrastive_vs_st": {cell: paired_ratio(timed, "st-mnrl-peer", cell) for cell in chunk_cells},
+        "chunked_over_one_batch": {
+            cell: paired_ratio(timed, "chunk_0", cell) for cell in chunk_cells if cell != "chunk_0"
+        },
+        "teacher_bf16_over_fp32": paired_ratio(timed, "lead_frozen_bf16/teacher_fp32", "lead_frozen_bf16/teacher_bf16"),
     }
     if "chunk_8/compiled" in keep["variants"]:
-        result["compiled_over_eager"] = ratio("chunk_8", "chunk_8/compiled")
+        result["compiled_over_eager"] = paired_ratio(timed, "chunk_8", "chunk_8/compiled")
         result["compiles"] = keep["variants"]["chunk_8/compiled"].compiles.count
     shapes = keep["variants"]["chunk_0"].batch["student"]
     result["student_shapes"] = {side: list(t["input_ids"].shape) for side, t in shapes.items()}

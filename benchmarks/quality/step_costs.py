@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.harness.machine import load_average, log, machine
 from benchmarks.harness.results import write_json
-from benchmarks.harness.timing import interleaved_rounds
+from benchmarks.harness.timing import interleaved_rounds, median_ratio
 
 DTYPES = {"fp32": "no", "bf16": "bf16"}
 # The DE-teacher cells of the quality grid (benchmarks.harness.cells names: <size>/<dtype>/<mode>[-de-<frozen|joint>]).
@@ -117,11 +117,10 @@ def measure(dtypes: list[str], rounds: int) -> dict[str, Any]:
         if len(dtypes) == 2 and all(f"{cell}/{d}" in cells for d in dtypes):
             fp32, bf16 = cells[f"{cell}/fp32"], cells[f"{cell}/bf16"]
             per_round = [b / f for b, f in zip(bf16["step_s"], fp32["step_s"], strict=True)]
-            per_round_cpu = [b / f for b, f in zip(bf16["cpu_s_per_step"], fp32["cpu_s_per_step"], strict=True)]
             ratios[cell] = {
                 "bf16_over_fp32_wall_per_round": [round(r, 3) for r in per_round],
-                "bf16_over_fp32_wall_median": round(statistics.median(per_round), 3),
-                "bf16_over_fp32_cpu_median": round(statistics.median(per_round_cpu), 3),
+                "bf16_over_fp32_wall_median": median_ratio(bf16["step_s"], fp32["step_s"]),
+                "bf16_over_fp32_cpu_median": median_ratio(bf16["cpu_s_per_step"], fp32["cpu_s_per_step"]),
             }
     return {"cells": cells, "bf16_over_fp32": ratios, **described}
 

@@ -59,28 +59,24 @@ SIZES = {
 
 
 def build_models(spec: SizeSpec) -> dict[str, torch.nn.Module]:
-    """{"student", "teacher_de", "teacher_cb", "teacher_ce"} of one size (all in eval mode, as the factory returns)."""
-    from transformers import BertConfig
+    """{"student", "teacher_de", "teacher_cb", "teacher_ce"} of one size, each built as the trainer builds a run's
+    model section (`lead_dist.models.from_config.build_model`), in that order from seed 0 (all in eval mode)."""
+    from lead_dist.config import ModelConfig
+    from lead_dist.models.from_config import build_model
 
-    from lead_dist.models import load_model, model_from_config
+    def section(shape: dict[str, Any] | None, kind: str, **options: Any) -> ModelConfig:
+        if shape is None:  # the real all-MiniLM-L6-v2
+            return ModelConfig(path=MINILM_HUB_ID, kind=kind, **options)
+        return ModelConfig(config=dict(shape), tokenizer=MINILM_HUB_ID, kind=kind, **options)
 
+    de = {"pooling": "mean", "similarity": "cos"}
+    de_teacher = spec.teacher_config if spec.student_config is not None else None
     torch.manual_seed(0)
-    if spec.student_config is None:
-        student = load_model(MINILM_HUB_ID, kind="de", pooling="mean", similarity="cos")
-        de_teacher = load_model(MINILM_HUB_ID, kind="de", pooling="mean", similarity="cos")
-    else:
-        student = model_from_config(
-            BertConfig(**spec.student_config), MINILM_HUB_ID, "de", pooling="mean", similarity="cos"
-        )
-        de_teacher = model_from_config(
-            BertConfig(**spec.teacher_config), MINILM_HUB_ID, "de", pooling="mean", similarity="cos"
-        )
-    teacher_config = BertConfig(**spec.teacher_config)
     return {
-        "student": student,
-        "teacher_de": de_teacher,
-        "teacher_cb": model_from_config(teacher_config, MINILM_HUB_ID, "cb", projection_dim=128),
-        "teacher_ce": model_from_config(teacher_config, MINILM_HUB_ID, "ce"),
+        "student": build_model(section(spec.student_config, "de", **de)),
+        "teacher_de": build_model(section(de_teacher, "de", **de)),
+        "teacher_cb": build_model(section(spec.teacher_config, "cb", projection_dim=128)),
+        "teacher_ce": build_model(section(spec.teacher_config, "ce")),
     }
 
 

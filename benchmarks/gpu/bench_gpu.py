@@ -21,6 +21,7 @@ A failed check is recorded in the JSON (and the exit status is 1) rather than st
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -227,14 +228,7 @@ def measure_encoding(teacher: Any, student: Any, args: argparse.Namespace, devic
     for name, model in (("student", student), ("teacher", teacher)):
         model.eval()
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
-            model(input_ids=ids, attention_mask=mask)  # warm-up
-            sync(device)
-            times = []
-            for _ in range(5):
-                start = time.perf_counter()
-                model(input_ids=ids, attention_mask=mask)
-                sync(device)
-                times.append(time.perf_counter() - start)
+            _warm_up_s, times = timed_steps(functools.partial(model, input_ids=ids, attention_mask=mask), 1, 5, device)
         results[f"{name}_passages_per_s"] = rows / statistics.median(times)
     results["batch"], results["passage_length"] = rows, length
     return results

@@ -133,3 +133,13 @@ def paired_ratio(timed: dict[str, dict[str, Any]], over: str, under: str) -> dic
     over_cpu, under_cpu = timed[over]["per_cpu_second"], timed[under]["per_cpu_second"]
     complete = len(over_cpu) == len(under_cpu) == len(timed[over]["seconds"])
     return {"wall": wall, "cpu": median_ratio(under_cpu, over_cpu) if complete else None}
+
+
+def counted(action: Callable[[], Any], items: int) -> Callable[[], int]:
+    """`action` as an `interleaved_rounds` contender that handles `items` items per call."""
+
+    def run() -> int:
+        action()
+        return items
+
+    return run

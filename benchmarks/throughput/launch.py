@@ -21,7 +21,6 @@ from benchmarks.harness.machine import REPO_ROOT, log
 from benchmarks.harness.timing import median_ratio
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-CORES = 2  # the build machine's cores: 1 process x 2 threads against 2 processes x 1 thread
 
 
 def _timed_steps(run: dict[str, Any]) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ import torch
 from benchmarks.harness.fixtures import gpu_tokenizer
 from benchmarks.harness.goals import value_goal
 from benchmarks.harness.machine import REPO_ROOT
-from benchmarks.harness.results import write_json
+from benchmarks.harness.results import write_json_file
 from benchmarks.harness.timing import sync, timed_steps
 
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
@@ -294,11 +294,6 @@ def profile_frozen_step(teacher: Any, student: Any, batch: dict, device: torch.d
             "table": table_path.name}  # fmt: skip
 
 
-def write_report(report: dict[str, Any], path: str) -> None:
-    """Written after every stage, so a call cut off at its time limit still brings back what was measured."""
-    write_json(Path(path).stem, report, Path(path).parent)
-
-
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -317,19 +312,19 @@ def main(argv: list[str]) -> int:
     batch = random_batch(args, len(student.tokenizer), device)
     report["bf16_vs_fp32"] = check_bf16(teacher, student, batch, device, args.bf16_rtol)
     print("bf16 vs fp32:", json.dumps(report["bf16_vs_fp32"]), flush=True)
-    write_report(report, args.out)
+    write_json_file(args.out, report)  # after every stage: a cut-off call keeps what was measured
     if not args.skip_zero2:
         with tempfile.TemporaryDirectory(prefix="zero2-check-") as tmp:
             report["zero2_step"] = check_zero2(args, Path(tmp))
         print("zero2:", json.dumps(report["zero2_step"])[:500], flush=True)
-        write_report(report, args.out)
+        write_json_file(args.out, report)
     report["training_bf16"] = measure_training(teacher, student, batch, args, device)
     print(
         "training:",
         json.dumps({k: v.get("mfu") if isinstance(v, dict) else v for k, v in report["training_bf16"].items()}),
         flush=True,
     )
-    write_report(report, args.out)
+    write_json_file(args.out, report)
     # Twice the queries per step: does a larger step use the GPU better (launch and Python overhead amortised)?
     doubled = argparse.Namespace(**{**vars(args), "batch_size": 2 * args.batch_size})
     batch_x2 = random_batch(doubled, len(student.tokenizer), device)
@@ -341,7 +336,7 @@ def main(argv: list[str]) -> int:
     print("batch x2:", json.dumps({k: v.get("mfu") if isinstance(v, dict) else v
                                    for k, v in report["training_bf16_batch_x2"].items()}),
           "profile:", json.dumps(report["profile_frozen"]), flush=True)  # fmt: skip
-    write_report(report, args.out)
+    write_json_file(args.out, report)
     report["encoding_bf16"] = measure_encoding(teacher, student, args, device)
     report["exact_search"] = measure_search(args, device)
     print("search:", json.dumps(report["exact_search"]), flush=True)
@@ -349,7 +344,7 @@ def main(argv: list[str]) -> int:
     mfu = report["training_bf16"]["lead-de-frozen"]["mfu"]
     report["goals"] = {"bf16_mfu_at_least_0.35": value_goal(mfu, ">=", 0.35, meaningful=not args.tiny)}
     report["checks_ok"] = all(checks)
-    write_report(report, args.out)
+    write_json_file(args.out, report)
     print(f"wrote {args.out}; checks ok: {report['checks_ok']}", flush=True)
     return 0 if report["checks_ok"] else 1
 

@@ -25,13 +25,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.harness.results import write_json
+from benchmarks.harness.results import write_json_file
 from benchmarks.harness.timing import sync
 
 
@@ -158,7 +157,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="faiss CPU against torch on the CPU, 20k x 64")
     args = parser.parse_args(argv)
     report = run(args)
-    write_json(Path(args.out).stem, report, Path(args.out).parent)
+    write_json_file(args.out, report)
     print(f"faiss: ran={report.get('ran')} libraries ok={report['libraries']['ok']} top_k={report.get('top_k')}")
     return 0 if not report.get("ran") or report["top_k"]["ok"] else 1
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks.harness.fixtures import gpu_tokenizer
 from benchmarks.harness.machine import REPO_ROOT, usable_cores
-from benchmarks.harness.results import write_json
+from benchmarks.harness.results import write_json_file
 
 CONFIG = REPO_ROOT / "benchmarks" / "throughput" / "configs" / "large_teacher.yaml"
 ZERO3_INFERENCE = "teacher.deepspeed=launch/deepspeed/zero3_inference.json"
@@ -91,7 +91,7 @@ def compare_plain_and_zero3(
                 run = {"stopped": f"failed: {str(exc)[-2000:]}"}
             report["runs"][name] = summarise(run)
             print(f"{Path(args.out).stem} {name}: {report['runs'][name]}", flush=True)
-            write_json(Path(args.out).stem, report, Path(args.out).parent)
+            write_json_file(args.out, report)
     plain, zero3 = report["runs"]["plain"], report["runs"]["zero3"]
     if "stopped" not in plain and "stopped" not in zero3:
         report["zero3_over_plain"] = {
@@ -103,7 +103,7 @@ def compare_plain_and_zero3(
         report["ok"] = zero3["engines"].get("teacher") == "deepspeed-zero3"
     else:
         report["ok"] = False
-    write_json(Path(args.out).stem, report, Path(args.out).parent)
+    write_json_file(args.out, report)
     return report
 
 

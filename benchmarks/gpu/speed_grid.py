@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.harness.fixtures import gpu_tokenizer
 from benchmarks.harness.goals import value_goal
-from benchmarks.harness.results import write_json
+from benchmarks.harness.results import write_json_file
 from benchmarks.harness.timing import timed_steps
 
 ROWS: list[tuple[str, dict[str, Any]]] = [
@@ -122,7 +121,7 @@ def run_grid(args: argparse.Namespace, report: dict[str, Any]) -> None:
                 cell["mfu"] = cell["step_tflops"] * 1e12 / cell["step_s_median"] / peak
                 grid[f"{'joint' if joint else 'frozen'}/{queries}/{row}"] = cell
                 print(f"{'joint' if joint else 'frozen'}/{queries}/{row}: MFU {cell['mfu']:.3f}", flush=True)
-                write_json(Path(args.out).stem, report, Path(args.out).parent)
+                write_json_file(args.out, report)
         varied = varied_batch(args, queries, len(student.tokenizer), device)
         for row, speed in ROWS[2:]:  # compiled, without and with chunks, on length-varied text
             cell = measure_cell((teacher, student), varied, False, speed, args)
@@ -131,7 +130,7 @@ def run_grid(args: argparse.Namespace, report: dict[str, Any]) -> None:
         report.setdefault("chunks_speedup_varied", {})[str(queries)] = (
             pair[0]["queries_per_s"] / pair[1]["queries_per_s"]
         )
-        write_json(Path(args.out).stem, report, Path(args.out).parent)
+        write_json_file(args.out, report)
 
 
 def goals(report: dict[str, Any], queries: int, tiny: bool) -> dict[str, Any]:
@@ -159,7 +158,7 @@ def main(argv: list[str]) -> int:
         report["device"] = torch.cuda.get_device_name(0)
     run_grid(args, report)
     report["goals"] = goals(report, max(args.queries), args.tiny)
-    write_json(Path(args.out).stem, report, Path(args.out).parent)
+    write_json_file(args.out, report)
     print(f"wrote {args.out}", flush=True)
     return 0
 

@@ -13,8 +13,13 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 
 def write_json(name: str, payload: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
     """`<results_dir>/<name>.json`, indented with sorted keys so that reruns diff cleanly."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{name}.json"
+    return write_json_file(results_dir / f"{name}.json", payload)
+
+
+def write_json_file(path: str | Path, payload: dict[str, Any]) -> Path:
+    """`payload` at `path` (a script's `--out`), as `write_json` writes it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 

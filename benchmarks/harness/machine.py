@@ -68,20 +68,16 @@ def package_versions(*names: str) -> dict[str, str | None]:
     return versions
 
 
+def git(*arguments: str) -> str:
+    """The output of a read-only git command in the repository (raises where git fails)."""
+    command = ["git", *arguments]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10).stdout
+
+
 def git_commit() -> dict[str, Any]:
-    """HEAD and whether the working tree differs from it (read-only git commands)."""
+    """HEAD and whether the working tree differs from it."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout
+        head, status = git("rev-parse", "HEAD").strip(), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": head, "dirty": bool(status.strip())}

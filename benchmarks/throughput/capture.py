@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from typing import Any
 import torch
 from transformers import BertConfig
 
-from benchmarks.harness.machine import REPO_ROOT, log, machine
+from benchmarks.harness.machine import git, log, machine
 from benchmarks.harness.results import write_json
 from benchmarks.harness.timing import interleaved_rounds
 from lead_dist.models import backbone as branch_backbone
@@ -52,13 +51,7 @@ SHAPES = {
 
 def baseline_module(ref: str) -> Any:
     """backbone.py as it is at `ref`, loaded under its own module name (it imports nothing of lead_dist's at main)."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:lead_dist/models/backbone.py"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    source = git("show", f"{ref}:lead_dist/models/backbone.py")
     path = Path(tempfile.mkdtemp()) / "backbone_baseline.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("backbone_baseline", path)
@@ -154,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     baseline = baseline_module(args.ref)
-    ref_commit = subprocess.run(["git", "rev-parse", args.ref], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    ref_commit = git("rev-parse", args.ref)  # the ref resolved: baseline_module has read a file of it
     cells = {name: measure(name, SHAPES[name], baseline, args.rounds) for name in args.cells.split(",")}
     payload = {"baseline_ref": args.ref, "baseline_commit": ref_commit.strip(), "rounds": args.rounds,
                "command": " ".join(sys.argv),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -132,7 +133,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError(f"override {text!r}: empty part in key {key!r}")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
+        value = yaml.load(value_text, Loader=_UniqueKeyLoader) if value_text.strip() else ""  # noqa: S506 (safe)
     except yaml.YAMLError:
         value = value_text
     return parts, value
@@ -171,6 +172,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise ConfigError(f"line {line}: key {key!r} repeats the one on line {seen[key]}; merge them into one")
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1, which PyYAML reads, has no float without a dot: `1e-6` would be the string "1e-6", which the typed sections
+# coerce but a model's free-form `config:` section would hand to transformers as a string (a traceback in its
+# arithmetic). YAML 1.2, and every user, reads it as a number: so do we.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def read_yaml(path: str | Path) -> Any:

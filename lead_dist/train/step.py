@@ -54,6 +54,20 @@ class StepResult:
     seconds: dict[str, float]  # host wall time of each phase, summed over micro-batches (see `run_step`)
 
 
+class PhaseClock:
+    """Host wall time per phase of a step: `lap(phase)` adds the time since the previous lap (or since the clock was
+    made) to that phase."""
+
+    def __init__(self, phases: tuple[str, ...]) -> None:
+        self.seconds = dict.fromkeys(phases, 0.0)
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] += now - self._last
+        self._last = now
+
+
 def run_step(
     config: Config,
     trainees: dict[str, Trainee],
@@ -78,14 +92,8 @@ def run_step(
     candidates_per_passage = _world() if config.candidates == "global" else 1
     grad_accum = config.train.grad_accum
     losses: dict[str, float] = {}
-    seconds = dict.fromkeys(("collate_s", "forward_and_loss_s", "backward_s", "bookkeeping_s", "optimizer_s"), 0.0)
-    clock = [time.perf_counter()]
-
-    def lap(phase: str) -> None:
-        now = time.perf_counter()
-        seconds[phase] += now - clock[0]
-        clock[0] = now
-
+    clock = PhaseClock(("collate_s", "forward_and_loss_s", "backward_s", "bookkeeping_s", "optimizer_s"))
+    lap = clock.lap
     layer_weights = None
     nonfinite = flops = tokens = 0
     for micro in range(grad_accum):
@@ -113,7 +121,9 @@ def run_step(
     skipped = nonfinite == grad_accum == 1
     grad_norms = {} if skipped else optimizer_step(trainees, scaler)
     lap("optimizer_s")
-    return StepResult(losses, layer_weights, learning_rates, grad_norms, nonfinite, skipped, flops, tokens, seconds)
+    return StepResult(
+        losses, layer_weights, learning_rates, grad_norms, nonfinite, skipped, flops, tokens, clock.seconds
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@
 | `CachedTeacherTrainee` | `teacher.cache: DIR` | `CachedTeacher` (lead_dist/teacher_cache/read.py): looks the batch's rows up | as frozen; collates ids to cache rows, and its step costs no encoder FLOPs |
 
 Every class also has `model` (the lead_dist model: tokenizers, `score`, `save`, its parameters), `wrapped` (what the
-forwards go through; `model` itself when nothing wraps it), `trained`, and `collate` / `work` for step.py. Both
-trained classes hold the LR schedule (linear warm-up then linear decay to 0, a LambdaLR stepped after each optimizer
+forwards go through; `model` itself when nothing wraps it), `trained`, and `collate` / `work` for step.py. The
+classes share no base (the `Trainee` protocol only names the questions); what two of them do alike is a function
+here (`collate_tokens`, `encoder_work`, the schedule's file). Both trained classes hold the LR schedule (linear warm-up then linear decay to 0, a LambdaLR stepped after each optimizer
 step) and save it as `<name>-schedule.pt`. `prepare_trainees` picks the class of each model of the run.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 import torch
 from torch import nn
@@ -45,80 +46,85 @@ def engine_label(wrapped: nn.Module) -> str:
     return f"deepspeed-zero{stage()}" if callable(stage) else type(wrapped).__name__
 
 
-class Trainee:
-    """What every way of driving a model has: its name, the model, what the forwards go through, and the step's
-    questions (answered by the subclasses)."""
+class Trainee(Protocol):
+    """What step.py and resume.py ask of every way of driving a model. The four classes below answer it each on
+    their own (no shared base: what two of them share is a function of this module)."""
 
+    name: str  # "student", "teacher" or "model" (warm-up)
+    model: nn.Module
+    wrapped: nn.Module
     trained: bool
 
+    @property
+    def engine_name(self) -> str: ...
+    @property
+    def lr(self) -> float: ...
+    def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict: ...
+    def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]: ...
+    def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager: ...
+    def backward(self, loss: torch.Tensor, *, grad_accum: int, scaler: torch.amp.GradScaler | None) -> None: ...
+    def step(self, scaler: torch.amp.GradScaler | None) -> float: ...
+    def save(self, directory: Path, *, is_main: bool) -> None: ...
+    def load(self, directory: Path) -> None: ...
+
+
+def collate_tokens(model: nn.Module, examples: list[dict], lengths: tuple[int, int]) -> dict:
+    """A model's token inputs for a batch of examples, on the CPU (every trainee that runs an encoder)."""
+    from lead_dist.data import collate_for
+
+    return collate_for(model, examples, *lengths)
+
+
+def encoder_work(
+    model: nn.Module, inputs: dict, num_layers: int, candidates_per_passage: int, *, trained: bool
+) -> tuple[ModelWork, int]:
+    """(this model's share of the step's FLOPs, its non-pad tokens) for one collated micro-batch. `num_layers`:
+    the layers scored besides the final one; `candidates_per_passage`: ranks whose passages each query meets
+    (the world size with global candidates, else 1). See train/flops.py for what is counted."""
+    tokenized = {key: v for key, v in inputs.items() if isinstance(v, dict) and "input_ids" in v}
+    tokens = sum(int(t["attention_mask"].sum()) for t in tokenized.values())
+    shapes = {key: tensor_shape(t) for key, t in tokenized.items()}
+    scoring = 0
+    if getattr(model, "kind", None) == "cb":
+        final_dim = getattr(model, "projection_dim", None) or int(model.hidden_size)
+        dims = (final_dim,) + (int(model.hidden_size),) * num_layers
+        scoring = maxsim_flops(shapes["queries"], shapes["passages"], candidates_per_passage, dims)
+    return ModelWork(TransformerShape.of_model(model), tuple(shapes.values()), trained, scoring), tokens
+
+
+def _refuse_training(name: str, what: str) -> NoReturn:
+    raise RuntimeError(f"the {name} is frozen: it takes no {what}")
+
+
+class FrozenTrainee:
+    """A frozen model: forwards only (through a DeepSpeed inference engine when its section names a JSON), no
+    gradient, nothing of it in a checkpoint (it is rebuilt from its config)."""
+
+    trained = False
+    lr = 0.0
+
     def __init__(self, name: str, model: nn.Module, wrapped: nn.Module | None = None) -> None:
-        self.name = name  # "student", "teacher" or "model" (warm-up)
-        self.model = model
+        self.name, self.model = name, model
         self.wrapped = model if wrapped is None else wrapped
 
     @property
     def engine_name(self) -> str:
         return engine_label(self.wrapped)
 
-    @property
-    def lr(self) -> float:
-        raise NotImplementedError
-
     def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict:
-        """The model's inputs for a batch of examples (tokens; a cached teacher's cache rows), on the CPU."""
-        from lead_dist.data import collate_for
-
-        return collate_for(self.model, examples, *lengths)
+        return collate_tokens(self.model, examples, lengths)
 
     def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]:
-        """(this model's share of the step's FLOPs, its non-pad tokens) for one collated micro-batch. `num_layers`:
-        the layers scored besides the final one; `candidates_per_passage`: ranks whose passages each query meets
-        (the world size with global candidates, else 1). See train/flops.py for what is counted."""
-        tokenized = {key: v for key, v in inputs.items() if isinstance(v, dict) and "input_ids" in v}
-        tokens = sum(int(t["attention_mask"].sum()) for t in tokenized.values())
-        shapes = {key: tensor_shape(t) for key, t in tokenized.items()}
-        scoring = 0
-        if getattr(self.model, "kind", None) == "cb":
-            final_dim = getattr(self.model, "projection_dim", None) or int(self.model.hidden_size)
-            dims = (final_dim,) + (int(self.model.hidden_size),) * num_layers
-            scoring = maxsim_flops(shapes["queries"], shapes["passages"], candidates_per_passage, dims)
-        shape = TransformerShape.of_model(self.model)
-        return ModelWork(shape, tuple(shapes.values()), self.trained, scoring), tokens
-
-    def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager:
-        raise NotImplementedError
-
-    def backward(self, loss: torch.Tensor, *, grad_accum: int, scaler: torch.amp.GradScaler | None) -> None:
-        raise NotImplementedError
-
-    def step(self, scaler: torch.amp.GradScaler | None) -> float:
-        raise NotImplementedError
-
-    def save(self, directory: Path, *, is_main: bool) -> None:
-        raise NotImplementedError
-
-    def load(self, directory: Path) -> None:
-        raise NotImplementedError
-
-
-class FrozenTrainee(Trainee):
-    """A frozen model: forwards only (through a DeepSpeed inference engine when its section names a JSON), no
-    gradient, nothing of it in a checkpoint."""
-
-    trained = False
-
-    @property
-    def lr(self) -> float:
-        return 0.0
+        return encoder_work(self.model, inputs, num_layers, candidates_per_passage, trained=False)
 
     def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor, *, grad_accum: int, scaler: torch.amp.GradScaler | None) -> None:
-        raise RuntimeError(f"the {self.name} is frozen: it takes no backward")
+        _refuse_training(self.name, "backward")
 
     def step(self, scaler: torch.amp.GradScaler | None) -> float:
-        raise RuntimeError(f"the {self.name} is frozen: it takes no optimizer step")
+        _refuse_training(self.name, "optimizer step")
 
     def save(self, directory: Path, *, is_main: bool) -> None:
         """Nothing: a frozen model is rebuilt from its config."""
@@ -127,8 +133,20 @@ class FrozenTrainee(Trainee):
         """Nothing: a frozen model is rebuilt from its config."""
 
 
-class CachedTeacherTrainee(FrozenTrainee):
-    """A frozen teacher read from its cache: ids become cache rows, and no encoder runs."""
+class CachedTeacherTrainee:
+    """A frozen teacher read from its cache (`CachedTeacher`, lead_dist/teacher_cache/read.py): ids become cache
+    rows and no encoder runs; no gradient, no checkpoint (the cache is verified when read)."""
+
+    trained = False
+    lr = 0.0
+
+    def __init__(self, name: str, model: nn.Module, wrapped: nn.Module | None = None) -> None:
+        self.name, self.model = name, model
+        self.wrapped = model if wrapped is None else wrapped
+
+    @property
+    def engine_name(self) -> str:
+        return engine_label(self.wrapped)
 
     def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict:
         return self.model.collate(examples)
@@ -151,9 +169,34 @@ class CachedTeacherTrainee(FrozenTrainee):
         """(texts, padded token length) of a ColBERT batch as `CachedTeacher` lays it out."""
         return len(rows), int(table.lengths[rows.cpu()].max()) if len(rows) else 0
 
+    def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
 
-class _Trained(Trainee):
-    """What both trained classes share: an optimizer, its LR schedule and the schedule's checkpoint file."""
+    def backward(self, loss: torch.Tensor, *, grad_accum: int, scaler: torch.amp.GradScaler | None) -> None:
+        _refuse_training(self.name, "backward")
+
+    def step(self, scaler: torch.amp.GradScaler | None) -> float:
+        _refuse_training(self.name, "optimizer step")
+
+    def save(self, directory: Path, *, is_main: bool) -> None:
+        """Nothing: the cache is the teacher."""
+
+    def load(self, directory: Path) -> None:
+        """Nothing: the cache is the teacher."""
+
+
+# Both trained classes hold the LR schedule and save it as `<name>-schedule.pt` beside their own state.
+def _save_schedule(trainee: PlainTrainee | DeepSpeedTrainee, directory: Path, is_main: bool) -> None:
+    if is_main:
+        save_object_state(trainee.scheduler, directory / f"{trainee.name}-schedule.pt")
+
+
+def _load_schedule(trainee: PlainTrainee | DeepSpeedTrainee, directory: Path) -> None:
+    load_object_state(trainee.scheduler, directory / f"{trainee.name}-schedule.pt")
+
+
+class PlainTrainee:
+    """A trained model outside DeepSpeed: the module itself, or DDP when several processes run."""
 
     trained = True
 
@@ -164,28 +207,25 @@ class _Trained(Trainee):
         wrapped: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
+        *,
+        grad_clip: float,
     ) -> None:
-        super().__init__(name, model, wrapped)
-        self.optimizer, self.scheduler = optimizer, scheduler
+        self.name, self.model, self.wrapped = name, model, wrapped
+        self.optimizer, self.scheduler, self.grad_clip = optimizer, scheduler, grad_clip
+
+    @property
+    def engine_name(self) -> str:
+        return engine_label(self.wrapped)
 
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def save(self, directory: Path, *, is_main: bool) -> None:
-        if is_main:
-            save_object_state(self.scheduler, directory / f"{self.name}-schedule.pt")
+    def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict:
+        return collate_tokens(self.model, examples, lengths)
 
-    def load(self, directory: Path) -> None:
-        load_object_state(self.scheduler, directory / f"{self.name}-schedule.pt")
-
-
-class PlainTrainee(_Trained):
-    """A trained model outside DeepSpeed: the module itself, or DDP when several processes run."""
-
-    def __init__(self, *args: Any, grad_clip: float) -> None:
-        super().__init__(*args)
-        self.grad_clip = grad_clip
+    def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]:
+        return encoder_work(self.model, inputs, num_layers, candidates_per_passage, trained=True)
 
     def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager:
         # DDP skips its gradient all-reduce on the inner micro-batches; a bare module has nothing to skip.
@@ -214,17 +254,44 @@ class PlainTrainee(_Trained):
         if is_main:
             save_module_weights(self.model, directory / f"{self.name}.safetensors")
             save_object_state(self.optimizer, directory / f"{self.name}-optimizer.pt")
-        super().save(directory, is_main=is_main)
+        _save_schedule(self, directory, is_main)
 
     def load(self, directory: Path) -> None:
         load_module_weights(self.model, directory / f"{self.name}.safetensors")
         load_object_state(self.optimizer, directory / f"{self.name}-optimizer.pt")
-        super().load(directory)
+        _load_schedule(self, directory)
 
 
-class DeepSpeedTrainee(_Trained):
+class DeepSpeedTrainee:
     """A trained model in its DeepSpeed engine (`wrapped`), which wraps this very AdamW object: the schedule keeps
     setting the LR DeepSpeed uses."""
+
+    trained = True
+
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        wrapped: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ) -> None:
+        self.name, self.model, self.wrapped = name, model, wrapped
+        self.optimizer, self.scheduler = optimizer, scheduler
+
+    @property
+    def engine_name(self) -> str:
+        return engine_label(self.wrapped)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict:
+        return collate_tokens(self.model, examples, lengths)
+
+    def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]:
+        return encoder_work(self.model, inputs, num_layers, candidates_per_passage, trained=True)
 
     def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager:
         self.wrapped.set_gradient_accumulation_boundary(boundary)
@@ -242,7 +309,7 @@ class DeepSpeedTrainee(_Trained):
     def save(self, directory: Path, *, is_main: bool) -> None:
         # Each rank writes its ZeRO partition (weights, optimizer); DeepSpeed synchronises inside.
         self.wrapped.save_checkpoint(str(directory), tag=self.name, save_latest=False)
-        super().save(directory, is_main=is_main)
+        _save_schedule(self, directory, is_main)
 
     def load(self, directory: Path) -> None:
         weights_only_deepspeed_loading(self.wrapped)  # DeepSpeed's own loader would unpickle anything
@@ -251,7 +318,7 @@ class DeepSpeedTrainee(_Trained):
         )
         if path is None:
             raise FileNotFoundError(f"{directory}: no DeepSpeed checkpoint of the {self.name} (tag {self.name})")
-        super().load(directory)
+        _load_schedule(self, directory)
 
 
 # ----------------------------------------------------------------------------------------------------------------

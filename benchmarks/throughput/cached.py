@@ -56,7 +56,8 @@ def in_memory_cache(teacher: torch.nn.Module, examples: list[dict], lengths: tup
         tensors = shard_tensors(teacher.kind, pairs, "fp16", f"benchmark {family}")
         tables[family] = CacheTable([e.key for e in items], tensors["final"], tensors["layers"], None)
     info = {"kind": teacher.kind, "num_layers": teacher.num_layers, "hidden_size": teacher.hidden_size,
-            "scale": float(getattr(teacher, "scale", 1.0))}  # fmt: skip
+            "scale": float(getattr(teacher, "scale", 1.0)),  # as lead_dist.teacher_cache.build records it
+            "layer_scales": list(teacher.layer_scales(range(teacher.num_layers))) if teacher.kind == "de" else None}  # fmt: skip
     return CachedTeacher(Path("(in memory)"), {"teacher": info}, tables)
 
 

@@ -15,7 +15,7 @@ from lead_dist.models.reps import Reps
 from lead_dist.teacher_cache.read import CachedTeacher, CacheTable
 from lead_dist.train.flops import maxsim_flops
 from lead_dist.train.step import step_work
-from lead_dist.train.trainee import CachedTeacherTrainee, FrozenTrainee, PlainTrainee, make_optimizer
+from lead_dist.train.trainee import FrozenTrainee, PlainTrainee, cached_teacher_trainee, make_optimizer
 
 # One block of hidden 4, FFN 8 (tests/test_train_log_flops.py derives the block counts): projections
 # 2 * tokens * (4*4*4 + 2*4*8) = 256 * tokens, attention 4 * B * T * T * 4.
@@ -102,8 +102,8 @@ def test_a_cached_colbert_teacher_counts_its_maxsim_only(tmp_path: Path) -> None
     manifest = {"teacher": {"kind": "cb", "num_layers": 2, "hidden_size": 4, "scale": 1.0}}
     cached = CachedTeacher(tmp_path, manifest, {"query": table([3, 4]), "passage": table([5, 2, 1])})
     inputs = {"queries": {"query_rows": torch.tensor([0, 1])}, "passages": {"passage_rows": torch.tensor([0, 1, 2])}}
-    trainee = CachedTeacherTrainee("teacher", cached)
-    work, tokens = trainee.work(inputs, num_layers=2, candidates_per_passage=1)
+    trainee = cached_teacher_trainee("teacher", cached)
+    work, tokens = trainee.inputs.work(inputs, num_layers=2, candidates_per_passage=1)
     assert (work.flops, tokens) == (480 + 2 * 960, 0)
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from lead_dist.config import Config, ModelConfig, deepspeed_json, validate_depths
-from lead_dist.train.trainee import Trainee, prepare_trainees
+from lead_dist.train.trainee import Trainee, engine_label, prepare_trainees
 
 RUN_FILE = "run.json"
 
@@ -258,7 +258,7 @@ def write_run_file(run: Run, **extra: Any) -> None:
         "world_size": run.world,
         "num_machines": int(os.environ.get("GROUP_WORLD_SIZE", os.environ.get("NNODES", "1")) or 1),
         "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
-        "engines": {name: trainee.engine_name for name, trainee in run.trainees.items()},
+        "engines": {name: engine_label(trainee.wrapped) for name, trainee in run.trainees.items()},
         "trained": [name for name, t in run.trainees.items() if t.trained],
         "config": dataclasses.asdict(run.config),
         **extra,

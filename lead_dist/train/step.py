@@ -141,9 +141,9 @@ def _to_device(value: Any, device: torch.device) -> Any:
 def collate(config: Config, trainees: dict[str, Trainee], examples: list[dict], device: torch.device) -> dict:
     lengths = (config.data.query_max_length, config.data.passage_max_length)
     if config.stage == "warmup":
-        batch = trainees["model"].collate(examples, lengths)
+        batch = trainees["model"].inputs.collate(examples, lengths)
         return _to_device(batch, device) | {"group_size": 1 + config.data.num_negatives}
-    return {name: _to_device(t.collate(examples, lengths), device) for name, t in trainees.items()}
+    return {name: _to_device(t.inputs.collate(examples, lengths), device) for name, t in trainees.items()}
 
 
 def step_loss(
@@ -207,7 +207,7 @@ def step_work(
     works, tokens = [], 0
     for name, trainee in trainees.items():
         num_layers = len(layers[0] if name == "student" else layers[1] if name == "teacher" else ())
-        work, counted = trainee.work(batch if warmup else batch[name], num_layers, candidates_per_passage)
+        work, counted = trainee.inputs.work(batch if warmup else batch[name], num_layers, candidates_per_passage)
         works.append(work)
         tokens += counted
     return step_flops(works), tokens

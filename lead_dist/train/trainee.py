@@ -11,13 +11,14 @@
 | `PlainTrainee` | trained, no DeepSpeed JSON | the model, or DDP when several processes run (never `find_unused_parameters`: every parameter takes part in the loss) | `loss / grad_accum` (scaled by the fp16 GradScaler when there is one); `clip_grad_norm_` with the section's `grad_clip`; torch AdamW; `<name>.safetensors` + `<name>-optimizer.pt`, main process |
 | `DeepSpeedTrainee` | trained, a DeepSpeed JSON | its DeepSpeed engine (ZeRO stage of the JSON, under the section's own plugin) | `engine.backward` (divides by the accumulation itself), `engine.step` (clips with the JSON's `gradient_clipping` = `grad_clip`); the engine's checkpoint under tag `<name>`, every rank its ZeRO shards |
 | `FrozenTrainee` | a frozen teacher | the model, or a DeepSpeed inference engine (partitioned, no optimizer) when it has a JSON | none: no gradient, nothing saved (rebuilt from its config) |
-| `CachedTeacherTrainee` | `teacher.cache: DIR` | `CachedTeacher` (lead_dist/teacher_cache/read.py): looks the batch's rows up | as frozen; collates ids to cache rows, and its step costs no encoder FLOPs |
+| `FrozenTrainee` fed `CacheRows` (`cached_teacher_trainee`) | `teacher.cache: DIR` | `CachedTeacher` (lead_dist/teacher_cache/read.py): looks the batch's rows up | as frozen; collates ids to cache rows, and its step costs no encoder FLOPs |
 
 Every class also has `model` (the lead_dist model: tokenizers, `score`, `save`, its parameters), `wrapped` (what the
-forwards go through; `model` itself when nothing wraps it), `trained`, and `collate` / `work` for step.py. The
-classes share no base (the `Trainee` protocol only names the questions); what two of them do alike is a function
-here (`collate_tokens`, `encoder_work`, the schedule's file). Both trained classes hold the LR schedule (linear warm-up then linear decay to 0, a LambdaLR stepped after each optimizer
-step) and save it as `<name>-schedule.pt`. `prepare_trainees` picks the class of each model of the run.
+forwards go through; `model` itself when nothing wraps it), `trained`, and `inputs` (`TokenInputs` or a cached
+teacher's `CacheRows`: how step.py collates the model's batch and counts its FLOPs). The classes share no base (the
+`Trainee` protocol only names the questions); what two of them do alike is an object or a function here.
+Both trained classes hold the LR schedule (linear warm-up then linear decay to 0, a LambdaLR stepped after each
+optimizer step) and save it as `<name>-schedule.pt`. `prepare_trainees` picks the class of each model of the run.
 """
 
 from __future__ import annotations
@@ -46,21 +47,26 @@ def engine_label(wrapped: nn.Module) -> str:
     return f"deepspeed-zero{stage()}" if callable(stage) else type(wrapped).__name__
 
 
+class ModelInputs(Protocol):
+    """What a model is fed and what feeding it costs: `TokenInputs` for an encoder, `CacheRows` for a cached
+    teacher."""
+
+    def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict: ...
+    def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]: ...
+
+
 class Trainee(Protocol):
-    """What step.py and resume.py ask of every way of driving a model. The four classes below answer it each on
-    their own (no shared base: what two of them share is a function of this module)."""
+    """What step.py and resume.py ask of every way of driving a model. The classes below answer it each on their
+    own (no shared base; what two of them share is an object or a function of this module)."""
 
     name: str  # "student", "teacher" or "model" (warm-up)
     model: nn.Module
     wrapped: nn.Module
     trained: bool
+    inputs: ModelInputs
 
     @property
-    def engine_name(self) -> str: ...
-    @property
     def lr(self) -> float: ...
-    def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict: ...
-    def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]: ...
     def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager: ...
     def backward(self, loss: torch.Tensor, *, grad_accum: int, scaler: torch.amp.GradScaler | None) -> None: ...
     def step(self, scaler: torch.amp.GradScaler | None) -> float: ...
@@ -68,91 +74,45 @@ class Trainee(Protocol):
     def load(self, directory: Path) -> None: ...
 
 
-def collate_tokens(model: nn.Module, examples: list[dict], lengths: tuple[int, int]) -> dict:
-    """A model's token inputs for a batch of examples, on the CPU (every trainee that runs an encoder)."""
-    from lead_dist.data import collate_for
+class TokenInputs:
+    """An encoder's inputs: the examples' tokens, collated on the CPU; its work is the encoder's matmul FLOPs."""
 
-    return collate_for(model, examples, *lengths)
-
-
-def encoder_work(
-    model: nn.Module, inputs: dict, num_layers: int, candidates_per_passage: int, *, trained: bool
-) -> tuple[ModelWork, int]:
-    """(this model's share of the step's FLOPs, its non-pad tokens) for one collated micro-batch. `num_layers`:
-    the layers scored besides the final one; `candidates_per_passage`: ranks whose passages each query meets
-    (the world size with global candidates, else 1). See train/flops.py for what is counted."""
-    tokenized = {key: v for key, v in inputs.items() if isinstance(v, dict) and "input_ids" in v}
-    tokens = sum(int(t["attention_mask"].sum()) for t in tokenized.values())
-    shapes = {key: tensor_shape(t) for key, t in tokenized.items()}
-    scoring = 0
-    if getattr(model, "kind", None) == "cb":
-        final_dim = getattr(model, "projection_dim", None) or int(model.hidden_size)
-        dims = (final_dim,) + (int(model.hidden_size),) * num_layers
-        scoring = maxsim_flops(shapes["queries"], shapes["passages"], candidates_per_passage, dims)
-    return ModelWork(TransformerShape.of_model(model), tuple(shapes.values()), trained, scoring), tokens
-
-
-def _refuse_training(name: str, what: str) -> NoReturn:
-    raise RuntimeError(f"the {name} is frozen: it takes no {what}")
-
-
-class FrozenTrainee:
-    """A frozen model: forwards only (through a DeepSpeed inference engine when its section names a JSON), no
-    gradient, nothing of it in a checkpoint (it is rebuilt from its config)."""
-
-    trained = False
-    lr = 0.0
-
-    def __init__(self, name: str, model: nn.Module, wrapped: nn.Module | None = None) -> None:
-        self.name, self.model = name, model
-        self.wrapped = model if wrapped is None else wrapped
-
-    @property
-    def engine_name(self) -> str:
-        return engine_label(self.wrapped)
+    def __init__(self, model: nn.Module, *, trained: bool) -> None:
+        self.model, self.trained = model, trained
 
     def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict:
-        return collate_tokens(self.model, examples, lengths)
+        from lead_dist.data import collate_for
+
+        return collate_for(self.model, examples, *lengths)
 
     def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]:
-        return encoder_work(self.model, inputs, num_layers, candidates_per_passage, trained=False)
-
-    def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
-
-    def backward(self, loss: torch.Tensor, *, grad_accum: int, scaler: torch.amp.GradScaler | None) -> None:
-        _refuse_training(self.name, "backward")
-
-    def step(self, scaler: torch.amp.GradScaler | None) -> float:
-        _refuse_training(self.name, "optimizer step")
-
-    def save(self, directory: Path, *, is_main: bool) -> None:
-        """Nothing: a frozen model is rebuilt from its config."""
-
-    def load(self, directory: Path) -> None:
-        """Nothing: a frozen model is rebuilt from its config."""
+        """(this model's share of the step's FLOPs, its non-pad tokens) for one collated micro-batch. `num_layers`:
+        the layers scored besides the final one; `candidates_per_passage`: ranks whose passages each query meets
+        (the world size with global candidates, else 1). See train/flops.py for what is counted."""
+        model = self.model
+        tokenized = {key: v for key, v in inputs.items() if isinstance(v, dict) and "input_ids" in v}
+        tokens = sum(int(t["attention_mask"].sum()) for t in tokenized.values())
+        shapes = {key: tensor_shape(t) for key, t in tokenized.items()}
+        scoring = 0
+        if getattr(model, "kind", None) == "cb":
+            final_dim = getattr(model, "projection_dim", None) or int(model.hidden_size)
+            dims = (final_dim,) + (int(model.hidden_size),) * num_layers
+            scoring = maxsim_flops(shapes["queries"], shapes["passages"], candidates_per_passage, dims)
+        return ModelWork(TransformerShape.of_model(model), tuple(shapes.values()), self.trained, scoring), tokens
 
 
-class CachedTeacherTrainee:
-    """A frozen teacher read from its cache (`CachedTeacher`, lead_dist/teacher_cache/read.py): ids become cache
-    rows and no encoder runs; no gradient, no checkpoint (the cache is verified when read)."""
+class CacheRows:
+    """A cached teacher's inputs (`CachedTeacher`, lead_dist/teacher_cache/read.py): the examples' ids become cache
+    rows; no encoder runs, so no encoder FLOPs and no tokens, but a ColBERT teacher's MaxSim over the cached tokens
+    still does."""
 
-    trained = False
-    lr = 0.0
-
-    def __init__(self, name: str, model: nn.Module, wrapped: nn.Module | None = None) -> None:
-        self.name, self.model = name, model
-        self.wrapped = model if wrapped is None else wrapped
-
-    @property
-    def engine_name(self) -> str:
-        return engine_label(self.wrapped)
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
 
     def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict:
         return self.model.collate(examples)
 
     def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]:
-        """No encoder FLOPs and no tokens; a ColBERT teacher's MaxSim over the cached tokens still runs."""
         scoring = 0
         if self.model.kind == "cb":
             tables = self.model.tables
@@ -169,6 +129,25 @@ class CachedTeacherTrainee:
         """(texts, padded token length) of a ColBERT batch as `CachedTeacher` lays it out."""
         return len(rows), int(table.lengths[rows.cpu()].max()) if len(rows) else 0
 
+
+def _refuse_training(name: str, what: str) -> NoReturn:
+    raise RuntimeError(f"the {name} is frozen: it takes no {what}")
+
+
+class FrozenTrainee:
+    """A frozen model: forwards only (through a DeepSpeed inference engine when its section names a JSON), no
+    gradient, nothing of it in a checkpoint (it is rebuilt from its config, or read from its verified cache)."""
+
+    trained = False
+    lr = 0.0
+
+    def __init__(
+        self, name: str, model: nn.Module, wrapped: nn.Module | None = None, *, inputs: ModelInputs | None = None
+    ) -> None:
+        self.name, self.model = name, model
+        self.wrapped = model if wrapped is None else wrapped
+        self.inputs = TokenInputs(model, trained=False) if inputs is None else inputs
+
     def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
@@ -179,10 +158,15 @@ class CachedTeacherTrainee:
         _refuse_training(self.name, "optimizer step")
 
     def save(self, directory: Path, *, is_main: bool) -> None:
-        """Nothing: the cache is the teacher."""
+        """Nothing: a frozen model is rebuilt from its config (or its cache)."""
 
     def load(self, directory: Path) -> None:
-        """Nothing: the cache is the teacher."""
+        """Nothing: a frozen model is rebuilt from its config (or its cache)."""
+
+
+def cached_teacher_trainee(name: str, model: nn.Module, wrapped: nn.Module | None = None) -> FrozenTrainee:
+    """A frozen teacher read from its cache: frozen, fed cache rows instead of tokens."""
+    return FrozenTrainee(name, model, wrapped, inputs=CacheRows(model))
 
 
 # Both trained classes hold the LR schedule and save it as `<name>-schedule.pt` beside their own state.
@@ -212,20 +196,11 @@ class PlainTrainee:
     ) -> None:
         self.name, self.model, self.wrapped = name, model, wrapped
         self.optimizer, self.scheduler, self.grad_clip = optimizer, scheduler, grad_clip
-
-    @property
-    def engine_name(self) -> str:
-        return engine_label(self.wrapped)
+        self.inputs = TokenInputs(model, trained=True)
 
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
-
-    def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict:
-        return collate_tokens(self.model, examples, lengths)
-
-    def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]:
-        return encoder_work(self.model, inputs, num_layers, candidates_per_passage, trained=True)
 
     def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager:
         # DDP skips its gradient all-reduce on the inner micro-batches; a bare module has nothing to skip.
@@ -278,20 +253,11 @@ class DeepSpeedTrainee:
     ) -> None:
         self.name, self.model, self.wrapped = name, model, wrapped
         self.optimizer, self.scheduler = optimizer, scheduler
-
-    @property
-    def engine_name(self) -> str:
-        return engine_label(self.wrapped)
+        self.inputs = TokenInputs(model, trained=True)
 
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
-
-    def collate(self, examples: list[dict], lengths: tuple[int, int]) -> dict:
-        return collate_tokens(self.model, examples, lengths)
-
-    def work(self, inputs: dict, num_layers: int, candidates_per_passage: int) -> tuple[ModelWork, int]:
-        return encoder_work(self.model, inputs, num_layers, candidates_per_passage, trained=True)
 
     def accumulate(self, boundary: bool) -> contextlib.AbstractContextManager:
         self.wrapped.set_gradient_accumulation_boundary(boundary)
@@ -386,7 +352,7 @@ def prepare_trainees(
             wrapped = accelerator.prepare_model(model)  # DDP; accelerate's default keeps find_unused off
         if not trained:
             cached = name == "teacher" and getattr(section, "cache", None) is not None
-            trainees[name] = (CachedTeacherTrainee if cached else FrozenTrainee)(name, model, wrapped)
+            trainees[name] = (cached_teacher_trainee if cached else FrozenTrainee)(name, model, wrapped)
             continue
         assert optimizer is not None
         scheduler = linear_warmup_schedule(optimizer, total_steps, config.train.warmup_ratio)

@@ -30,7 +30,7 @@ from lead_dist.teacher_cache.encode import encode_shard
 from lead_dist.teacher_cache.format import shard_tensors
 from lead_dist.teacher_cache.plan import ShardPlan, entries_of_records
 from lead_dist.teacher_cache.read import CachedTeacher, CacheTable
-from lead_dist.train.trainee import CachedTeacherTrainee
+from lead_dist.train.trainee import cached_teacher_trainee
 
 CACHED_KINDS = ("de", "ce")
 CACHED_GOALS = {
@@ -81,7 +81,7 @@ def cached_variants(spec: SizeSpec, models: dict[str, Any], examples: list[dict]
         for dtype in dtypes:
             pair = {"student": models["student"], "teacher": teacher}
             variant = make_variant(spec, "lead", kind, False, dtype, pair, batch, TrainedState())
-            variant.trainees["teacher"] = CachedTeacherTrainee("teacher", teacher)  # as prepare_trainees drives it
+            variant.trainees["teacher"] = cached_teacher_trainee("teacher", teacher)  # as prepare_trainees drives it
             variants.append(CachedVariant(**{f.name: getattr(variant, f.name) for f in dataclasses.fields(variant)}))
     return variants
 

@@ -124,7 +124,7 @@ def test_the_throughput_benchmark_counts_what_the_loop_logs() -> None:
     """benchmarks/throughput's count of a cell (`Variant.work`) equals what the real step returns for its MFU
     (`StepResult.flops`, `.tokens`) for DE, CB and CE teachers, frozen and joint; the CB cells carry the MaxSim of
     the final score (projected to 128) and of each of the K = 2 layers (width 64)."""
-    from benchmarks.throughput.grid import SIZES, build_models, make_variants
+    from benchmarks.harness.cells import SIZES, build_models, make_variants
 
     spec = SIZES["tiny"]
     text = "a passage about protein folding and ocean currents in medieval trade " * 3

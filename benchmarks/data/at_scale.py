@@ -30,81 +30,45 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness.fixtures import folder_bytes, random_words, write_beir
+from benchmarks.harness.launch import PEAK, free_port, run_with_peak_rss
+from benchmarks.harness.timing import interleaved_rounds
+
 VOCABULARY_SIZE = 5000
 SEED = 20261127
-
-
-def _vocabulary() -> list[str]:
-    rng = random.Random(SEED)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 10))) for _ in range(VOCABULARY_SIZE)]
 
 
 def write_synthetic_beir(folder: Path, passages: int, queries: int, run_depth: int) -> dict[str, Any]:
     """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/train.tsv) and run.trec; returns what was written."""
     rng = random.Random(SEED + passages)
-    words = _vocabulary()
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as handle:
-        for i in range(passages):
-            title = " ".join(rng.choices(words, k=rng.randint(2, 5)))
-            text = " ".join(rng.choices(words, k=rng.randint(40, 80)))
-            handle.write(json.dumps({"_id": f"d{i}", "title": title, "text": text}) + "\n")
+    words = random_words(random.Random(SEED), VOCABULARY_SIZE, (3, 10))
     stride = max(1, passages // queries)
-    positives = {}
-    with (folder / "queries.jsonl").open("w", encoding="utf-8") as handle:
-        for q in range(queries):
-            handle.write(
-                json.dumps({"_id": f"q{q}", "text": " ".join(rng.choices(words, k=rng.randint(4, 12)))}) + "\n"
-            )
-            positives[q] = [(q * stride) % passages] + ([(q * stride + 1) % passages] if q % 3 == 0 else [])
-    with (folder / "qrels" / "train.tsv").open("w", encoding="utf-8") as handle:
-        handle.write("query-id\tcorpus-id\tscore\n")
-        handle.writelines(f"q{q}\td{p}\t1\n" for q, pids in positives.items() for p in pids)
+    positives = {q: [(q * stride) % passages] + ([(q * stride + 1) % passages] if q % 3 == 0 else [])
+                 for q in range(queries)}  # fmt: skip
+    corpus = (
+        (
+            f"d{i}",
+            " ".join(rng.choices(words, k=rng.randint(2, 5))),
+            " ".join(rng.choices(words, k=rng.randint(40, 80))),
+        )
+        for i in range(passages)
+    )
+    texts = ((f"q{q}", " ".join(rng.choices(words, k=rng.randint(4, 12)))) for q in range(queries))
+    write_beir(folder, corpus, texts, {"train": ((f"q{q}", f"d{p}") for q, pids in positives.items() for p in pids)})
     with (folder / "run.trec").open("w", encoding="utf-8") as handle:
         for q, pids in positives.items():
             ranked = pids[:1] + [rng.randrange(passages) for _ in range(run_depth - 1)]
             handle.writelines(f"q{q} Q0 d{p} {r} {100.0 - r} synthetic\n" for r, p in enumerate(ranked, start=1))
-    return {"passages": passages, "queries": queries, "run_lines": queries * run_depth, "bytes": _folder_bytes(folder)}
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-# Runs the command line's verb and prints this process's peak RSS (VmHWM: the high-water mark of its own memory
-# map). The kernel's rusage of a child is no good here: exec records the forking parent's peak in it.
-_PEAK_RSS_WRAPPER = """
-import sys
-from lead_dist.cli import main
-status = main(sys.argv[1:])
-peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print("PEAK_RSS_KIB", peak.split()[1], file=sys.stderr)
-sys.exit(status)
-"""
+    return {"passages": passages, "queries": queries, "run_lines": queries * run_depth, "bytes": folder_bytes(folder)}
 
 
 def prepare_command(source: Path, out: Path, run_depth: int) -> list[str]:
+    """`lead-dist prepare` on a synthetic folder, run by `benchmarks.harness.peak` (which prints its VmHWM)."""
     return [
-        sys.executable, "-c", _PEAK_RSS_WRAPPER, "prepare", "--format", "beir", "--input", str(source),
+        *PEAK, "prepare", "--format", "beir", "--input", str(source),
         "--split", "train", "--out", str(out), "--negatives-run", str(source / "run.trec"),
         "--depth", f"2:{run_depth}",
     ]  # fmt: skip
-
-
-def run_with_peak_rss(command: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds, peak RSS in bytes) of a lead-dist command run in a fresh process."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _pid, status, usage = os.wait4(process.pid, 0)  # this child's CPU time
-    seconds = time.perf_counter() - start
-    stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({status}): {stderr.strip()[-2000:]}")
-    if stdout.strip():
-        print(stdout.strip(), file=sys.stderr)
-    peak_kib = int(next(line for line in stderr.splitlines() if line.startswith("PEAK_RSS_KIB")).split()[1])
-    return seconds, usage.ru_utime + usage.ru_stime, peak_kib * 1024
 
 
 def measure_size(work: Path, passages: int, queries: int, run_depth: int, log: Any) -> dict[str, Any]:
@@ -118,7 +82,7 @@ def measure_size(work: Path, passages: int, queries: int, run_depth: int, log: A
         load = [round(v, 2) for v in os.getloadavg()]
         seconds, cpu, peak = run_with_peak_rss(prepare_command(source, out, run_depth))
         manifest = json.loads((out / "manifest.json").read_text())
-        output_bytes = _folder_bytes(out)
+        output_bytes = folder_bytes(out)
     finally:
         shutil.rmtree(source, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -160,12 +124,9 @@ def measure_scaling(sizes: list[int], queries: int, run_depth: int, folder: Path
 
 def _serve(folder: Path) -> tuple[subprocess.Popen, str]:
     """`python -m http.server` on 127.0.0.1 in its own process (not a thread of the measuring one)."""
-    import socket
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -185,7 +146,6 @@ def measure_url_streaming(
     """Rates of whole epochs from the local folder and from its URL, interleaved; http_over_local is the median
     over rounds of each round's ratio. The streams are built once (the manifest read and the shard probes of the
     URL's start-up are not in the timings: they happen once per run, not per epoch)."""
-    from benchmarks.common import interleaved_rounds
     from lead_dist.data.stream import TrainStream
 
     source, out = work / "url-beir", work / "url-shards"

@@ -21,6 +21,7 @@ A failed check is recorded in the JSON (and the exit status is 1) rather than st
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -33,9 +34,12 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import REPO_ROOT, write_json
+from benchmarks.harness.fixtures import gpu_tokenizer
+from benchmarks.harness.goals import value_goal
+from benchmarks.harness.machine import REPO_ROOT
+from benchmarks.harness.results import write_json_file
+from benchmarks.harness.timing import sync, timed_steps
 
-CARRIED_TOKENIZER = REPO_ROOT / ".cache" / "gpu_wheels" / "minilm_tokenizer"
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
 
@@ -57,16 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.device, args.tiny = "cpu", True
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no GPU here; use --dry-run (CPU, tiny) to check the script")
-    if args.tokenizer is None:
-        args.tokenizer = (
-            str(CARRIED_TOKENIZER) if CARRIED_TOKENIZER.is_dir() else "sentence-transformers/all-MiniLM-L6-v2"
-        )
+    args.tokenizer = gpu_tokenizer(args.tokenizer)
     return args
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build_models(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any]:
@@ -102,8 +98,8 @@ def random_batch(args: argparse.Namespace, vocab: int, device: torch.device) -> 
 
 
 def make_variant(teacher: Any, student: Any, batch: dict, joint: bool, dtype: str, device: torch.device) -> Any:
-    """A LEAD cell of the throughput grid (benchmarks.throughput.grid) on `device`, K = 3 layer pairs."""
-    from benchmarks.throughput.grid import SizeSpec, TrainedState, make_variant
+    """A LEAD cell of the throughput grid (benchmarks.harness.cells) on `device`, K = 3 layer pairs."""
+    from benchmarks.harness.cells import SizeSpec, TrainedState, make_variant
 
     queries = len(batch["student"]["queries"]["input_ids"])
     spec = SizeSpec("gpu", None, {}, queries, 0, 32, 144, min(3, student.num_layers))
@@ -163,9 +159,9 @@ def check_zero2(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     In fp32 ("no") the two must agree to 1e-3 (the same arithmetic up to reduction order); in bf16 (GPU only) to 5%,
     since DeepSpeed casts its model to bf16 while the plain path autocasts around fp32 weights. Each run is the
-    throughput benchmark's launch (benchmarks.throughput.launch: the training loop under torchrun)."""
-    from benchmarks.common import usable_cores
-    from benchmarks.throughput.launch import ENGINES, prepare_demo_shards, run_training
+    harness's launch (benchmarks.harness.launch: the training loop under torchrun)."""
+    from benchmarks.harness.launch import ENGINES, prepare_demo_shards, run_training
+    from benchmarks.harness.machine import usable_cores
 
     shards = prepare_demo_shards(workdir)
     config = REPO_ROOT / "benchmarks" / "gpu" / "zero2_check.yaml"
@@ -202,23 +198,6 @@ def check_zero2(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return report
 
 
-def timed_steps(variant: Any, warm_up: int, steps: int, device: torch.device) -> tuple[float, list[float]]:
-    """(seconds of the `warm_up` steps: kernel selection, allocator, optimizer state, compilation; seconds of each of
-    the `steps` timed steps), synchronised with the device."""
-    start = time.perf_counter()
-    for _ in range(warm_up):
-        variant.step()
-    sync(device)
-    warm_up_s = time.perf_counter() - start
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        variant.step()
-        sync(device)
-        seconds.append(time.perf_counter() - start)
-    return warm_up_s, seconds
-
-
 def measure_training(teacher: Any, student: Any, batch: dict, args: argparse.Namespace, device: torch.device) -> dict:
     from lead_dist.train.flops import peak_matmul_flops
 
@@ -226,7 +205,7 @@ def measure_training(teacher: Any, student: Any, batch: dict, args: argparse.Nam
     results: dict[str, Any] = {"matmul_peak_tflops_bf16": peak / 1e12}
     for joint in (False, True):
         variant = make_variant(teacher, student, batch, joint, "bf16", device)
-        _warm_up_s, seconds = timed_steps(variant, 3, args.steps, device)
+        _warm_up_s, seconds = timed_steps(variant.step, 3, args.steps, device)
         flops, tokens = variant.work()
         step_s = statistics.median(seconds)
         results["lead-de-" + ("joint" if joint else "frozen")] = {
@@ -249,14 +228,7 @@ def measure_encoding(teacher: Any, student: Any, args: argparse.Namespace, devic
     for name, model in (("student", student), ("teacher", teacher)):
         model.eval()
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
-            model(input_ids=ids, attention_mask=mask)  # warm-up
-            sync(device)
-            times = []
-            for _ in range(5):
-                start = time.perf_counter()
-                model(input_ids=ids, attention_mask=mask)
-                sync(device)
-                times.append(time.perf_counter() - start)
+            _warm_up_s, times = timed_steps(functools.partial(model, input_ids=ids, attention_mask=mask), 1, 5, device)
         results[f"{name}_passages_per_s"] = rows / statistics.median(times)
     results["batch"], results["passage_length"] = rows, length
     return results
@@ -322,11 +294,6 @@ def profile_frozen_step(teacher: Any, student: Any, batch: dict, device: torch.d
             "table": table_path.name}  # fmt: skip
 
 
-def write_report(report: dict[str, Any], path: str) -> None:
-    """Written after every stage, so a call cut off at its time limit still brings back what was measured."""
-    write_json(Path(path).stem, report, Path(path).parent)
-
-
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -345,19 +312,19 @@ def main(argv: list[str]) -> int:
     batch = random_batch(args, len(student.tokenizer), device)
     report["bf16_vs_fp32"] = check_bf16(teacher, student, batch, device, args.bf16_rtol)
     print("bf16 vs fp32:", json.dumps(report["bf16_vs_fp32"]), flush=True)
-    write_report(report, args.out)
+    write_json_file(args.out, report)  # after every stage: a cut-off call keeps what was measured
     if not args.skip_zero2:
         with tempfile.TemporaryDirectory(prefix="zero2-check-") as tmp:
             report["zero2_step"] = check_zero2(args, Path(tmp))
         print("zero2:", json.dumps(report["zero2_step"])[:500], flush=True)
-        write_report(report, args.out)
+        write_json_file(args.out, report)
     report["training_bf16"] = measure_training(teacher, student, batch, args, device)
     print(
         "training:",
         json.dumps({k: v.get("mfu") if isinstance(v, dict) else v for k, v in report["training_bf16"].items()}),
         flush=True,
     )
-    write_report(report, args.out)
+    write_json_file(args.out, report)
     # Twice the queries per step: does a larger step use the GPU better (launch and Python overhead amortised)?
     doubled = argparse.Namespace(**{**vars(args), "batch_size": 2 * args.batch_size})
     batch_x2 = random_batch(doubled, len(student.tokenizer), device)
@@ -369,15 +336,15 @@ def main(argv: list[str]) -> int:
     print("batch x2:", json.dumps({k: v.get("mfu") if isinstance(v, dict) else v
                                    for k, v in report["training_bf16_batch_x2"].items()}),
           "profile:", json.dumps(report["profile_frozen"]), flush=True)  # fmt: skip
-    write_report(report, args.out)
+    write_json_file(args.out, report)
     report["encoding_bf16"] = measure_encoding(teacher, student, args, device)
     report["exact_search"] = measure_search(args, device)
     print("search:", json.dumps(report["exact_search"]), flush=True)
     checks = [report["bf16_vs_fp32"]["ok"], report.get("zero2_step", {"ok": True})["ok"]]
     mfu = report["training_bf16"]["lead-de-frozen"]["mfu"]
-    report["goals"] = {"bf16_mfu_at_least_0.35": {"value": mfu, "met": mfu >= 0.35, "meaningful": not args.tiny}}
+    report["goals"] = {"bf16_mfu_at_least_0.35": value_goal(mfu, ">=", 0.35, meaningful=not args.tiny)}
     report["checks_ok"] = all(checks)
-    write_report(report, args.out)
+    write_json_file(args.out, report)
     print(f"wrote {args.out}; checks ok: {report['checks_ok']}", flush=True)
     return 0 if report["checks_ok"] else 1
 

@@ -18,30 +18,29 @@ import random
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT
+from benchmarks.harness.fixtures import gpu_tokenizer, write_beir
+from benchmarks.harness.machine import REPO_ROOT
 
-CARRIED_TOKENIZER = REPO_ROOT / ".cache" / "gpu_wheels" / "minilm_tokenizer"
 WORDS = "cell protein gene virus dose trial brain mouse risk blood heart lung tumor drug rate wing flow lift".split()
 
 
-def write_beir(root: Path, seed: int = 0) -> None:
+def write_beir_corpus(root: Path, seed: int = 0) -> None:
+    """300 passages of 5-60 words, 30 queries of 5, 3 judged passages each (qrels/test.tsv)."""
     rng = random.Random(seed)
-    (root / "qrels").mkdir(parents=True)
-    with open(root / "corpus.jsonl", "w") as handle:
+
+    def corpus() -> Iterator[tuple[str, str, str]]:
         for i in range(300):
             text = " ".join(rng.choices(WORDS, k=rng.randint(5, 60)))
-            handle.write(json.dumps({"_id": f"d{i}", "title": rng.choice(WORDS), "text": text}) + "\n")
-    with open(root / "queries.jsonl", "w") as handle:
-        for q in range(30):
-            handle.write(json.dumps({"_id": f"q{q}", "text": " ".join(rng.choices(WORDS, k=5))}) + "\n")
-    with open(root / "qrels" / "test.tsv", "w") as handle:
-        handle.write("query-id\tcorpus-id\tscore\n")
-        for q in range(30):
-            for d in rng.sample(range(300), 3):
-                handle.write(f"q{q}\td{d}\t1\n")
+            yield f"d{i}", rng.choice(WORDS), text
+
+    queries = ((f"q{q}", " ".join(rng.choices(WORDS, k=5))) for q in range(30))
+    write_beir(
+        root, corpus(), queries, {"test": ((f"q{q}", f"d{d}") for q in range(30) for d in rng.sample(range(300), 3))}
+    )
 
 
 def save_models(folder: Path, tokenizer: str) -> dict[str, Path]:
@@ -92,13 +91,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--atol", type=float, default=1e-3, help="top-10 score agreement (scores are logits/x20)")
-    parser.add_argument("--tokenizer", default=str(CARRIED_TOKENIZER) if CARRIED_TOKENIZER.is_dir() else None)
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the carried MiniLM one)")
     args = parser.parse_args(argv)
-    tokenizer = args.tokenizer or "sentence-transformers/all-MiniLM-L6-v2"
+    tokenizer = gpu_tokenizer(args.tokenizer)
     report: dict[str, Any] = {"device": args.device}
     with tempfile.TemporaryDirectory(prefix="gpu-retrieval-") as tmp:
         root = Path(tmp)
-        write_beir(root / "data")
+        write_beir_corpus(root / "data")
         models = save_models(root / "models", tokenizer)
         common = ["--data", str(root / "data"), "--split", "test", "--passage-max-length", "64", "--quiet"]
         runs: dict[str, dict[str, Path]] = {}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gpu.large_teacher import CONFIG, STUDENT_ZERO2, TINY_STUDENT, compare_plain_and_zero3
+from benchmarks.harness.fixtures import gpu_tokenizer
 
 QWEN3_0_6B = {
     "model_type": "qwen3", "vocab_size": 151669, "hidden_size": 1024, "num_hidden_layers": 28,
@@ -75,17 +76,12 @@ def overrides(args: argparse.Namespace, shards: Path, tokenizer: Path) -> list[s
 
 
 def main(argv: list[str]) -> int:
-    from benchmarks.gpu.bench_gpu import CARRIED_TOKENIZER
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models, fp32")
     parser.add_argument("--tokenizer", default=None, help="the student's tokenizer (default: the carried MiniLM one)")
     args = parser.parse_args(argv)
-    if args.tokenizer is None:
-        args.tokenizer = (
-            str(CARRIED_TOKENIZER) if CARRIED_TOKENIZER.is_dir() else "sentence-transformers/all-MiniLM-L6-v2"
-        )
+    args.tokenizer = gpu_tokenizer(args.tokenizer)
     with tempfile.TemporaryDirectory(prefix="decoder-teacher-") as tmp:
         tokenizer = byte_level_tokenizer(Path(tmp) / "byte_level_qwen")
         report = compare_plain_and_zero3(CONFIG, lambda shards: overrides(args, shards, tokenizer), args)

@@ -25,13 +25,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import write_json
+from benchmarks.harness.results import write_json_file
+from benchmarks.harness.timing import sync
 
 
 def cuda12_libraries() -> dict[str, Any]:
@@ -78,15 +78,10 @@ def exact_top_k(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np
     index.search(queries[:64], k)  # warm-up
     start = time.perf_counter()
     index.search(queries, k)
-    _sync()
+    sync("cuda" if torch.cuda.is_available() else "cpu")
     seconds = time.perf_counter() - start
     result = index.search(queries, k + 1)
     return np.asarray(result.doc_ids, dtype=np.int64), np.asarray(result.scores, dtype=np.float64), seconds
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def faiss_search(corpus: np.ndarray, queries: np.ndarray, k: int, gpu: bool) -> tuple[np.ndarray, float, int]:
@@ -162,7 +157,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="faiss CPU against torch on the CPU, 20k x 64")
     args = parser.parse_args(argv)
     report = run(args)
-    write_json(Path(args.out).stem, report, Path(args.out).parent)
+    write_json_file(args.out, report)
     print(f"faiss: ran={report.get('ran')} libraries ok={report['libraries']['ok']} top_k={report.get('top_k')}")
     return 0 if not report.get("ran") or report["top_k"]["ok"] else 1
 

@@ -4,7 +4,7 @@ against the same teacher held plainly, on one GPU: peak GPU memory and step time
     python -m benchmarks.gpu.large_teacher --out OUT/gpu_large_teacher.json     # on the GPU machine (stage large)
     python -m benchmarks.gpu.large_teacher --dry-run --out /tmp/large.json      # here: CPU, tiny teacher, fp32
 
-Each run is a real `lead-dist train` loop under torchrun (benchmarks.throughput.launch.run_training) of
+Each run is a real `lead-dist train` loop under torchrun (benchmarks.harness.launch.run_training) of
 benchmarks/throughput/configs/large_teacher.yaml with the teacher frozen (`teacher.trained=false`) and bf16:
 the student trains under ZeRO-2 in both; `plain` holds the teacher as a module on the GPU, `zero3` makes it a DeepSpeed ZeRO-3 inference engine
 (launch/deepspeed/zero3_inference.json: weights partitioned, gathered block by block in the forward). On one GPU
@@ -23,7 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, usable_cores, write_json
+from benchmarks.harness.fixtures import gpu_tokenizer
+from benchmarks.harness.machine import REPO_ROOT, usable_cores
+from benchmarks.harness.results import write_json_file
 
 CONFIG = REPO_ROOT / "benchmarks" / "throughput" / "configs" / "large_teacher.yaml"
 ZERO3_INFERENCE = "teacher.deepspeed=launch/deepspeed/zero3_inference.json"
@@ -61,17 +63,12 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    from benchmarks.gpu.bench_gpu import CARRIED_TOKENIZER
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models, fp32")
     parser.add_argument("--tokenizer", default=None)
     args = parser.parse_args(argv)
-    if args.tokenizer is None:
-        args.tokenizer = (
-            str(CARRIED_TOKENIZER) if CARRIED_TOKENIZER.is_dir() else "sentence-transformers/all-MiniLM-L6-v2"
-        )
+    args.tokenizer = gpu_tokenizer(args.tokenizer)
     report = compare_plain_and_zero3(CONFIG, lambda shards: overrides(args, shards), args)
     return 0 if report["ok"] else 1
 
@@ -81,7 +78,7 @@ def compare_plain_and_zero3(
 ) -> dict[str, Any]:
     """The run of `config` with the frozen teacher held plainly, then as a ZeRO-3 inference engine (the overrides
     `overrides_for(shards)` given to both), summarised with the ratios zero3 / plain; written to `args.out`."""
-    from benchmarks.throughput.launch import prepare_demo_shards, run_training
+    from benchmarks.harness.launch import prepare_demo_shards, run_training
 
     report: dict[str, Any] = {"config": str(config.relative_to(REPO_ROOT)), "tiny": args.dry_run, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="large-teacher-") as tmp:
@@ -94,7 +91,7 @@ def compare_plain_and_zero3(
                 run = {"stopped": f"failed: {str(exc)[-2000:]}"}
             report["runs"][name] = summarise(run)
             print(f"{Path(args.out).stem} {name}: {report['runs'][name]}", flush=True)
-            write_json(Path(args.out).stem, report, Path(args.out).parent)
+            write_json_file(args.out, report)
     plain, zero3 = report["runs"]["plain"], report["runs"]["zero3"]
     if "stopped" not in plain and "stopped" not in zero3:
         report["zero3_over_plain"] = {
@@ -106,7 +103,7 @@ def compare_plain_and_zero3(
         report["ok"] = zero3["engines"].get("teacher") == "deepspeed-zero3"
     else:
         report["ok"] = False
-    write_json(Path(args.out).stem, report, Path(args.out).parent)
+    write_json_file(args.out, report)
     return report
 
 

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, BarPanel, write_bar_chart
+from benchmarks.harness.results import RESULTS_DIR, BarPanel, write_bar_chart
 
 MFU_GOAL = 0.35
 

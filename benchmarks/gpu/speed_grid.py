@@ -18,15 +18,16 @@ timed steps with synchronisation; the compile count and peak memory are recorded
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import write_json
+from benchmarks.harness.fixtures import gpu_tokenizer
+from benchmarks.harness.goals import value_goal
+from benchmarks.harness.results import write_json_file
+from benchmarks.harness.timing import timed_steps
 
 ROWS: list[tuple[str, dict[str, Any]]] = [
     ("baseline", {"chunk_size": 0, "teacher_bf16": False, "compile": False}),
@@ -37,8 +38,6 @@ ROWS: list[tuple[str, dict[str, Any]]] = [
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from benchmarks.gpu.bench_gpu import CARRIED_TOKENIZER
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes, 1 timed step")
@@ -52,10 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.queries = [int(q) for q in (args.queries or ("8,16" if args.dry_run else "32,64")).split(",")]
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("no GPU visible to torch; use --dry-run to check the script on the CPU")
-    if args.tokenizer is None:
-        args.tokenizer = (
-            str(CARRIED_TOKENIZER) if CARRIED_TOKENIZER.is_dir() else "sentence-transformers/all-MiniLM-L6-v2"
-        )
+    args.tokenizer = gpu_tokenizer(args.tokenizer)
     args.num_negatives = 7
     return args
 
@@ -81,24 +77,16 @@ def varied_batch(args: argparse.Namespace, queries: int, vocab: int, device: tor
 def measure_cell(
     models: tuple[Any, Any], batch: dict, joint: bool, speed: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """One cell: the switches applied to copies of the models, warm-up (compiles), timed steps."""
-    from benchmarks.gpu.bench_gpu import make_variant, timed_steps
-    from benchmarks.throughput.speed import with_speed
-    from lead_dist.train.speed import CompileCounter, compile_blocks
+    """One cell: the switches applied to copies of the models (`with_speed`), warm-up (compiles), timed steps."""
+    from benchmarks.gpu.bench_gpu import make_variant
+    from benchmarks.harness.cells import with_speed
 
     device = torch.device(args.device)
     teacher, student = models
-    counter = CompileCounter(args.backend)
-    if speed.get("teacher_bf16") and not joint:
-        teacher = copy.deepcopy(teacher).to(torch.bfloat16)
-    if speed.get("compile"):
-        teacher, student = copy.deepcopy(teacher), copy.deepcopy(student)
-        compile_blocks(teacher, counter)
-        compile_blocks(student, counter)
-    variant = with_speed(make_variant(teacher, student, batch, joint, "bf16", device), **speed)
+    variant = with_speed(make_variant(teacher, student, batch, joint, "bf16", device), backend=args.backend, **speed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    warm_up_s, seconds = timed_steps(variant, 1 if args.dry_run else 3, args.steps, device)
+    warm_up_s, seconds = timed_steps(variant.step, 1 if args.dry_run else 3, args.steps, device)
     flops, tokens = variant.work()
     step_s = statistics.median(seconds)
     return {
@@ -108,7 +96,7 @@ def measure_cell(
         "step_tflops": flops / 1e12,
         "real_tokens": tokens,
         "warm_up_s": warm_up_s,
-        "compiles": counter.count,
+        "compiles": variant.compiles.count if variant.compiles is not None else 0,
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
     }
 
@@ -133,7 +121,7 @@ def run_grid(args: argparse.Namespace, report: dict[str, Any]) -> None:
                 cell["mfu"] = cell["step_tflops"] * 1e12 / cell["step_s_median"] / peak
                 grid[f"{'joint' if joint else 'frozen'}/{queries}/{row}"] = cell
                 print(f"{'joint' if joint else 'frozen'}/{queries}/{row}: MFU {cell['mfu']:.3f}", flush=True)
-                write_json(Path(args.out).stem, report, Path(args.out).parent)
+                write_json_file(args.out, report)
         varied = varied_batch(args, queries, len(student.tokenizer), device)
         for row, speed in ROWS[2:]:  # compiled, without and with chunks, on length-varied text
             cell = measure_cell((teacher, student), varied, False, speed, args)
@@ -142,7 +130,7 @@ def run_grid(args: argparse.Namespace, report: dict[str, Any]) -> None:
         report.setdefault("chunks_speedup_varied", {})[str(queries)] = (
             pair[0]["queries_per_s"] / pair[1]["queries_per_s"]
         )
-        write_json(Path(args.out).stem, report, Path(args.out).parent)
+        write_json_file(args.out, report)
 
 
 def goals(report: dict[str, Any], queries: int, tiny: bool) -> dict[str, Any]:
@@ -156,9 +144,9 @@ def goals(report: dict[str, Any], queries: int, tiny: bool) -> dict[str, Any]:
     frozen_mfu, frozen_qps = best(f"frozen/{queries}/", "mfu"), best(f"frozen/{queries}/", "queries_per_s")
     joint_mfu = best("joint/", "mfu")
     return {
-        f"frozen_{queries}_mfu_at_least_0.40": {"value": frozen_mfu, "met": frozen_mfu >= 0.40},
-        f"frozen_{queries}_queries_per_s_at_least_1.5x_423": {"value": frozen_qps, "met": frozen_qps >= 1.5 * 423},
-        "joint_mfu_at_least_0.35": {"value": joint_mfu, "met": joint_mfu >= 0.35},
+        f"frozen_{queries}_mfu_at_least_0.40": value_goal(frozen_mfu, ">=", 0.40),
+        f"frozen_{queries}_queries_per_s_at_least_1.5x_423": value_goal(frozen_qps, ">=", 1.5 * 423),
+        "joint_mfu_at_least_0.35": value_goal(joint_mfu, ">=", 0.35),
         "meaningful": not tiny and queries == 64,
     }
 
@@ -170,7 +158,7 @@ def main(argv: list[str]) -> int:
         report["device"] = torch.cuda.get_device_name(0)
     run_grid(args, report)
     report["goals"] = goals(report, max(args.queries), args.tiny)
-    write_json(Path(args.out).stem, report, Path(args.out).parent)
+    write_json_file(args.out, report)
     print(f"wrote {args.out}", flush=True)
     return 0
 

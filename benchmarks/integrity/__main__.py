@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import BarPanel, interleaved_rounds, log, machine, package_versions, write_bar_chart, write_json
+from benchmarks.harness.machine import log, machine, package_versions
+from benchmarks.harness.results import BarPanel, write_bar_chart, write_json
+from benchmarks.harness.timing import interleaved_rounds
 from lead_dist.retrieval import store
 from lead_dist.teacher_cache import format as cache_format
 

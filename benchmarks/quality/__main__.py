@@ -27,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, RESULTS_DIR, log, machine, package_versions, write_json
+from benchmarks.harness.machine import REPO_ROOT, log, machine, package_versions
+from benchmarks.harness.results import RESULTS_DIR, write_json
+from benchmarks.quality.charts import write_chart, write_curves_chart
 from benchmarks.quality.commands import (
     PROBE,
     Layout,
@@ -46,7 +48,7 @@ from benchmarks.quality.packaged import packaged_teachers
 from benchmarks.quality.partial import finished_part, finished_steps
 from benchmarks.quality.plan import Plan, PlanError, load_plan, reductions
 from benchmarks.quality.probe_report import probe_tables
-from benchmarks.quality.report import build_payload, markdown_table, tests_table, write_chart, write_curves_chart
+from benchmarks.quality.report import build_payload, markdown_table, tests_table
 from benchmarks.quality.steps import StepFailed, StepRunner
 
 DEFAULT_GRID_FILE = REPO_ROOT / "configs" / "scifact" / "bench" / "grid.yaml"

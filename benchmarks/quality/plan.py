@@ -200,52 +200,10 @@ def load_plan(path: str | Path, grid: str, root: str | Path, *, check_data: bool
     if not student_warmup.is_file():
         raise PlanError(f"{source}: student_warmup: recipe {student_warmup} does not exist")
 
-    all_teachers = _section(_require(raw, "teachers", "top level", source), "teachers", source)
-    all_packaged = _packaged_teachers(raw.get("packaged_teachers"), root, source)
-    wanted_teachers = _require(chosen, "teachers", where, source)
-    known = (*TEACHER_KINDS, *all_packaged)
-    if not isinstance(wanted_teachers, list) or not set(wanted_teachers) <= set(known):
-        raise PlanError(f"{source}: {where}.teachers: expected a list drawn from {known}, got {wanted_teachers!r}")
-    if "de" not in wanted_teachers:
-        raise PlanError(f"{source}: {where}.teachers: must include de (the DE teacher mines every run's negatives)")
-    teachers = {}
-    for kind in (k for k in wanted_teachers if k in TEACHER_KINDS):
-        recipe = root / str(_require(all_teachers, kind, "teachers", source))
-        if not recipe.is_file():
-            raise PlanError(f"{source}: teachers.{kind}: recipe {recipe} does not exist")
-        teachers[kind] = recipe
-    packaged = {name: all_packaged[name] for name in wanted_teachers if name in all_packaged}
+    teachers, packaged = _chosen_teachers(raw, chosen, where, root, source)
 
     seeds = _seeds(_require(chosen, "seeds", where, source), f"{where}.seeds", source)
-    all_runs = _section(_require(raw, "runs", "top level", source), "runs", source)
-    wanted_runs = _require(chosen, "runs", where, source)
-    if wanted_runs == "all":
-        wanted_runs = list(all_runs)
-    if not isinstance(wanted_runs, list) or not wanted_runs:
-        raise PlanError(f"{source}: {where}.runs: expected `all` or a list of run names, got {wanted_runs!r}")
-    runs = []
-    for name in wanted_runs:
-        if name not in all_runs:
-            raise PlanError(f"{source}: {where}.runs: {name!r} is not defined under runs ({', '.join(all_runs)})")
-        spec = _section(all_runs[name], f"runs.{name}", source)
-        recipe = root / str(_require(spec, "config", f"runs.{name}", source))
-        if not recipe.is_file():
-            raise PlanError(f"{source}: runs.{name}.config: recipe {recipe} does not exist")
-        teacher = _require(spec, "teacher", f"runs.{name}", source)
-        if teacher not in teachers and teacher not in packaged:
-            raise PlanError(f"{source}: runs.{name}.teacher: {teacher!r} is not warmed up by grid {grid!r} "
-                            f"(its teachers: {', '.join([*teachers, *packaged])}); add it to {where}.teachers or drop the run")  # fmt: skip
-        which = _require(spec, "seeds", f"runs.{name}", source)
-        if which not in ("all", "first"):
-            raise PlanError(f"{source}: runs.{name}.seeds: expected all or first, got {which!r}")
-        run_seeds = seeds if which == "all" else seeds[:1]
-        zero_shot = _require(spec, "zero_shot", f"runs.{name}", source)
-        if not isinstance(zero_shot, bool):
-            raise PlanError(f"{source}: runs.{name}.zero_shot: expected true or false, got {zero_shot!r}")
-        start = spec.get("student", "student_warmup")
-        if start not in STUDENT_STARTS:
-            raise PlanError(f"{source}: runs.{name}.student: expected one of {STUDENT_STARTS}, got {start!r}")
-        runs.append(RunSpec(name, recipe, teacher, run_seeds, str(spec.get("group", teacher)), zero_shot, start))
+    all_runs, runs = _chosen_runs(raw, chosen, grid, seeds, [*teachers, *packaged], root, source)
 
     regimes = _regimes(raw.get("regimes"), {spec.name: spec for spec in runs}, all_runs, source)
     return Plan(
@@ -277,6 +235,65 @@ def load_plan(path: str | Path, grid: str, root: str | Path, *, check_data: bool
         regimes=regimes,
         raw_grid=dict(chosen),
     )
+
+
+def _chosen_teachers(
+    raw: dict, chosen: dict, where: str, root: Path, source: Path
+) -> tuple[dict[str, Path], dict[str, PackagedTeacher]]:
+    """The warm-up recipe of each teacher kind the grid names, and the packaged teachers it names."""
+    all_teachers = _section(_require(raw, "teachers", "top level", source), "teachers", source)
+    all_packaged = _packaged_teachers(raw.get("packaged_teachers"), root, source)
+    wanted_teachers = _require(chosen, "teachers", where, source)
+    known = (*TEACHER_KINDS, *all_packaged)
+    if not isinstance(wanted_teachers, list) or not set(wanted_teachers) <= set(known):
+        raise PlanError(f"{source}: {where}.teachers: expected a list drawn from {known}, got {wanted_teachers!r}")
+    if "de" not in wanted_teachers:
+        raise PlanError(f"{source}: {where}.teachers: must include de (the DE teacher mines every run's negatives)")
+    teachers = {}
+    for kind in (k for k in wanted_teachers if k in TEACHER_KINDS):
+        recipe = root / str(_require(all_teachers, kind, "teachers", source))
+        if not recipe.is_file():
+            raise PlanError(f"{source}: teachers.{kind}: recipe {recipe} does not exist")
+        teachers[kind] = recipe
+    packaged = {name: all_packaged[name] for name in wanted_teachers if name in all_packaged}
+    return teachers, packaged
+
+
+def _chosen_runs(
+    raw: dict, chosen: dict, grid: str, seeds: tuple[int, ...], teachers: list[str], root: Path, source: Path
+) -> tuple[dict, list[RunSpec]]:
+    """Every run the grid names, checked against its teachers (`teachers`: warmed up or packaged, in that order)."""
+    where = f"grids.{grid}"
+    all_runs = _section(_require(raw, "runs", "top level", source), "runs", source)
+    wanted_runs = _require(chosen, "runs", where, source)
+    if wanted_runs == "all":
+        wanted_runs = list(all_runs)
+    if not isinstance(wanted_runs, list) or not wanted_runs:
+        raise PlanError(f"{source}: {where}.runs: expected `all` or a list of run names, got {wanted_runs!r}")
+    runs = []
+    for name in wanted_runs:
+        if name not in all_runs:
+            raise PlanError(f"{source}: {where}.runs: {name!r} is not defined under runs ({', '.join(all_runs)})")
+        spec = _section(all_runs[name], f"runs.{name}", source)
+        recipe = root / str(_require(spec, "config", f"runs.{name}", source))
+        if not recipe.is_file():
+            raise PlanError(f"{source}: runs.{name}.config: recipe {recipe} does not exist")
+        teacher = _require(spec, "teacher", f"runs.{name}", source)
+        if teacher not in teachers:
+            raise PlanError(f"{source}: runs.{name}.teacher: {teacher!r} is not warmed up by grid {grid!r} "
+                            f"(its teachers: {', '.join(teachers)}); add it to {where}.teachers or drop the run")  # fmt: skip
+        which = _require(spec, "seeds", f"runs.{name}", source)
+        if which not in ("all", "first"):
+            raise PlanError(f"{source}: runs.{name}.seeds: expected all or first, got {which!r}")
+        run_seeds = seeds if which == "all" else seeds[:1]
+        zero_shot = _require(spec, "zero_shot", f"runs.{name}", source)
+        if not isinstance(zero_shot, bool):
+            raise PlanError(f"{source}: runs.{name}.zero_shot: expected true or false, got {zero_shot!r}")
+        start = spec.get("student", "student_warmup")
+        if start not in STUDENT_STARTS:
+            raise PlanError(f"{source}: runs.{name}.student: expected one of {STUDENT_STARTS}, got {start!r}")
+        runs.append(RunSpec(name, recipe, teacher, run_seeds, str(spec.get("group", teacher)), zero_shot, start))
+    return all_runs, runs
 
 
 PACKAGED_TEACHER_KEYS = ("model", "warmup")

@@ -9,7 +9,7 @@ queries, 128-token passages, K = 3 layer pairs; plus the teacher warm-up step an
 6-layer and the 3-layer model alone, contrastive, on the same batch). (The committed
 benchmarks/results/quality_step_costs.json was measured when the teacher warm-up batch was 16 queries with in-batch
 negatives only.) Each cell is the
-body of the trainer's loop (`benchmarks/throughput/grid.py` drives `lead_dist.train.step.run_step`, the trainer's own step),
+body of the trainer's loop (`benchmarks/harness/cells.py` drives `lead_dist.train.step.run_step`, the trainer's own step),
 with batches collated before timing. Cells run once per round, all in turn, after one untimed warm-up step each, so
 load from other users hits every cell alike; the fp32/bf16 ratio is taken within a round (median over rounds), and
 CPU seconds per step are recorded next to wall seconds because the build machines are shared.
@@ -26,15 +26,17 @@ from typing import Any
 
 import torch
 
-from benchmarks import common
+from benchmarks.harness.machine import load_average, log, machine
+from benchmarks.harness.results import write_json
+from benchmarks.harness.timing import interleaved_rounds, median_ratio
 
 DTYPES = {"fp32": "no", "bf16": "bf16"}
-# The DE-teacher cells of the quality grid (benchmarks.throughput.grid names: <size>/<dtype>/<mode>[-de-<frozen|joint>]).
+# The DE-teacher cells of the quality grid (benchmarks.harness.cells names: <size>/<dtype>/<mode>[-de-<frozen|joint>]).
 DISTILL_CELLS = ("contrastive", "response-de-joint", "lead-de-joint", "response-de-frozen", "lead-de-frozen")
 
 
 def _specs() -> dict[str, Any]:
-    from benchmarks.throughput.grid import MINILM_SHAPE, SizeSpec
+    from benchmarks.harness.cells import MINILM_SHAPE, SizeSpec
 
     student = MINILM_SHAPE | {"num_hidden_layers": 3}
     return {
@@ -47,7 +49,8 @@ def _specs() -> dict[str, Any]:
 def _warmup_variants(spec: Any, dtypes: list[str]) -> list[Any]:
     """A model trained alone (contrastive), as the warm-up stage trains it. make_variants would also build the
     CE-teacher cells, which refuse a batch without hard negatives."""
-    from benchmarks.throughput.grid import TrainedState, Variant, build_models, run_config, scifact_examples
+    from benchmarks.harness.cells import TrainedState, Variant, build_models, run_config
+    from benchmarks.harness.fixtures import scifact_examples
     from lead_dist.data import collate_for
 
     model = build_models(spec)["student"]
@@ -64,7 +67,8 @@ def _warmup_variants(spec: Any, dtypes: list[str]) -> list[Any]:
 
 def _actions(dtypes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """{cell/dtype: step callable}, and each cell's batch shapes and step FLOPs (for the JSON)."""
-    from benchmarks.throughput.grid import build_models, make_variants, scifact_examples
+    from benchmarks.harness.cells import build_models, make_variants
+    from benchmarks.harness.fixtures import scifact_examples
 
     specs = _specs()
     distill = specs["distill"]
@@ -94,10 +98,10 @@ def measure(dtypes: list[str], rounds: int) -> dict[str, Any]:
     # fp32 and bf16 of one cell next to each other in every round
     order = sorted(actions, key=lambda name: (name.split("/")[0], dtypes.index(name.split("/")[1])))
     actions = {name: actions[name] for name in order}
-    common.log(f"{len(actions)} cells: one untimed warm-up step each, then {rounds} timed rounds")
+    log(f"{len(actions)} cells: one untimed warm-up step each, then {rounds} timed rounds")
     for action in actions.values():
         action()
-    timed = common.interleaved_rounds(actions, rounds, unit="queries")
+    timed = interleaved_rounds(actions, rounds, unit="queries")
     cells: dict[str, Any] = {}
     for name, result in timed.items():
         cpu = [s * share for s, share in zip(result["seconds"], result["cpu_share"], strict=True)]
@@ -113,11 +117,10 @@ def measure(dtypes: list[str], rounds: int) -> dict[str, Any]:
         if len(dtypes) == 2 and all(f"{cell}/{d}" in cells for d in dtypes):
             fp32, bf16 = cells[f"{cell}/fp32"], cells[f"{cell}/bf16"]
             per_round = [b / f for b, f in zip(bf16["step_s"], fp32["step_s"], strict=True)]
-            per_round_cpu = [b / f for b, f in zip(bf16["cpu_s_per_step"], fp32["cpu_s_per_step"], strict=True)]
             ratios[cell] = {
                 "bf16_over_fp32_wall_per_round": [round(r, 3) for r in per_round],
-                "bf16_over_fp32_wall_median": round(statistics.median(per_round), 3),
-                "bf16_over_fp32_cpu_median": round(statistics.median(per_round_cpu), 3),
+                "bf16_over_fp32_wall_median": median_ratio(bf16["step_s"], fp32["step_s"]),
+                "bf16_over_fp32_cpu_median": median_ratio(bf16["cpu_s_per_step"], fp32["cpu_s_per_step"]),
             }
     return {"cells": cells, "bf16_over_fp32": ratios, **described}
 
@@ -135,23 +138,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--dtypes: unknown {unknown}; choose from {', '.join(DTYPES)}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    machine = common.machine()
+    this_machine = machine()
     from lead_dist.train.flops import peak_matmul_flops
 
     peaks = {d: round(peak_matmul_flops(torch.float32 if d == "fp32" else torch.bfloat16, "cpu") / 1e9, 1)
              for d in dtypes}  # fmt: skip
-    common.log(f"matmul peak GFLOP/s: {peaks}")
+    log(f"matmul peak GFLOP/s: {peaks}")
     payload = {
         "command": "python -m benchmarks.quality.step_costs " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine,
+        "machine": this_machine,
         "threads": args.threads,
         "rounds": args.rounds,
         "matmul_peak_gflops": peaks,
         **measure(dtypes, args.rounds),
-        "machine_after": {"load_average_1_5_15": common.load_average()},
+        "machine_after": {"load_average_1_5_15": load_average()},
     }
-    path = common.write_json(args.name, payload)
-    common.log(f"wrote {path}")
+    path = write_json(args.name, payload)
+    log(f"wrote {path}")
     return 0
 
 

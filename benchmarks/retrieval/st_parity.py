@@ -32,9 +32,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO_ROOT, cpu_seconds, load_average, log, machine, package_versions, write_json
+from benchmarks.harness.fixtures import SCIFACT
+from benchmarks.harness.machine import REPO_ROOT, load_average, log, machine, package_versions
+from benchmarks.harness.results import write_json
+from benchmarks.harness.timing import cpu_seconds
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
+DEFAULT_DATA = SCIFACT
 MODEL = "sentence-transformers/all-mpnet-base-v2"
 PUBLISHED = 0.656  # the model card's / MTEB's SciFact nDCG@10 for all-mpnet-base-v2 (about)
 TOLERANCE = 0.001

@@ -7,7 +7,7 @@
 One run measures (benchmarks/results/throughput.json + .png):
 * every grid cell (size x dtype x contrastive | response | LEAD x DE/CB/CE teacher x frozen/joint): examples/s,
   tokens/s, the step's peak RSS and its increase, FLOPs (lead_dist.train.flops) and MFU against the matmul peak
-  measured in this run for the same dtype (`grid.py`: each cell's step is the loop's `lead_dist.train.step.run_step`);
+  measured in this run for the same dtype (`benchmarks/harness/cells.py`: each cell's step is the loop's `lead_dist.train.step.run_step`);
 * the peer, a sentence-transformers MNRL step on the same student, batch, lengths, threads and dtype
   (`contrastive_vs_st` = lead_dist contrastive examples/s over the peer's, per round, median);
 * LEAD's overhead (`lead_over_response` = LEAD step time over the response step time, same teacher);
@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from benchmarks import common
+from benchmarks.harness.machine import load_average, log, machine, usable_cores
+from benchmarks.harness.timing import interleaved_rounds, median_ratio
 from benchmarks.throughput.cached import CACHED_GOALS, cached_goals
 from benchmarks.throughput.report import GOALS, goal_status, write_outputs
 
@@ -51,7 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="take large_teacher_memory from an earlier results JSON instead of measuring it (memory, not time)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny, fp32, 1 round, no launches (a smoke run)")
-    parser.add_argument("--threads", type=int, default=common.usable_cores(), help="torch threads (default: cores)")
+    parser.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: cores)")
     parser.add_argument(
         "--name", default=None, help="results name: benchmarks/results/<name>.json/.png (default throughput, or "
         "throughput_quick with --quick, so a smoke run never overwrites the committed full results)"
@@ -63,7 +64,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.name = "throughput_quick" if args.quick else "throughput"
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    from benchmarks.throughput.grid import SIZES
+    from benchmarks.harness.cells import SIZES
 
     for key, values, valid in (("--sizes", args.sizes, SIZES), ("--dtypes", args.dtypes, DTYPES)):
         unknown = [v for v in values if v not in valid]
@@ -74,15 +75,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _median_ratio(numerators: list[float], denominators: list[float]) -> float:
-    return round(statistics.median(n / d for n, d in zip(numerators, denominators, strict=True)), 3)
-
-
 def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, float]) -> dict[str, Any]:
     """The grid of one model size: every cell and the peer, warmed up, memory-sampled, then timed round by round."""
+    from benchmarks.harness.cells import SIZES, build_models, make_variants
+    from benchmarks.harness.fixtures import scifact_examples
+    from benchmarks.harness.memory import measure_step_memory, state_gib
     from benchmarks.throughput.cached import build_over_encode, cached_ratios, cached_variants
-    from benchmarks.throughput.grid import SIZES, build_models, make_variants, scifact_examples
-    from benchmarks.throughput.memory import measure_step_memory, state_gib
     from benchmarks.throughput.peer import PeerStep
 
     spec = SIZES[size]
@@ -98,12 +96,12 @@ def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, flo
     for dtype in dtypes:
         actions[f"{size}/{dtype}/st-mnrl-peer"] = peers[dtype].step
         actions.update({v.name: v.step for v in variants if v.name.startswith(f"{size}/{dtype}/")})
-    common.log(f"{size}: {len(actions)} cells; warm-up step of each, then one step under the memory sampler")
+    log(f"{size}: {len(actions)} cells; warm-up step of each, then one step under the memory sampler")
     memory = {}
     for name, action in actions.items():
         action()
         memory[name] = measure_step_memory(action)
-    timed = common.interleaved_rounds(actions, rounds, unit="examples")
+    timed = interleaved_rounds(actions, rounds, unit="examples")
 
     cells: dict[str, Any] = {}
     by_name = {v.name: v for v in variants}
@@ -140,12 +138,12 @@ def measure_size(size: str, dtypes: list[str], rounds: int, peaks: dict[str, flo
     for dtype in dtypes:
         own = timed[f"{size}/{dtype}/contrastive"]["seconds"]
         peer = timed[f"{size}/{dtype}/st-mnrl-peer"]["seconds"]
-        ratios["contrastive_vs_st"][f"{size}/{dtype}"] = _median_ratio(peer, own)  # same examples: rate ratio
+        ratios["contrastive_vs_st"][f"{size}/{dtype}"] = median_ratio(peer, own)  # same examples: rate ratio
         for v in variants:
             if v.mode == "lead" and v.name.startswith(f"{size}/{dtype}/") and not v.name.endswith("-cached"):
                 response = timed[v.name.replace("/lead-", "/response-")]["seconds"]
                 key = v.name.replace("/lead-", "/")
-                ratios["lead_over_response"][key] = _median_ratio(timed[v.name]["seconds"], response)
+                ratios["lead_over_response"][key] = median_ratio(timed[v.name]["seconds"], response)
     ratios |= cached_ratios(timed, size, dtypes)
     build_texts = 256 if size == "tiny" else 64
     ratios["cache_build_over_encode"] = {size: build_over_encode(models["teacher_de"], spec, build_texts, rounds)}
@@ -189,7 +187,7 @@ def profile_misses(per_size: dict[str, Any], goals: dict[str, Any], per_goal: in
                     "phases_median_s": {name: phases(t) for name, t in targets.items()},
                     "top_operators": {name: top_operators(t.step) for name, t in targets.items()},
                 }
-                common.log(f"profiled {goal} miss at {key}")
+                log(f"profiled {goal} miss at {key}")
     return profiles
 
 
@@ -198,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from lead_dist.train.flops import peak_matmul_flops
 
-    machine = common.machine()
+    this_machine = machine()
     peaks = {d: peak_matmul_flops(torch.float32 if d == "fp32" else torch.bfloat16, "cpu") for d in args.dtypes}
-    common.log("measured matmul peak: " + ", ".join(f"{d} {p / 1e9:.1f} GFLOP/s" for d, p in peaks.items()))
+    log("measured matmul peak: " + ", ".join(f"{d} {p / 1e9:.1f} GFLOP/s" for d, p in peaks.items()))
     per_size = {size: measure_size(size, args.dtypes, args.rounds, peaks) for size in args.sizes}
 
     cells = {name: cell for s in per_size.values() for name, cell in s["cells"].items()}
@@ -215,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 
     launches: dict[str, Any] = {}
     if not args.no_launch:
-        from benchmarks.throughput.launch import large_teacher_memory, prepare_demo_shards, scaling
+        from benchmarks.harness.launch import prepare_demo_shards
+        from benchmarks.throughput.launch import large_teacher_memory, scaling
 
         with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
             shards = prepare_demo_shards(Path(tmp))
@@ -233,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = {
         "command": "python -m benchmarks.throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine,
-        "machine_after": {"load_average_1_5_15": common.load_average()},
+        "machine": this_machine,
+        "machine_after": {"load_average_1_5_15": load_average()},
         "matmul_peak_gflops": {d: round(p / 1e9, 1) for d, p in peaks.items()},
         "threads": args.threads,
         "rounds": args.rounds,
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         **launches,
     }
     json_path, png_path = write_outputs(args.name, payload)
-    common.log(f"wrote {json_path} and {png_path}")
+    log(f"wrote {json_path} and {png_path}")
     return 0
 
 

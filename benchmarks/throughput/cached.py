@@ -17,18 +17,20 @@ Keys (per size/dtype/kind, medians over rounds of per-round step-time ratios; th
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks import common
-from benchmarks.throughput.grid import SizeSpec, TrainedState, Variant, make_variant
+from benchmarks.harness.cells import SizeSpec, TrainedState, Variant, make_variant
+from benchmarks.harness.goals import goal
+from benchmarks.harness.results import BarPanel
+from benchmarks.harness.timing import interleaved_rounds, paired_ratio
 from lead_dist.teacher_cache.encode import encode_shard
 from lead_dist.teacher_cache.format import shard_tensors
 from lead_dist.teacher_cache.plan import ShardPlan, entries_of_records
 from lead_dist.teacher_cache.read import CachedTeacher, CacheTable
+from lead_dist.train.trainee import cached_teacher_trainee
 
 CACHED_KINDS = ("de", "ce")
 CACHED_GOALS = {
@@ -55,7 +57,8 @@ def in_memory_cache(teacher: torch.nn.Module, examples: list[dict], lengths: tup
         tensors = shard_tensors(teacher.kind, pairs, "fp16", f"benchmark {family}")
         tables[family] = CacheTable([e.key for e in items], tensors["final"], tensors["layers"], None)
     info = {"kind": teacher.kind, "num_layers": teacher.num_layers, "hidden_size": teacher.hidden_size,
-            "scale": float(getattr(teacher, "scale", 1.0))}  # fmt: skip
+            "scale": float(getattr(teacher, "scale", 1.0)),  # as lead_dist.teacher_cache.build records it
+            "layer_scales": list(teacher.layer_scales(range(teacher.num_layers))) if teacher.kind == "de" else None}  # fmt: skip
     return CachedTeacher(Path("(in memory)"), {"teacher": info}, tables)
 
 
@@ -78,15 +81,9 @@ def cached_variants(spec: SizeSpec, models: dict[str, Any], examples: list[dict]
         for dtype in dtypes:
             pair = {"student": models["student"], "teacher": teacher}
             variant = make_variant(spec, "lead", kind, False, dtype, pair, batch, TrainedState())
+            variant.trainees["teacher"] = cached_teacher_trainee("teacher", teacher)  # as prepare_trainees drives it
             variants.append(CachedVariant(**{f.name: getattr(variant, f.name) for f in dataclasses.fields(variant)}))
     return variants
-
-
-def _ratio(timed: dict[str, Any], numerator: str, denominator: str) -> dict[str, float]:
-    seconds = zip(timed[numerator]["seconds"], timed[denominator]["seconds"], strict=True)
-    cpu = [timed[name]["median_per_cpu_second"] for name in (denominator, numerator)]
-    by_cpu = round(cpu[0] / cpu[1], 3) if all(cpu) else None  # items per CPU second: inverse of time
-    return {"wall": round(statistics.median(n / d for n, d in seconds), 3), "cpu": by_cpu}
 
 
 def cached_ratios(timed: dict[str, Any], size: str, dtypes: list[str]) -> dict[str, dict[str, Any]]:
@@ -94,14 +91,14 @@ def cached_ratios(timed: dict[str, Any], size: str, dtypes: list[str]) -> dict[s
     for dtype in dtypes:
         for kind in CACHED_KINDS:
             cached, key = f"{size}/{dtype}/lead-{kind}-cached", f"{size}/{dtype}/{kind}"
-            over_contrastive[key] = _ratio(timed, cached, f"{size}/{dtype}/contrastive")
-            live_over_cached[key] = _ratio(timed, f"{size}/{dtype}/lead-{kind}-frozen", cached)
+            over_contrastive[key] = paired_ratio(timed, cached, f"{size}/{dtype}/contrastive")
+            live_over_cached[key] = paired_ratio(timed, f"{size}/{dtype}/lead-{kind}-frozen", cached)
     return {"lead_frozen_cached_over_contrastive": over_contrastive, "lead_frozen_live_over_cached": live_over_cached}
 
 
 def build_over_encode(teacher: torch.nn.Module, spec: SizeSpec, passages: int, rounds: int) -> dict[str, Any]:
     """Texts/s of the cache build against `lead-dist encode`'s on the same SciFact passages, interleaved."""
-    from benchmarks.throughput.grid import scifact_examples
+    from benchmarks.harness.fixtures import scifact_examples
     from lead_dist.retrieval.encode import encode_passages
     from lead_dist.retrieval.text_encoder import LeadTextEncoder
 
@@ -117,27 +114,24 @@ def build_over_encode(teacher: torch.nn.Module, spec: SizeSpec, passages: int, r
     def build() -> int:
         return len(encode_shard(teacher, plan, lengths, batch_size=64, device=torch.device("cpu")))
 
-    timed = common.interleaved_rounds({"encode": encode, "cache_build": build}, rounds, unit="texts")
-    return {"texts": len(plan.entries), "ratio": _ratio(timed, "encode", "cache_build"),
+    timed = interleaved_rounds({"encode": encode, "cache_build": build}, rounds, unit="texts")
+    return {"texts": len(plan.entries), "ratio": paired_ratio(timed, "encode", "cache_build"),
             "texts_per_s": {name: result["per_second"] for name, result in timed.items()}}  # fmt: skip
 
 
 def cached_goals(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The two goals of issue 12 on wall-time ratios (the CPU-time ratios sit beside them in the JSON)."""
-    checks = {
-        "lead_frozen_cached_over_contrastive": ("<= 1.15", lambda r: r["wall"] <= 1.15),
-        "cache_build_over_encode": (">= 1.0", lambda r: r["ratio"]["wall"] >= 1.0),
+    return {
+        "lead_frozen_cached_over_contrastive": goal(
+            results["lead_frozen_cached_over_contrastive"], "<=", 1.15, measure=lambda r: r["wall"], worst_first=False
+        ),
+        "cache_build_over_encode": goal(
+            results["cache_build_over_encode"], ">=", 1.0, measure=lambda r: r["ratio"]["wall"], worst_first=False
+        ),
     }
-    goals = {}
-    for goal, (threshold, ok) in checks.items():
-        passes = {key: ok(value) for key, value in results[goal].items()}
-        goals[goal] = {"threshold": threshold, "met": all(passes.values()),
-                       "met_by": sorted(k for k, v in passes.items() if v),
-                       "missed": sorted(k for k, v in passes.items() if not v)}  # fmt: skip
-    return goals
 
 
-def cached_panels(payload: dict[str, Any]) -> list[common.BarPanel]:
+def cached_panels(payload: dict[str, Any]) -> list[BarPanel]:
     """The two step-time ratios of the cached cells (wall time, median of rounds), when the run measured them."""
     panels = []
     for key, title, reference in (
@@ -146,6 +140,6 @@ def cached_panels(payload: dict[str, Any]) -> list[common.BarPanel]:
     ):
         values = payload.get(key)
         if values:
-            panels.append(common.BarPanel(title, "step time ratio", list(values), [v["wall"] for v in values.values()],
+            panels.append(BarPanel(title, "step time ratio", list(values), [v["wall"] for v in values.values()],
                                           reference=reference, value_format="{:.2f}"))  # fmt: skip
     return panels

@@ -13,7 +13,7 @@ loaded as a module of its own. Cells, LEAD layers requested as in the throughput
 - `tiny`: the 2 x 32 BERT of the throughput grid's tiny size, 64 passages x 32 tokens, forward only;
 - `overhead`: a 2 x 8 BERT on one 4-token text, 200 calls per round: almost no arithmetic, so what is timed is the
   per-call cost of the capture path itself, the part a change of this code adds or removes (microseconds per call).
-Rounds interleave baseline and branch (benchmarks.common.interleaved_rounds), so load from other users of the shared
+Rounds interleave baseline and branch (benchmarks.harness.timing.interleaved_rounds), so load from other users of the shared
 machine hits both alike; reported: the median over rounds of branch / baseline examples per second (wall clock) and,
 run with `--threads 1`, each version's CPU microseconds per call (this thread's CPU time, robust to the load).
 Writes benchmarks/results/<--name>.json (default capture_vs_main).
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,9 @@ from typing import Any
 import torch
 from transformers import BertConfig
 
-from benchmarks.common import REPO_ROOT, interleaved_rounds, log, machine, write_json
+from benchmarks.harness.machine import git, log, machine
+from benchmarks.harness.results import write_json
+from benchmarks.harness.timing import interleaved_rounds
 from lead_dist.models import backbone as branch_backbone
 
 SHAPES = {
@@ -50,13 +51,7 @@ SHAPES = {
 
 def baseline_module(ref: str) -> Any:
     """backbone.py as it is at `ref`, loaded under its own module name (it imports nothing of lead_dist's at main)."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:lead_dist/models/backbone.py"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    source = git("show", f"{ref}:lead_dist/models/backbone.py")
     path = Path(tempfile.mkdtemp()) / "backbone_baseline.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("backbone_baseline", path)
@@ -152,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     baseline = baseline_module(args.ref)
-    ref_commit = subprocess.run(["git", "rev-parse", args.ref], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    ref_commit = git("rev-parse", args.ref)  # the ref resolved: baseline_module has read a file of it
     cells = {name: measure(name, SHAPES[name], baseline, args.rounds) for name in args.cells.split(",")}
     payload = {"baseline_ref": args.ref, "baseline_commit": ref_commit.strip(), "rounds": args.rounds,
                "command": " ".join(sys.argv),

@@ -6,133 +6,21 @@
   student on 2 processes under DDP, ZeRO-2 and ZeRO-3 (launch/deepspeed JSONs), config in benchmarks/throughput/configs.
 
 Each run writes the loop's own log.jsonl (step times, examples and tokens per second, MFU against the peak the loop
-measures) and one result file per rank from `worker.py` (world size, peak RSS). The world size every
+measures) and one result file per rank (world size, peak RSS): `benchmarks.harness.launch.run_training`. The world size every
 rank reports is checked against the number of processes launched: a launch that silently ran one process fails.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, load_average, log
+from benchmarks.harness.launch import ENGINES, run_training
+from benchmarks.harness.machine import REPO_ROOT, log
+from benchmarks.harness.timing import median_ratio
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-WORKER = "benchmarks.throughput.worker"  # run as a module from the repository root
-CORES = 2  # the build machine's cores: 1 process x 2 threads against 2 processes x 1 thread
-
-
-def prepare_demo_shards(folder: Path) -> Path:
-    """The packaged demo dataset as training shards (4 shards: an equal share for 1 or 2 ranks)."""
-    out = folder / "shards"
-    command = [sys.executable, "-m", "lead_dist.cli", "prepare", "--format", "demo"]
-    command += ["--input", str(folder / "demo_src"), "--out", str(out), "--shards", "4"]
-    subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _available_gib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 2**20
-    return float("inf")
-
-
-def _watch(proc: subprocess.Popen, timeout_s: float, guard_gib: float) -> tuple[str | None, dict[int, float]]:
-    """Poll a launched run until it ends: the peak RSS of each process under it, and why it was stopped, if it was.
-
-    The machine is shared: when available memory falls under `guard_gib` the run's process group is ended (our
-    own processes only) before the kernel's OOM killer picks a victim, which might be someone else's process."""
-    import psutil
-
-    peaks: dict[int, float] = {}
-    deadline = time.monotonic() + timeout_s
-    stopped = None
-    while proc.poll() is None:
-        try:
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    peaks[child.pid] = max(peaks.get(child.pid, 0.0), child.memory_info().rss / 2**30)
-        except psutil.Error:
-            pass
-        if _available_gib() < guard_gib:
-            stopped = f"available memory fell under {guard_gib} GiB"
-        elif time.monotonic() > deadline:
-            stopped = f"ran past {timeout_s:.0f} s"
-        if stopped:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
-            break
-        time.sleep(0.5)
-    return stopped, peaks
-
-
-def run_training(
-    config: Path,
-    nproc: int,
-    overrides: list[str],
-    workdir: Path,
-    *,
-    threads: int,
-    timeout_s: float = 900,
-    guard_gib: float = 1.5,
-) -> dict[str, Any]:
-    """One `lead-dist train` run under torchrun; returns per-step records, per-rank results and wall time.
-
-    A run stopped by the memory guard or the timeout returns {"stopped": reason, "sampled_peak_rss_gib": ..}."""
-    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
-    prefix = run_dir / "result"
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-    command += ["--master_port", str(_free_port()), "-m", WORKER, str(config), str(prefix)]
-    command += [f"output_dir={run_dir / 'out'}", *overrides]
-    load, start = load_average(), time.perf_counter()
-    with open(run_dir / "stderr.txt", "w") as stderr:
-        proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)  # fmt: skip
-        stopped, peaks = _watch(proc, timeout_s, guard_gib)
-    wall = time.perf_counter() - start
-    sampled = sorted((round(v, 3) for v in peaks.values()), reverse=True)
-    if stopped:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return {"stopped": stopped, "sampled_peak_rss_gib": sampled, "wall_s": round(wall, 1)}
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} failed ({proc.returncode}):\n{(run_dir / 'stderr.txt').read_text()[-4000:]}"
-        )
-    ranks = [json.loads((run_dir / f"result.rank{r}.json").read_text()) for r in range(nproc)]
-    for rank in ranks:
-        if rank["world_size"] != nproc:
-            raise RuntimeError(
-                f"launched {nproc} processes but rank {rank['rank']} ran in a world of {rank['world_size']}"
-            )
-    records = [json.loads(line) for line in (run_dir / "out" / "log.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r for r in records if "step_s" in r]
-    shutil.rmtree(run_dir, ignore_errors=True)  # exported models of a 24-layer teacher are over a GiB
-    return {
-        "ranks": ranks,
-        "steps": steps,
-        "wall_s": round(wall, 1),
-        "load_average_before": load,
-        "sampled_peak_rss_gib": sampled,
-    }
 
 
 def _timed_steps(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -179,20 +67,10 @@ def scaling(workdir: Path, shards: Path, rounds: int, global_batch: int = 16) ->
     for name, items in runs.items():
         summary[f"{name}_examples_per_s_median"] = statistics.median(r["global_examples_per_s"] for r in items)
     for one in ("1_process_2_threads", "1_process_1_thread"):
-        ratios = [
-            b["global_examples_per_s"] / a["global_examples_per_s"]
-            for a, b in zip(runs[one], runs["2_processes_1_thread"], strict=True)
-        ]
-        summary[f"two_processes_over_{one}_per_round"] = [round(r, 3) for r in ratios]
-        summary[f"two_processes_over_{one}"] = round(statistics.median(ratios), 3)
+        two, single = ([r["global_examples_per_s"] for r in runs[k]] for k in ("2_processes_1_thread", one))
+        summary[f"two_processes_over_{one}_per_round"] = [round(b / a, 3) for a, b in zip(single, two, strict=True)]
+        summary[f"two_processes_over_{one}"] = median_ratio(two, single)
     return summary
-
-
-ENGINES = {
-    "ddp": [],
-    "zero2": ["student.deepspeed=launch/deepspeed/zero2.json", "teacher.deepspeed=launch/deepspeed/zero2.json"],
-    "zero3": ["student.deepspeed=launch/deepspeed/zero3.json", "teacher.deepspeed=launch/deepspeed/zero3.json"],
-}
 
 
 def large_teacher_memory(workdir: Path, shards: Path, engines: tuple[str, ...] = ("zero3", "zero2", "ddp")) -> dict:

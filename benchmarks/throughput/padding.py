@@ -2,7 +2,7 @@
 
 The share is 1 - real tokens / positions the encoder runs, over every encoder call of a pass over the data (queries
 and passages apart), as the trainer collates them (`lead_dist.data.collate_for` with the student's tokenizer).
-SciFact: every judged train query once, its first positive and random corpus negatives (benchmarks/throughput/grid.py
+SciFact: every judged train query once, its first positive and random corpus negatives (benchmarks/harness/fixtures.py
 `scifact_examples`); the demo data: `lead-dist prepare --format demo`, streamed like `configs/demo.yaml` trains.
 """
 
@@ -43,7 +43,7 @@ def padding_over_batches(
 
 
 def scifact_padding(student: Any, passage_max_length: int, chunk_sizes: Sequence[int]) -> dict[str, Any]:
-    from benchmarks.throughput.grid import scifact_examples
+    from benchmarks.harness.fixtures import scifact_examples
 
     examples = scifact_examples(SCIFACT_QUERIES, 3)
     batches = [examples[i : i + 16] for i in range(0, len(examples), 16)]

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks.harness.goals import goal as harness_goal
+from benchmarks.harness.results import BarPanel, write_bar_grid, write_json
 from benchmarks.throughput.cached import cached_panels
 
 GOALS = {
@@ -31,15 +32,7 @@ def goal_status(contrastive_vs_st: dict, lead_over_response: dict, mfu: dict) ->
     ):
         if goal == "mfu":  # the peer's MFU is shown, but the goal is lead_dist's
             values = {k: v for k, v in values.items() if "st-mnrl-peer" not in k}
-        op, threshold = THRESHOLDS[goal]
-        passes = {k: (v >= threshold if op == ">=" else v <= threshold) for k, v in values.items()}
-        missed = sorted((k for k, ok in passes.items() if not ok), key=lambda k: values[k], reverse=op == "<=")
-        status[goal] = {
-            "threshold": f"{op} {threshold}",
-            "met": not missed,
-            "met_by": sorted(k for k, ok in passes.items() if ok),
-            "missed": missed,
-        }
+        status[goal] = harness_goal(values, *THRESHOLDS[goal])
     return status
 
 
@@ -48,14 +41,14 @@ def _short(name: str) -> str:
     return " ".join(name.split("/")[1:])
 
 
-def _panels(payload: dict[str, Any]) -> list[list[common.BarPanel]]:
+def _panels(payload: dict[str, Any]) -> list[list[BarPanel]]:
     rows = []
     for size in payload["setup"]:
         names = [n for n in payload["cells"] if n.startswith(f"{size}/")]
         cells = [payload["cells"][n] for n in names]
         rows.append(
             [
-                common.BarPanel(
+                BarPanel(
                     f"{size}: training examples/s (median; bars = min..max of rounds)",
                     "examples/s",
                     [_short(n) for n in names],
@@ -63,7 +56,7 @@ def _panels(payload: dict[str, Any]) -> list[list[common.BarPanel]]:
                     errors=[tuple(c["examples_per_s_min_max"]) for c in cells],
                     value_format="{:.1f}",
                 ),
-                common.BarPanel(
+                BarPanel(
                     f"{size}: MFU vs measured matmul peak",
                     "MFU",
                     [_short(n) for n in names],
@@ -74,7 +67,7 @@ def _panels(payload: dict[str, Any]) -> list[list[common.BarPanel]]:
             ]
         )
     summary = [
-        common.BarPanel(
+        BarPanel(
             "contrastive / sentence-transformers",
             "examples/s ratio",
             list(payload["contrastive_vs_st"]),
@@ -82,7 +75,7 @@ def _panels(payload: dict[str, Any]) -> list[list[common.BarPanel]]:
             reference=("goal >= 1.2", 1.2),
             value_format="{:.2f}",
         ),
-        common.BarPanel(
+        BarPanel(
             "LEAD / response step time",
             "step time ratio",
             list(payload["lead_over_response"]),
@@ -102,7 +95,7 @@ def _panels(payload: dict[str, Any]) -> list[list[common.BarPanel]]:
         ]
         labels = [e if "stopped" not in memory["by_engine"][e] else f"{e} (stopped, >=)" for e in engines]
         summary.append(
-            common.BarPanel(
+            BarPanel(
                 "24-layer teacher + 6-layer student, 2 ranks",
                 "peak RSS per rank (GiB, max of ranks)",
                 labels,
@@ -114,7 +107,7 @@ def _panels(payload: dict[str, Any]) -> list[list[common.BarPanel]]:
     if scaling:
         names = list(scaling["launches"])
         summary.append(
-            common.BarPanel(
+            BarPanel(
                 f"same global batch ({scaling['global_batch']}), tiny LEAD, lead-dist train",
                 "examples/s",
                 [n.replace("_", " ") for n in names],
@@ -127,7 +120,7 @@ def _panels(payload: dict[str, Any]) -> list[list[common.BarPanel]]:
 
 
 def write_outputs(name: str, payload: dict[str, Any]) -> tuple[Path, Path]:
-    json_path = common.write_json(name, payload)
+    json_path = write_json(name, payload)
     machine = payload["machine"]
     footnote = (
         f"{machine['cpu_model']}, {machine['usable_cores']} cores, torch {machine.get('torch')} "
@@ -135,9 +128,7 @@ def write_outputs(name: str, payload: dict[str, Any]) -> tuple[Path, Path]:
         f"{payload['machine_after']['load_average_1_5_15']}; matmul peak {payload['matmul_peak_gflops']} GFLOP/s; "
         f"{payload['rounds']} interleaved rounds, warm-up step excluded"
     )
-    png_path = common.write_bar_grid(
-        name, _panels(payload), title="lead_dist training throughput (CPU)", footnote=footnote
-    )
+    png_path = write_bar_grid(name, _panels(payload), title="lead_dist training throughput (CPU)", footnote=footnote)
     return json_path, png_path
 
 
@@ -167,7 +158,7 @@ if __name__ == "__main__":
     loaded = json.loads(Path(sys.argv[1]).read_text())
     if "--png" in sys.argv[2:]:  # redraw the PNG of a results JSON (same name, same folder)
         path = Path(sys.argv[1])
-        print(common.write_bar_grid(path.stem, _panels(loaded), title="lead_dist training throughput (CPU)",
+        print(write_bar_grid(path.stem, _panels(loaded), title="lead_dist training throughput (CPU)",
                                     results_dir=path.parent))  # fmt: skip
     else:
         print(markdown_table(loaded))

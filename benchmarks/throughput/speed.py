@@ -20,7 +20,6 @@ cell's CPU share (the machine is shared: ratios within a round are what to read)
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import statistics
 import sys
@@ -29,7 +28,8 @@ from typing import Any
 
 import torch
 
-from benchmarks import common
+from benchmarks.harness.machine import load_average, log, machine
+from benchmarks.harness.timing import cpu_seconds, interleaved_rounds, paired_ratio
 
 SETTINGS = {"current": 128, "scifact256": 256}
 
@@ -49,48 +49,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def with_speed(variant: Any, **speed: Any) -> Any:
-    """A copy of a grid variant whose run config sets `train.speed` keys (the same models and optimizer)."""
-    from lead_dist.config import SpeedConfig
-
-    config = variant.config
-    train = dataclasses.replace(config.train, speed=SpeedConfig(**speed))
-    return dataclasses.replace(variant, config=dataclasses.replace(config, train=train), steps_taken=0, last=None)
-
-
 def build_cells(size: str, passage_max_length: int, chunks: list[int], compiled: bool) -> tuple[dict, dict]:
     """{cell name: step action} and {cell name: variant} for one setting."""
-    from benchmarks.throughput.grid import SIZES, TrainedState, build_models, make_variant, scifact_examples
+    from benchmarks.harness.cells import SIZES, TrainedState, build_models, make_variant, with_speed
+    from benchmarks.harness.fixtures import scifact_examples
     from benchmarks.throughput.peer import PeerStep
     from lead_dist.data import collate_for
-    from lead_dist.train.speed import CompileCounter, compile_blocks
 
     spec = dataclasses.replace(SIZES[size], batch_size=8, num_negatives=3, passage_max_length=passage_max_length)
     models = build_models(spec)
     examples = scifact_examples(spec.batch_size, spec.num_negatives)
     lengths = (spec.query_max_length, spec.passage_max_length)
     student, teacher = models["student"], models["teacher_de"]
-    held = copy.deepcopy(teacher).to(torch.bfloat16)  # what apply_to_models does to a frozen teacher at set-up
     batch = {name: collate_for(m, examples, *lengths) for name, m in (("student", student), ("teacher", teacher))}
     shared = TrainedState()
     contrastive = make_variant(spec, "contrastive", None, False, "no", {"student": student}, batch, shared)
-    variants = {f"chunk_{c}": with_speed(contrastive, chunk_size=c, compile=False) for c in [0, *chunks]}
-    for label, model in (("teacher_fp32", teacher), ("teacher_bf16", held)):
-        pair = {"student": student, "teacher": model}
-        lead = make_variant(spec, "lead", "de", False, "bf16", pair, batch, shared)
-        variants[f"lead_frozen_bf16/{label}"] = with_speed(lead, chunk_size=0, teacher_bf16=label == "teacher_bf16")
-    compile_info = {}
-    if compiled:
-        twin = copy.deepcopy(student)
-        counter = CompileCounter("inductor")
-        compile_blocks(twin, counter)
-        twin_state = TrainedState()
-        twin_variant = make_variant(spec, "contrastive", None, False, "no", {"student": twin}, batch, twin_state)
-        variants["chunk_8/compiled"] = with_speed(twin_variant, chunk_size=8, compile=True, length_bucket=16)
-        compile_info = {"counter": counter}
+    variants = {f"chunk_{c}": with_speed(contrastive, shared, chunk_size=c, compile=False) for c in [0, *chunks]}
+    lead = make_variant(spec, "lead", "de", False, "bf16", {"student": student, "teacher": teacher}, batch, shared)
+    for label in ("teacher_fp32", "teacher_bf16"):  # held in bf16: apply_to_models casts a copy, as at set-up
+        variants[f"lead_frozen_bf16/{label}"] = with_speed(
+            lead, shared, chunk_size=0, teacher_bf16=label == "teacher_bf16"
+        )
+    if compiled:  # a compiled copy of the student with its own optimizer
+        variants["chunk_8/compiled"] = with_speed(contrastive, chunk_size=8, compile=True, length_bucket=16)
     peer = PeerStep(student, examples, *lengths, "no")
     actions = {"st-mnrl-peer": peer.step} | {name: v.step for name, v in variants.items()}
-    return actions, {"variants": variants, "peer": peer, "spec": spec, **compile_info}
+    return actions, {"variants": variants, "peer": peer, "spec": spec}
 
 
 def measure_setting(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -99,25 +83,18 @@ def measure_setting(name: str, args: argparse.Namespace) -> dict[str, Any]:
     actions, keep = build_cells(args.size, passage_max_length, args.chunks, compiled)
     warm_up = {}
     for cell, action in actions.items():  # the first step of each: allocator, and compilation of every shape
-        started, cpu = time.perf_counter(), common.cpu_seconds()
+        started, cpu = time.perf_counter(), cpu_seconds()
         action()
         if cell.endswith("compiled"):
             action()  # the second step compiles nothing new (the same batch, the same shapes)
         warm_up[cell] = {
             "wall_s": round(time.perf_counter() - started, 2),
-            "cpu_s": round(common.cpu_seconds() - cpu, 2),
+            "cpu_s": round(cpu_seconds() - cpu, 2),
         }
-    common.log(f"{name}: warm-up done {warm_up}")
-    timed = common.interleaved_rounds(actions, args.rounds, unit="queries")
+    log(f"{name}: warm-up done {warm_up}")
+    timed = interleaved_rounds(actions, args.rounds, unit="queries")
     step_s = {cell: timed[cell]["seconds"] for cell in timed}
     per_cpu = {cell: timed[cell]["per_cpu_second"] for cell in timed}
-
-    def ratio(over: str, under: str) -> dict[str, float]:
-        """How much faster `under`'s step is than `over`'s: median over rounds of the wall-time ratio, and of the
-        ratio of queries per CPU second (user + sys; less distorted by the other jobs' share of the cores)."""
-        wall = statistics.median(o / u for o, u in zip(step_s[over], step_s[under], strict=True))
-        cpu = statistics.median(u / o for o, u in zip(per_cpu[over], per_cpu[under], strict=True))
-        return {"wall": round(wall, 3), "cpu": round(cpu, 3)}
 
     chunk_cells = [c for c in timed if c.startswith("chunk_") and "/" not in c]
     result: dict[str, Any] = {
@@ -133,13 +110,15 @@ def measure_setting(name: str, args: argparse.Namespace) -> dict[str, Any]:
             }
             for cell in timed
         },
-        "contrastive_vs_st": {cell: ratio("st-mnrl-peer", cell) for cell in chunk_cells},
-        "chunked_over_one_batch": {cell: ratio("chunk_0", cell) for cell in chunk_cells if cell != "chunk_0"},
-        "teacher_bf16_over_fp32": ratio("lead_frozen_bf16/teacher_fp32", "lead_frozen_bf16/teacher_bf16"),
+        "contrastive_vs_st": {cell: paired_ratio(timed, "st-mnrl-peer", cell) for cell in chunk_cells},
+        "chunked_over_one_batch": {
+            cell: paired_ratio(timed, "chunk_0", cell) for cell in chunk_cells if cell != "chunk_0"
+        },
+        "teacher_bf16_over_fp32": paired_ratio(timed, "lead_frozen_bf16/teacher_fp32", "lead_frozen_bf16/teacher_bf16"),
     }
-    if "counter" in keep:
-        result["compiled_over_eager"] = ratio("chunk_8", "chunk_8/compiled")
-        result["compiles"] = keep["counter"].count
+    if "chunk_8/compiled" in keep["variants"]:
+        result["compiled_over_eager"] = paired_ratio(timed, "chunk_8", "chunk_8/compiled")
+        result["compiles"] = keep["variants"]["chunk_8/compiled"].compiles.count
     shapes = keep["variants"]["chunk_0"].batch["student"]
     result["student_shapes"] = {side: list(t["input_ids"].shape) for side, t in shapes.items()}
     keep["peer"].close()
@@ -147,7 +126,7 @@ def measure_setting(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def padding_section(size: str, chunks: list[int]) -> dict[str, Any]:
-    from benchmarks.throughput.grid import SIZES, build_models
+    from benchmarks.harness.cells import SIZES, build_models
     from benchmarks.throughput.padding import demo_padding, scifact_padding
 
     student = build_models(SIZES[size])["student"]
@@ -162,14 +141,14 @@ def padding_section(size: str, chunks: list[int]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(args.threads)
-    machine = common.machine()
+    this_machine = machine()
     padding = padding_section(args.size, args.chunks)
-    common.log(f"padding shares: {padding}")
+    log(f"padding shares: {padding}")
     settings = {name: measure_setting(name, args) for name in SETTINGS}
     payload = {
         "command": "python -m benchmarks.throughput.speed " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine,
-        "machine_after": {"load_average_1_5_15": common.load_average()},
+        "machine": this_machine,
+        "machine_after": {"load_average_1_5_15": load_average()},
         "shared_machine": "other jobs ran during the measurement: compare ratios within a round, not rates",
         "threads": args.threads,
         "rounds": args.rounds,
@@ -180,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.throughput.speed_report import write_speed_outputs
 
     json_path, png_path = write_speed_outputs(args.name, payload)
-    common.log(f"wrote {json_path} and {png_path}")
+    log(f"wrote {json_path} and {png_path}")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks.harness.results import BarPanel, write_bar_grid, write_json
 
 GOAL = ("contrastive_vs_st", 1.2)
 
@@ -28,13 +28,13 @@ def goal_block(settings: dict[str, Any]) -> dict[str, Any]:
     return {"contrastive_vs_st": {"threshold": f">= {GOAL[1]}", "values": values, "met_at_default": met}}
 
 
-def _panels(payload: dict[str, Any]) -> list[common.BarPanel]:
+def _panels(payload: dict[str, Any]) -> list[BarPanel]:
     panels = []
     for name, setting in payload["settings"].items():
         cells = setting["cells"]
         labels = list(cells)
         panels.append(
-            common.BarPanel(
+            BarPanel(
                 f"{name}: step time (median of rounds)",
                 "seconds per step",
                 labels,
@@ -47,7 +47,7 @@ def _panels(payload: dict[str, Any]) -> list[common.BarPanel]:
     for data in padding:
         shares = padding[data]["passages"]
         panels.append(
-            common.BarPanel(
+            BarPanel(
                 f"padding share of passages: {data}",
                 "share",
                 list(shares),
@@ -60,12 +60,12 @@ def _panels(payload: dict[str, Any]) -> list[common.BarPanel]:
 
 def write_speed_outputs(name: str, payload: dict[str, Any]) -> tuple[Path, Path]:
     payload = payload | {"goals": goal_block(payload["settings"])}
-    json_path = common.write_json(name, payload)
+    json_path = write_json(name, payload)
     footnote = (
         f"{payload['machine'].get('cpu_model', '')}; shared machine, load average per round in the JSON; "
         f"{payload['threads']} thread(s)"
     )
-    png_path = common.write_bar_grid(
+    png_path = write_bar_grid(
         name, [_panels(payload)[:2], _panels(payload)[2:]], title="train.speed switches on CPU", footnote=footnote
     )
     return json_path, png_path

@@ -1,21 +1,43 @@
-"""Peak resident memory of one step on a CPU, where torch keeps no allocator statistics.
+"""Peak memory, one answer for every benchmark: the high-water mark of a process's own resident memory.
 
-`ru_maxrss` only ever grows over a process's life, so it cannot tell one variant's step from another's in a process
-that runs many. A sampler thread reads this process's RSS from /proc every millisecond while the step runs (torch
-releases the GIL inside its kernels, so the thread gets to run); the step's peak is the highest sample, and its
-increase is that peak over the RSS just before the step (activations, gradients and optimizer temporaries).
+`peak_rss_bytes()` reads VmHWM from /proc/self/status. `ru_maxrss` is not used where /proc exists: after exec it
+carries the forking parent's peak (torchrun's, or the benchmark's own), so a small child would report its parent's
+memory. Inside one process that runs many steps, `RssPeak` samples RSS around a block, since a high-water mark only
+ever grows.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+PEAK_TAG = "PEAK_RSS_KIB"  # what `benchmarks.harness.peak` prints on stderr: PEAK_RSS_KIB <rank> <KiB>
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STATM = Path("/proc/self/statm")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (VmHWM); ru_maxrss only where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def peaks_from_stderr(stderr: str) -> dict[int, int]:
+    """{rank: peak bytes} from the PEAK_TAG lines that `benchmarks.harness.peak` printed."""
+    peaks = {}
+    for line in stderr.splitlines():
+        if line.startswith(PEAK_TAG):
+            _tag, rank, kib = line.split()
+            peaks[int(rank)] = int(kib) * 1024
+    return peaks
 
 
 def rss_bytes() -> int:
@@ -27,7 +49,8 @@ def rss_bytes() -> int:
 
 
 class RssPeak:
-    """Context manager: `.before` and `.peak` bytes of RSS around the block, sampled every `interval_s`."""
+    """Context manager: `.before` and `.peak` bytes of RSS around the block, sampled every `interval_s` by a thread
+    (torch releases the GIL inside its kernels, so the thread gets to run)."""
 
     def __init__(self, interval_s: float = 0.001) -> None:
         self.interval_s = interval_s
@@ -52,7 +75,8 @@ class RssPeak:
 
 
 def measure_step_memory(step: Callable[[], Any]) -> dict[str, float]:
-    """Run `step` once under the sampler: {"peak_rss_gib", "step_increase_gib"}."""
+    """Run `step` once under the sampler: {"peak_rss_gib", "step_increase_gib"} (the increase is activations,
+    gradients and optimizer temporaries over the RSS just before the step)."""
     with RssPeak() as sampler:
         step()
     return {

@@ -1,26 +1,27 @@
 """One rank of a benchmark training run: `lead-dist train`'s loop, then this rank's peak memory.
 
-Launched by `launch.py` under torchrun, from the repository root:
+Launched by `benchmarks.harness.launch.run_training` under torchrun, from the repository root:
 
-    torchrun --nproc_per_node N -m benchmarks.throughput.worker CONFIG RESULT_PREFIX [key=value ...]
+    torchrun --nproc_per_node N -m benchmarks.harness.worker CONFIG RESULT_PREFIX [key=value ...]
 
 Runs `lead_dist.train.loop.train` on the config (with the overrides) exactly as `lead-dist train` does, then writes
-`RESULT_PREFIX.rank<R>.json`: the world size the loop reports, this rank's peak RSS (`ru_maxrss`, the whole
-process life: model build, engines, steps and the final export) and the engines that ran. The main rank's step
+`RESULT_PREFIX.rank<R>.json`: the world size the loop reports, this rank's peak RSS (`memory.peak_rss_bytes`, the
+whole process life: model build, engines, steps and the final export) and the engines that ran. The main rank's step
 times are in the run's own `log.jsonl`.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 from pathlib import Path
+
+from benchmarks.harness.memory import peak_rss_bytes
 
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
-        print("usage: python -m benchmarks.throughput.worker CONFIG RESULT_PREFIX [key=value ...]", file=sys.stderr)
+        print("usage: python -m benchmarks.harness.worker CONFIG RESULT_PREFIX [key=value ...]", file=sys.stderr)
         return 2
     from lead_dist.config import load_config
     from lead_dist.train.loop import train
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
         "rank": summary["rank"],
         "world_size": summary["world_size"],
         "steps": summary["steps"],
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),  # KiB on Linux
+        "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3),
         "engines": run_record.get("engines"),
     }
     Path(f"{prefix}.rank{summary['rank']}.json").write_text(json.dumps(result, sort_keys=True) + "\n")

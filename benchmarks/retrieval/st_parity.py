@@ -39,7 +39,8 @@ from benchmarks.harness.timing import cpu_seconds
 
 DEFAULT_DATA = SCIFACT
 MODEL = "sentence-transformers/all-mpnet-base-v2"
-PUBLISHED = 0.656  # the model card's / MTEB's SciFact nDCG@10 for all-mpnet-base-v2 (about)
+# SciFact test nDCG@10 as published (MTEB; the model cards), for the models this parity has been run on
+PUBLISHED = {"sentence-transformers/all-mpnet-base-v2": 0.656, "sentence-transformers/all-MiniLM-L6-v2": 0.645}
 TOLERANCE = 0.001
 
 
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "difference": round(difference, 5),
         "tolerance": TOLERANCE,
         "within_tolerance": abs(difference) <= TOLERANCE,
-        "published_ndcg@10": PUBLISHED,
+        "published_ndcg@10": PUBLISHED.get(args.model),
         "parts": parts,
         "machine": machine(),
         "versions": package_versions("transformers", "sentence-transformers", "torch", "pytrec-eval-terrier"),

@@ -124,6 +124,33 @@ def test_cached_outputs_equal_the_live_teacher_within_storage_rounding(tmp_path,
             assert_within(got.layers, want.layers, value_bound(want.layers, dtype), f"de {part} layers")
 
 
+def test_the_throughput_benchmarks_in_memory_cache_reads_as_the_built_cache(tmp_path, tmp_path_factory):
+    """benchmarks/throughput/cached.py times a cache built in memory by the cache's own code: the teacher it records
+    is the built cache's manifest record (per-layer scales included), and its outputs are the live teacher's within
+    fp16 storage rounding (the record was once copied there by hand and fell behind the cache format)."""
+    from benchmarks.throughput.cached import in_memory_cache
+    from lead_dist.teacher_cache.format import read_manifest
+
+    shards = helpers.shared_shards(tmp_path_factory)
+    cache = built_cache(tmp_path_factory, "de+layers")
+    config = config_from_dict(
+        config_dict(shards, tmp_path / "run", "de", teacher={"cache": str(cache), **LAYER_OPTIONS})
+    )
+    live, examples = build_teacher(config).eval(), first_examples(config)
+    memory = in_memory_cache(live, examples, (config.data.query_max_length, config.data.passage_max_length))
+    recorded = read_manifest(cache)["teacher"]
+    assert recorded["layer_scales"] == [1.0, 1.0, 20.0]
+    assert (memory.kind, memory.num_layers, memory.hidden_size) == (recorded["kind"], 3, recorded["hidden_size"])
+    assert (memory.scale, memory.layer_scales) == (recorded["scale"], recorded["layer_scales"])
+    tokens = collate_for(live, examples, config.data.query_max_length, config.data.passage_max_length)
+    rows = memory.collate(examples)
+    with torch.no_grad():
+        for part in tokens:
+            want, got = live(**tokens[part], layers=(0, 1, 2)), memory(**rows[part], layers=(0, 1, 2))
+            assert_within(got.final, want.final, value_bound(want.final, "fp16"), f"in-memory {part} final")
+            assert_within(got.layers, want.layers, value_bound(want.layers, "fp16"), f"in-memory {part} layers")
+
+
 @pytest.mark.parametrize("kind", ["de", "ce", "cb"])
 def test_lead_loss_and_terms_from_the_cache_equal_the_live_teacher_within_the_bound(tmp_path, tmp_path_factory, kind):
     shards = helpers.shared_shards(tmp_path_factory)

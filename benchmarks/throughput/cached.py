@@ -26,6 +26,7 @@ from benchmarks.harness.cells import SizeSpec, TrainedState, Variant, make_varia
 from benchmarks.harness.goals import goal
 from benchmarks.harness.results import BarPanel
 from benchmarks.harness.timing import interleaved_rounds, paired_ratio
+from lead_dist.teacher_cache.build import teacher_record
 from lead_dist.teacher_cache.encode import encode_shard
 from lead_dist.teacher_cache.format import shard_tensors
 from lead_dist.teacher_cache.plan import ShardPlan, entries_of_records
@@ -56,10 +57,7 @@ def in_memory_cache(teacher: torch.nn.Module, examples: list[dict], lengths: tup
                              device=torch.device("cpu"))  # fmt: skip
         tensors = shard_tensors(teacher.kind, pairs, "fp16", f"benchmark {family}")
         tables[family] = CacheTable([e.key for e in items], tensors["final"], tensors["layers"], None)
-    info = {"kind": teacher.kind, "num_layers": teacher.num_layers, "hidden_size": teacher.hidden_size,
-            "scale": float(getattr(teacher, "scale", 1.0)),  # as lead_dist.teacher_cache.build records it
-            "layer_scales": list(teacher.layer_scales(range(teacher.num_layers))) if teacher.kind == "de" else None}  # fmt: skip
-    return CachedTeacher(Path("(in memory)"), {"teacher": info}, tables)
+    return CachedTeacher(Path("(in memory)"), {"teacher": teacher_record(teacher)}, tables)
 
 
 @dataclasses.dataclass

@@ -119,6 +119,18 @@ def kept_shard_problem(shard: Path) -> str | None:
     return None
 
 
+def teacher_record(teacher: nn.Module) -> dict[str, Any]:
+    """What a cache records of its teacher, and what `CachedTeacher` scores the cached tables with."""
+    return {
+        "kind": teacher.kind,
+        "num_layers": int(teacher.num_layers),
+        "hidden_size": int(teacher.hidden_size),
+        "scale": float(getattr(teacher, "scale", 1.0)),
+        # a DE scores its last block as its final vector and the others with `layer_scale` (dual_encoder.py)
+        "layer_scales": list(teacher.layer_scales(range(teacher.num_layers))) if teacher.kind == "de" else None,
+    }
+
+
 def _finish(out: Path, state: dict[str, Any], plans: list[ShardPlan], teacher: nn.Module) -> dict[str, Any]:
     shards = []
     for plan in plans:
@@ -129,14 +141,7 @@ def _finish(out: Path, state: dict[str, Any], plans: list[ShardPlan], teacher: n
         shards.append({"name": plan.name, "family": plan.family, "count": len(plan.entries), "sha256": digest})
     manifest = {
         **state,
-        "teacher": {
-            "kind": teacher.kind,
-            "num_layers": int(teacher.num_layers),
-            "hidden_size": int(teacher.hidden_size),
-            "scale": float(getattr(teacher, "scale", 1.0)),
-            # a DE scores its last block as its final vector and the others with `layer_scale` (dual_encoder.py)
-            "layer_scales": list(teacher.layer_scales(range(teacher.num_layers))) if teacher.kind == "de" else None,
-        },
+        "teacher": teacher_record(teacher),
         "shards": shards,
         "counts": {
             family: sum(s["count"] for s in shards if s["family"] == family) for family in {p.family for p in plans}

@@ -230,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         kept.write_text(json.dumps(result, indent=1))
         parts[name] = result
         log(f"{name}: nDCG@10 {result['ndcg@10']:.4f} in {result['wall_s']} s")
+    for name in PARTS:  # the other process may have finished while this one ran: the last to finish writes
+        kept = args.work / f"{name}.json"
+        if name not in parts and kept.is_file():
+            parts[name] = json.loads(kept.read_text())
     if len(parts) < len(PARTS):
         log(f"kept {sorted(parts)} in {args.work}; the results file is written once both parts are there")
         return 0

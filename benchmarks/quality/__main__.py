@@ -24,11 +24,13 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.machine import REPO_ROOT, log, machine, package_versions
 from benchmarks.harness.results import RESULTS_DIR, write_json
+from benchmarks.quality.adopt import AdoptError, adoptable_seeds, adopted_records, check_adoption, load_earlier
 from benchmarks.quality.charts import write_chart, write_curves_chart
 from benchmarks.quality.commands import (
     PROBE,
@@ -167,11 +169,26 @@ def ce_beats_first_stage(ce_dev: Path, de_dev: Path) -> bool:
     return json.loads(ce_dev.read_text())["metrics"]["ndcg@10"] > json.loads(de_dev.read_text())["metrics"]["ndcg@10"]
 
 
-def students(runner: StepRunner, plan: Plan, layout: Layout, specs: list[Any], jobs: int = 1) -> None:
-    """5: the student runs `specs` (each for its seeds), each evaluated on test; `jobs` (train + evaluate) pairs at
-    once. Seeds outermost, so that a stopped grid has whole seeds of every method rather than every seed of some."""
+@dataclass(frozen=True)
+class Only:
+    """The student runs to train (`--only-seeds`, `--only-runs`; None: all of the grid's). Every step before them is
+    the grid's own, so the folder stays the grid's: to spread a grid's seeds over sittings, or to train only the
+    seeds an earlier results file does not hold (adopt.py)."""
+
+    seeds: tuple[int, ...] | None = None
+    runs: tuple[str, ...] | None = None
+
+    def keeps(self, run: str, seed: int) -> bool:
+        return (self.seeds is None or seed in self.seeds) and (self.runs is None or run in self.runs)
+
+
+def students(runner: StepRunner, plan: Plan, layout: Layout, specs: list[Any], jobs: int = 1,
+             only: Only = Only()) -> None:  # fmt: skip
+    """5: the student runs `specs` (each for its seeds, those `only` keeps), each evaluated on test; `jobs`
+    (train + evaluate) pairs at once. Seeds outermost, so that a stopped grid has whole seeds of every method rather
+    than every seed of some."""
     seeds = sorted({seed for spec in specs for seed in spec.seeds})
-    work = [(spec, seed) for seed in seeds for spec in specs if seed in spec.seeds]
+    work = [(spec, seed) for seed in seeds for spec in specs if seed in spec.seeds and only.keeps(spec.name, seed)]
 
     def one(spec: Any, seed: int) -> None:
         out = layout.student_dir(spec.name, seed)
@@ -182,7 +199,8 @@ def students(runner: StepRunner, plan: Plan, layout: Layout, specs: list[Any], j
     in_parallel(runner, jobs, [lambda spec=spec, seed=seed: one(spec, seed) for spec, seed in work])
 
 
-def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int, packaged_only: bool = False) -> list[str]:
+def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int, packaged_only: bool = False,
+             only: Only = Only()) -> list[str]:  # fmt: skip
     """The protocol in the order that gives the verdict soonest: everything the summary needs (the DE teacher, the
     student warm-up, the probe, the DE-teacher runs over all seeds) before the CB and CE teachers, their runs and the
     ablations. Returns the runs skipped (those of a CE teacher that does not count).
@@ -194,15 +212,16 @@ def run_grid(runner: StepRunner, plan: Plan, layout: Layout, jobs: int, packaged
     de_teacher_and_student(runner, plan, layout, jobs)
     if packaged_only:
         packaged_teachers(runner, plan, layout)
-        students(runner, plan, layout, [spec for spec in plan.runs if spec.teacher in plan.packaged_teachers], jobs)
+        packaged = [spec for spec in plan.runs if spec.teacher in plan.packaged_teachers]
+        students(runner, plan, layout, packaged, jobs, only)
         return []
     first = [spec for spec in plan.runs if spec.teacher == "de" and len(spec.seeds) > 1]
-    students(runner, plan, layout, first, jobs)
+    students(runner, plan, layout, first, jobs, only)
     ce_counts = other_teachers(runner, plan, layout, jobs)
     packaged_teachers(runner, plan, layout)
     skipped = [spec.name for spec in plan.runs if spec.teacher == "ce" and not ce_counts]
     rest = [spec for spec in plan.runs if spec not in first and spec.name not in skipped]
-    students(runner, plan, layout, rest, jobs)
+    students(runner, plan, layout, rest, jobs, only)
     return skipped
 
 
@@ -232,6 +251,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--packaged-only", action="store_true",
                         help="only the packaged teachers' stage and runs (after the shared start; no results file): "
                         "a second process on the same --out can run them beside the DE seeds")  # fmt: skip
+    parser.add_argument("--only-seeds", type=lambda text: tuple(int(x) for x in text.split(",")),
+                        help="comma-separated: train the student runs of these of the grid's seeds only (all the "
+                        "steps before them as planned); --report-only later reports every seed finished")  # fmt: skip
+    parser.add_argument(
+        "--only-runs",
+        type=lambda text: tuple(text.split(",")),
+        help="comma-separated: train only these of the grid's student runs (as --only-seeds)",
+    )
+    parser.add_argument("--adopt", type=Path,
+                        help="with --report-only: an earlier results JSON of this grid whose per-seed records stand "
+                        "for the seeds this folder has not trained, if this folder's shared start reproduces that "
+                        "file's bit for bit (benchmarks/quality/adopt.py); refused otherwise")  # fmt: skip
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: the results of the steps finished so far, each run over its finished "
                         "seeds (`partial` in the JSON says which)")  # fmt: skip
@@ -239,6 +270,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick and args.grid not in (None, "quick"):
         parser.error(f"--quick contradicts --grid {args.grid}")
     args.grid = "quick" if args.quick else (args.grid or "full")
+    if args.adopt and not args.report_only:
+        parser.error("--adopt goes with --report-only (train the missing seeds first, with --only-seeds)")
     return args
 
 
@@ -262,24 +295,37 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not machine_file.is_file():
         out.mkdir(parents=True, exist_ok=True)
         machine_file.write_text(json.dumps(this_machine, indent=1))
-    partial = None
+    partial, earlier, adopted = None, None, {}
+    name = args.results_name or ("quality" if args.grid == "full" else f"quality_{args.grid}")
     try:
         if args.report_only:
             runner.results = finished_steps(out)
-            plan, partial = finished_part(plan, layout)
+            if args.adopt:
+                earlier = _earlier_results(args.adopt, args.results_dir / f"{name}.json")
+                adopted = adopted_records(earlier, adoptable_seeds(earlier, plan))
+            plan, partial = finished_part(plan, layout, {run: set(map(int, recs)) for run, recs in adopted.items()})
             skipped = []
         else:
-            skipped = run_grid(runner, plan, layout, args.jobs, args.packaged_only)
+            skipped = run_grid(runner, plan, layout, args.jobs, args.packaged_only, _only(args, plan))
     except StepFailed as exc:
         print(f"quality benchmark: {exc}", file=sys.stderr)
         return 1
+    except (AdoptError, PlanError) as exc:
+        print(f"quality benchmark: {exc}", file=sys.stderr)
+        return 2
     if args.dry_run:
         return 0
     if args.packaged_only:
         log("the packaged teachers' steps are done; run again without --packaged-only for the rest and the results")
         return 0
-    payload = build_payload(plan, runner.results, layout, skipped_runs=skipped)
+    payload = build_payload(plan, runner.results, layout, skipped_runs=skipped, adopted=adopted)
     payload["partial"] = partial
+    if earlier is not None:
+        try:
+            payload["adopted"] = check_adoption(payload, earlier, str(args.adopt))
+        except AdoptError as exc:
+            print(f"quality benchmark: {exc}", file=sys.stderr)
+            return 2
     payload["machine"] = json.loads(machine_file.read_text()) if machine_file.is_file() else this_machine
     payload["machine_this_invocation"] = this_machine
     payload["load_average_at_end"] = machine()["load_average_1_5_15"]
@@ -296,7 +342,6 @@ def main(argv: list[str] | None = None) -> int:
     # --jobs on a machine with as many cores, of the same kind.
     payload["threads_per_step"] = {"alone": threads_per_step(1, args.cores),
                                    "side_by_side": threads_per_step(args.jobs, args.cores)}  # fmt: skip
-    name = args.results_name or ("quality" if args.grid == "full" else f"quality_{args.grid}")
     table = markdown_table(payload)
     payload["table_markdown"] = table
     payload["tests_markdown"] = tests_table(payload)
@@ -308,6 +353,24 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"summary": payload["summary"], "regimes": payload["regimes"]}, indent=1))
     log(f"wrote {json_path}, {png_path} and {curves_path}")
     return 0
+
+
+def _only(args: argparse.Namespace, plan: Plan) -> Only:
+    """--only-seeds and --only-runs, checked against the grid (a PlanError names what it does not plan)."""
+    unknown = [str(seed) for seed in args.only_seeds or () if seed not in plan.seeds]
+    unknown += [run for run in args.only_runs or () if run not in {spec.name for spec in plan.runs}]
+    if unknown:
+        raise PlanError(f"--only-seeds / --only-runs: grid {args.grid} plans no {', '.join(unknown)} (seeds "
+                        f"{list(plan.seeds)}, runs {[spec.name for spec in plan.runs]})")  # fmt: skip
+    return Only(args.only_seeds, args.only_runs)
+
+
+def _earlier_results(path: Path, results_path: Path) -> dict[str, Any]:
+    """The results file to adopt from, which must not be the one this report writes (it would be replaced by a
+    report built from it: with another --results-name both stay, and git diff shows what changed)."""
+    if Path(path).resolve() == results_path.resolve():
+        raise AdoptError(f"--adopt {path} is the file this report writes; pass another --results-name")
+    return load_earlier(path)
 
 
 if __name__ == "__main__":

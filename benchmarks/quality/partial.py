@@ -28,8 +28,12 @@ def finished_steps(out: Path) -> dict[str, StepResult]:
     return results
 
 
-def finished_part(plan: Plan, layout: Layout) -> tuple[Plan, dict[str, Any]]:
-    """`plan` cut to what has finished, and the `partial` record that says what was cut."""
+def finished_part(
+    plan: Plan, layout: Layout, adopted: dict[str, set[int]] | None = None
+) -> tuple[Plan, dict[str, Any]]:
+    """`plan` cut to what has finished, and the `partial` record that says what was cut. `adopted`: the seeds per
+    run whose records come from an earlier results file (adopt.py); they count as finished."""
+    adopted = adopted or {}
 
     def evaluated(label: str, zero_shot: bool) -> bool:
         datasets = ["scifact"] + (["cranfield"] if plan.zero_shot and zero_shot else [])
@@ -42,7 +46,8 @@ def finished_part(plan: Plan, layout: Layout) -> tuple[Plan, dict[str, Any]]:
         if spec.teacher in plan.packaged_teachers and spec.teacher not in packaged:
             seeds_done[spec.name] = []
             continue
-        seeds = tuple(seed for seed in spec.seeds if evaluated(f"{spec.name}-seed{seed}", spec.zero_shot))
+        seeds = tuple(seed for seed in spec.seeds
+                      if evaluated(f"{spec.name}-seed{seed}", spec.zero_shot) or seed in adopted.get(spec.name, ()))  # fmt: skip
         seeds_done[spec.name] = list(seeds)
         if seeds:
             runs.append(dataclasses.replace(spec, seeds=seeds))

@@ -152,15 +152,23 @@ def _student_warmup(plan: Any, steps: dict[str, Any], layout: Any) -> dict[str, 
             "warmup_step_s": step_seconds_from_log(layout.student_warmup)}  # fmt: skip
 
 
-def _students(plan: Any, steps: dict[str, Any], layout: Any, starts: dict[str, float], skipped: list[str]) -> dict:
+def _students(plan: Any, steps: dict[str, Any], layout: Any, starts: dict[str, float], skipped: list[str],
+              adopted: dict[str, dict[str, Any]]) -> dict:  # fmt: skip
+    """Per run, its seeds' records: from this folder's files, or for a seed the folder has not evaluated, the record
+    `adopted` holds (adopt.py), listed under the run's `adopted_seeds`."""
     students: dict[str, Any] = {}
     for spec in plan.runs:
         if spec.name in skipped:
             continue
         datasets = _datasets(plan, spec.zero_shot)
         per_seed: dict[str, Any] = {}
+        adopted_seeds = []
         for seed in spec.seeds:
             label, run_dir = f"{spec.name}-seed{seed}", layout.student_dir(spec.name, seed)
+            if not layout.evaluation(label, "scifact").is_file() and str(seed) in adopted.get(spec.name, {}):
+                per_seed[str(seed)] = adopted[spec.name][str(seed)]
+                adopted_seeds.append(seed)
+                continue
             record: dict[str, Any] = _evaluations(layout, label, datasets)
             record["scifact_per_query_ndcg@10"] = read_per_query(layout.evaluation(label, "scifact"))
             record["dev_curve"] = [(0, starts[spec.student]), *from_log(run_dir)]  # step 0: its start's last value
@@ -179,6 +187,8 @@ def _students(plan: Any, steps: dict[str, Any], layout: Any, starts: dict[str, f
                                "student_start": spec.student,
                                "distill_steps": next(iter(per_seed.values()))["steps"], "seeds": per_seed,
                                "summary": summary}  # fmt: skip
+        if adopted_seeds:
+            students[spec.name]["adopted_seeds"] = adopted_seeds
     return students
 
 
@@ -189,15 +199,17 @@ def _shares(students: dict[str, Any], teachers: dict[str, Any]) -> None:
         student["summary"]["share_of_teacher_ndcg@10"] = spread(values) if values else None
 
 
-def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs: list[str]) -> dict[str, Any]:
-    """Everything the JSON holds except the machine (added by the caller)."""
+def build_payload(plan: Any, steps: dict[str, Any], layout: Any, *, skipped_runs: list[str],
+                  adopted: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Everything the JSON holds except the machine (added by the caller). `adopted`: per run, per seed, the records
+    taken from an earlier results file for seeds this folder has not evaluated (adopt.py checks them)."""
     seconds = {name: round(result.seconds, 1) for name, result in steps.items()}
     teachers = _teachers(plan, steps, layout)
     warmup = _student_warmup(plan, steps, layout)
     # each run's dev curve starts at its start's last dev value (same dev corpus sample, same evaluation)
     starts = {"student_warmup": warmup["dev_curve"][-1][1] if warmup["dev_curve"] else float("nan"),
               "teacher_de": teachers["de"]["dev_curve"][-1][1]}  # fmt: skip
-    students = _students(plan, steps, layout, starts, skipped_runs)
+    students = _students(plan, steps, layout, starts, skipped_runs, adopted or {})
     _shares(students, teachers)
     packaged = None
     if plan.evaluate_packaged:

@@ -5,6 +5,7 @@ start reproduces the file's bit for bit, and a seed trained in both must agree b
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -213,3 +214,29 @@ def test_only_names_what_the_grid_does_not_plan(tmp_path, capsys) -> None:
     argv = ["--grid", "verdict", "--out", str(tmp_path), "--dry-run", "--only-seeds", "889,891"]
     assert quality.main([*argv, "--only-runs", "lead_de,lead_xx"]) == 2
     assert "grid verdict plans no 891, lead_xx" in capsys.readouterr().err
+
+
+@needs_data
+def test_the_report_takes_a_folder_seed_from_its_files_and_an_adopted_one_as_recorded(tmp_path) -> None:
+    from benchmarks.quality.report import _students
+
+    plan = load_plan(GRID, "verdict", REPO)
+    spec = next(s for s in plan.runs if s.name == "lead_de_last")  # not evaluated on Cranfield
+    plan = dataclasses.replace(plan, runs=[dataclasses.replace(spec, seeds=(888, 889))])
+    layout = Layout(tmp_path, None)
+    run_dir = layout.student_dir("lead_de_last", 889)
+    run_dir.mkdir(parents=True)
+    (run_dir / "log.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        {"event": "eval", "step": 64, "ndcg@10": 0.79}, {"event": "exported", "step": 64})))  # fmt: skip
+    evaluation = layout.evaluation("lead_de_last-seed889", "scifact")
+    evaluation.parent.mkdir(parents=True)
+    metrics = {"ndcg@10": 0.25, "mrr@10": 0.5, "recall@100": 1.0}
+    evaluation.write_text(json.dumps({"metrics": metrics, "per_query": {"q1": {"ndcg@10": 0.5}, "q2": {"ndcg@10": 0}}}))
+    adopted = {"lead_de_last": {"888": _run_record(0.75), "889": _run_record(0.1)}}  # 889: the folder's wins
+    students = _students(plan, {}, layout, {"student_warmup": 0.78}, [], adopted)["lead_de_last"]
+    assert students["adopted_seeds"] == [888]
+    assert students["seeds"]["888"] is adopted["lead_de_last"]["888"]
+    assert students["seeds"]["889"]["scifact"] == metrics
+    assert students["seeds"]["889"]["scifact_per_query_ndcg@10"] == {"q1": 0.5, "q2": 0.0}
+    assert students["seeds"]["889"]["dev_curve"] == [(0, 0.78), (64, 0.79)]
+    assert students["summary"]["scifact"]["ndcg@10"]["mean"] == pytest.approx((0.75 + 0.25) / 2, abs=1e-15)

@@ -179,9 +179,10 @@ def _students(plan: Any, steps: dict[str, Any], layout: Any, starts: dict[str, f
         summary: dict[str, Any] = {
             name: {key: spread([r[name][key] for r in per_seed.values()]) for key in METRICS} for name in datasets
         }
-        summary["train_wall_s"] = spread([r["train_wall_s"] for r in per_seed.values() if r["train_wall_s"]])
+        # .get: a record adopted from an earlier report may lack a time field a later report added
+        summary["train_wall_s"] = spread([r["train_wall_s"] for r in per_seed.values() if r.get("train_wall_s")])
         summary["train_step_s_per_step"] = spread(
-            [r["train_step_s"] / r["steps"] for r in per_seed.values() if r["train_step_s"] and r["steps"]]
+            [r["train_step_s"] / r["steps"] for r in per_seed.values() if r.get("train_step_s") and r.get("steps")]
         )
         students[spec.name] = {"recipe": _repo_relative(spec.config), "teacher": spec.teacher, "group": spec.group,
                                "student_start": spec.student,

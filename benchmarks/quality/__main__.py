@@ -306,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
             plan, partial = finished_part(plan, layout, {run: set(map(int, recs)) for run, recs in adopted.items()})
             skipped = []
         else:
-            skipped = run_grid(runner, plan, layout, args.jobs, args.packaged_only, _only(args, plan))
+            only = _only(args, plan)
+            skipped = run_grid(runner, plan, layout, args.jobs, args.packaged_only, only)
+            if only != Only() and not args.dry_run:  # a subset of the runs: report what has finished, as --report-only
+                runner.results = finished_steps(out)
+                plan, partial = finished_part(plan, layout)
     except StepFailed as exc:
         print(f"quality benchmark: {exc}", file=sys.stderr)
         return 1

@@ -11,11 +11,10 @@ Rerun the same command to resume a killed build; a finished cache is left as it 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from lead_dist.verbs.common import check_positive, pick_device
+from lead_dist.verbs.common import check_positive, pick_device, print_summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
             lock.release()
             if created and not any(Path(args.out).iterdir()):  # a refused build leaves no folder behind
                 Path(args.out).rmdir()
-    print(json.dumps(summary | {"world_size": world}, sort_keys=True), flush=True)
+    print_summary(summary | {"world_size": world}, sort_keys=True)
     return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -135,3 +137,11 @@ def resolve_lengths(args: argparse.Namespace, model_max_length: int) -> None:
             setattr(args, name, int(model_max_length))
         else:
             check_positive(value, "--" + name.replace("_", "-"))
+
+
+def print_summary(summary: dict, *, sort_keys: bool = False) -> None:
+    """A verb's one-line JSON summary on stdout, written in one call: every rank of a launch prints its own, and with
+    PYTHONUNBUFFERED (common under launchers and in containers) `print` writes the text and its newline separately,
+    so two ranks' lines could run together into one unparseable line."""
+    sys.stdout.write(json.dumps(summary, sort_keys=sort_keys) + "\n")
+    sys.stdout.flush()

@@ -7,7 +7,6 @@ torchrun --nproc_per_node 8 -m lead_dist.cli encode --model DIR --corpus collect
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from lead_dist.distributed import init_from_env
@@ -21,6 +20,7 @@ from lead_dist.verbs.common import (
     check_positive,
     encode_locked,
     pick_device,
+    print_summary,
     resolve_lengths,
 )
 
@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     summary = encode_locked(encoder, args.corpus, args.out, args, rank=rank, world=world, verb="encode")
     summary["world_size"] = world
     summary |= {"duplicate_passages": len(repeats), "duplicate_passage_examples": repeats[:5]}
-    print(json.dumps(summary), flush=True)
+    print_summary(summary)
     return 0

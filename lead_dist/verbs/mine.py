@@ -24,6 +24,7 @@ from lead_dist.data.readers.trec_run import parse_depth, read_run
 from lead_dist.guard import check_apart
 from lead_dist.retrieval.mine import mine_negatives, negatives_as_run
 from lead_dist.retrieval.runfile import write_run
+from lead_dist.verbs.common import print_summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         write_run(negatives_as_run(report, run), out / "negatives.trec", tag="mined")
         atomic_write_text(out / "mining_report.json", json.dumps(summary, indent=1))
-        print(json.dumps(summary), flush=True)
+        print_summary(summary)
         return 0
     # prepare replaces --out whole and refuses an input inside it: the negatives wait beside --out until then
     with _scratch_beside(out) as scratch:
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.copyfile(negatives_file, out / "negatives.trec")
         _point_manifest_at_kept_negatives(out, negatives_file)
         atomic_write_text(out / "mining_report.json", json.dumps(summary, indent=1))
-    print(json.dumps(summary), flush=True)
+    print_summary(summary)
     return 0
 
 

@@ -9,7 +9,6 @@ and rank 0 writes the run.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from lead_dist.data.readers.qrels import read_qrels
@@ -29,6 +28,7 @@ from lead_dist.verbs.common import (
     check_positive,
     index_options,
     pick_device,
+    print_summary,
     resolve_lengths,
 )
 
@@ -80,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
             "duplicate_queries": report.duplicate_queries,
             "duplicate_judgements": report.duplicate_judgements,
         }
-        print(json.dumps(summary), flush=True)
+        print_summary(summary)
     return 0

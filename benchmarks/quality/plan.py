@@ -116,7 +116,6 @@ class Plan:
     student_warmup_overrides: dict[str, Any]
     distill_overrides: dict[str, Any]
     regimes: list[Regime] = field(default_factory=list)
-    raw_grid: dict[str, Any] = field(default_factory=dict)
 
 
 def _section(raw: Any, key: str, source: Path) -> dict[str, Any]:
@@ -233,7 +232,6 @@ def load_plan(path: str | Path, grid: str, root: str | Path, *, check_data: bool
         ),
         distill_overrides=_overrides(chosen.get("distill_overrides"), f"{where}.distill_overrides", source),
         regimes=regimes,
-        raw_grid=dict(chosen),
     )
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lead_dist.atomic import atomic_write_text
+
 # The environment every step runs in (docs/ENVIRONMENT.md): no model hub, no tokenizer thread pools fighting
 # torch's threads, DeepSpeed's JIT ops cached inside the project.
 STEP_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -141,10 +143,8 @@ class StepRunner:
             tail = "\n".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
             raise StepFailed(f"step {name} exited {returncode} after {seconds:.0f} s; log {log_file}:\n{tail}")
         marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(".tmp")
         record = {"argv": argv, "program": program, "recipes": recipes, "seconds": seconds, "cpu_seconds": cpu_seconds}
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.rename(marker)  # the marker appears only whole, and only after the step succeeded
+        atomic_write_text(marker, json.dumps(record, indent=1))  # only whole, and only after the step succeeded
         self.log(f"{name}: {seconds:.0f} s ({cpu_seconds:.0f} CPU s)")
         result = StepResult(name, seconds, False, cpu_seconds)
         self.results[name] = result

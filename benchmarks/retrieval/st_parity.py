@@ -42,6 +42,7 @@ from benchmarks.harness.fixtures import SCIFACT
 from benchmarks.harness.machine import REPO_ROOT, load_average, log, machine, package_versions
 from benchmarks.harness.results import write_json
 from benchmarks.harness.timing import cpu_seconds
+from lead_dist.atomic import atomic_open
 
 DEFAULT_DATA = SCIFACT
 MODEL = "sentence-transformers/all-mpnet-base-v2"
@@ -96,9 +97,8 @@ def encode_in_blocks(st, texts: list[str], folder: Path, block: int = 500):
         path = folder / f"block-{start:06d}.npy"
         if not path.is_file():
             vectors = st.encode(texts[start : start + block], convert_to_numpy=True)
-            scratch = path.with_suffix(".tmp.npy")
-            np.save(scratch, vectors)
-            scratch.rename(path)
+            with atomic_open(path, "wb") as sink:
+                np.save(sink, vectors)
             log(f"sentence-transformers: passages {start}..{min(start + block, len(texts))} of {len(texts)}")
         parts.append(np.load(path))
     return np.concatenate(parts)

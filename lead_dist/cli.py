@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     verb, rest = argv[0], argv[1:]
+    whole_lines(sys.stdout, sys.stderr)
     if "--verbose" not in rest:
         quiet_libraries()
     module = importlib.import_module(VERBS[verb][0])
@@ -114,6 +115,18 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
     refused_pickle = pickle.UnpicklingError  # a checkpoint file that would run code: named, never loaded
     return (ConfigError, ShardError, DropShareExceeded, FolderLockedError, refused_pickle, ValueError, OSError)
+
+
+def whole_lines(*streams: object) -> None:
+    """Make each line reach the terminal or pipe in one write, so that the lines of the ranks of a launch, which share
+    one stderr, never run together. Under PYTHONUNBUFFERED (set by many launchers and containers) Python writes
+    every piece straight through, and `print` writes a line's text and its newline as two pieces: another rank's
+    line could land between them. Line buffering gathers the pieces and writes them at the newline; a line longer
+    than the buffer (8 KiB) may still go out in parts. Only the process's own streams are changed (not a capture
+    put in their place by a test or a caller)."""
+    own = [stream for stream in streams if stream is not None and stream in (sys.__stdout__, sys.__stderr__)]
+    for stream in own:
+        stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def quiet_libraries() -> None:

@@ -3,6 +3,7 @@ found before any model is built; the libraries' noise is off unless --verbose; e
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -156,3 +157,45 @@ def test_deepspeed_accelerator_notice_is_dropped_and_its_warnings_kept():
     assert all(run.returncode == 0 for run in runs.values()), [run.stderr[-1000:] for run in runs.values()]
     assert "Setting accelerator to CPU" in runs["plain"].stderr + runs["plain"].stdout  # the check below could fail
     assert "Setting accelerator to CPU" not in runs["quiet"].stderr + runs["quiet"].stdout
+
+
+class _WriteCalls(io.RawIOBase):
+    """A raw stream that keeps each write call: what reaches the file descriptor, one system call each."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.calls.append(bytes(data))
+        return len(data)
+
+
+def _unbuffered() -> io.TextIOWrapper:
+    return io.TextIOWrapper(_WriteCalls(), encoding="utf-8", write_through=True)  # as `python -u`/PYTHONUNBUFFERED
+
+
+def test_every_line_leaves_in_one_write_under_pythonunbuffered(monkeypatch, tmp_path):
+    """The ranks of a launch share one stderr. Unbuffered, `print` sends a line's text and its newline in two writes,
+    so another rank's line could land between them (fresh-ci saw two ranks' error lines run into one). The CLI
+    line-buffers its own streams: each line is one write."""
+    plain = _unbuffered()
+    print("text", file=plain)
+    assert plain.buffer.calls == [b"text", b"\n"]  # the race the CLI removes
+    out, err = _unbuffered(), _unbuffered()
+    for name, stream in (("stdout", out), ("__stdout__", out), ("stderr", err), ("__stderr__", err)):
+        monkeypatch.setattr(sys, name, stream)
+    assert cli_main(["split", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    print("after", file=err)
+    assert err.buffer.calls[0].startswith(b"lead-dist split: error: ") and err.buffer.calls[-1] == b"after\n"
+    assert all(call.endswith(b"\n") and call.count(b"\n") == 1 for call in err.buffer.calls), err.buffer.calls
+
+
+def test_a_stream_put_in_place_of_the_process_own_is_left_alone(monkeypatch, tmp_path):
+    """A capture a caller or test put in sys.stderr's place keeps its settings (only the process's own are changed)."""
+    capture = _unbuffered()
+    monkeypatch.setattr(sys, "stderr", capture)
+    assert cli_main(["split", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert capture.write_through and capture.buffer.calls[1] == b"\n"

@@ -140,8 +140,8 @@ def resolve_lengths(args: argparse.Namespace, model_max_length: int) -> None:
 
 
 def print_summary(summary: dict, *, sort_keys: bool = False) -> None:
-    """A verb's one-line JSON summary on stdout, written in one call: every rank of a launch prints its own, and with
-    PYTHONUNBUFFERED (common under launchers and in containers) `print` writes the text and its newline separately,
-    so two ranks' lines could run together into one unparseable line."""
+    """A verb's one-line JSON summary on stdout (every rank of a launch prints its own), in one write call so that it
+    stays whole even when `run` is called from Python, without `lead_dist.cli.whole_lines` (where the CLI makes
+    every line of a verb leave in one write)."""
     sys.stdout.write(json.dumps(summary, sort_keys=sort_keys) + "\n")
     sys.stdout.flush()

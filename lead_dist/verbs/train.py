@@ -12,7 +12,6 @@ mistyped key fails at once with the key, the closest valid name and the file. Ex
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     from lead_dist.train.loop import train
     from lead_dist.train.preflight import check_inputs
+    from lead_dist.verbs.common import print_summary
 
     check_inputs(config, args.config)  # before any model is built or output_dir touched
     summary = train(config, resume=args.resume, overwrite=args.overwrite)
     if summary.get("rank", 0) == 0:
-        print(json.dumps(summary, sort_keys=True))
+        print_summary(summary, sort_keys=True)
     return 0

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     verb_parser.add_argument("--verbose", action="store_true", help="keep the libraries' progress bars and notes")
     args = verb_parser.parse_args(rest)
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
     except RunFailed as error:  # the input was fine, the run's result is not (non-finite losses): exit code 1
         if args.debug:
             traceback.print_exc()
@@ -79,6 +79,19 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"lead-dist {verb}: {error_label(error)}: {describe(error)}", file=sys.stderr)
         return 2
+    if code == 0:
+        leave_process_group()
+    return code
+
+
+def leave_process_group() -> None:
+    """End the process group a verb joined (`lead_dist.distributed.leave`), else its rank can die of SIGABRT at exit.
+
+    Only after success: a failed rank may leave a peer inside a collective, where ending the group can hang (NCCL);
+    its exit code already says it failed. A verb that never touched torch.distributed does not import it here.
+    """
+    if "lead_dist.distributed" in sys.modules:
+        sys.modules["lead_dist.distributed"].leave()
 
 
 def error_label(error: BaseException) -> str:
